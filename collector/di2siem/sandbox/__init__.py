@@ -1,0 +1,254 @@
+"""Simulators for JumpCloud Directory Insights and Coralogix ingestion, and `di2siem sandbox`.
+
+Importable for tests (`JumpCloudSimulator`, `CoralogixSink`) and runnable as
+`di2siem sandbox [options]` or `python -m di2siem.sandbox [options]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from .coralogix import DATASTREAM_PATH, SINGLES_PATH, CoralogixSink
+from .coralogix import DEFAULT_API_KEY as DEFAULT_CORALOGIX_KEY
+from .events import DEFAULT_ORG_ID, burst_events, deep_event, generate_events, now_ms
+from .jumpcloud import DEFAULT_API_KEY as DEFAULT_JUMPCLOUD_KEY
+from .jumpcloud import JumpCloudSimulator
+
+__all__ = [
+    "DEFAULT_CORALOGIX_KEY",
+    "DEFAULT_JUMPCLOUD_KEY",
+    "DEFAULT_ORG_ID",
+    "CoralogixSink",
+    "JumpCloudSimulator",
+    "build_config",
+    "burst_events",
+    "deep_event",
+    "generate_events",
+    "main",
+]
+
+LOG = logging.getLogger("di2siem.sandbox")
+_DAY_MS = 86_400_000
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="di2siem sandbox",
+        description="Run the JumpCloud DI simulator and the Coralogix sink on loopback.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    p.add_argument("--jumpcloud-port", type=int, default=8400, help="0 picks a free port")
+    p.add_argument("--coralogix-port", type=int, default=8401, help="0 picks a free port")
+    p.add_argument("--jumpcloud-key", default=DEFAULT_JUMPCLOUD_KEY)
+    p.add_argument("--coralogix-key", default=DEFAULT_CORALOGIX_KEY)
+    p.add_argument("--org-id", action="append", default=[], help="MSP organisation (repeatable)")
+    p.add_argument("--backlog", type=int, default=2000, help="events per org already there")
+    p.add_argument("--backlog-days", type=float, default=3.0, help="backlog spread (days)")
+    p.add_argument("--rate", type=float, default=0.5, help="new events per second (0: none)")
+    p.add_argument("--late-fraction", type=float, default=0.0, help="share of late new events")
+    p.add_argument("--late-delay-s", type=float, default=120.0, help="indexing delay of those")
+    p.add_argument("--burst", type=int, default=0, help="events sharing one millisecond")
+    p.add_argument("--sink-out", type=Path, help="append accepted records to this JSONL file")
+    p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--write-config", type=Path, help="write a collector config JSON here")
+    p.add_argument("--siem-format", choices=("json_lines", "coralogix"), default="json_lines")
+    p.add_argument("--only", choices=("jumpcloud", "coralogix"), help="run one simulator")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    return p
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate(args: argparse.Namespace) -> str | None:
+    if not _is_loopback(args.host) and not args.allow_remote:
+        return (
+            f"refusing --host {args.host}: the sandbox uses well-known keys and plain HTTP, "
+            "so anyone who can reach it could read or inject events; bind to loopback, or "
+            "pass --allow-remote on an isolated network"
+        )
+    if not 0 <= args.late_fraction <= 1:
+        return "--late-fraction must be between 0 and 1"
+    for name in ("backlog", "burst", "rate", "backlog_days", "late_delay_s"):
+        if getattr(args, name) < 0:
+            return f"--{name.replace('_', '-')} must not be negative"
+    return None
+
+
+def build_config(
+    jumpcloud_url: str,
+    coralogix_url: str,
+    jumpcloud_key: str = DEFAULT_JUMPCLOUD_KEY,
+    coralogix_key: str = DEFAULT_CORALOGIX_KEY,
+    org_ids: list[str] | None = None,
+    siem_format: str = "json_lines",
+    state_dir: str | None = None,
+    initial_days_back: int = -1,
+) -> dict[str, Any]:
+    """A collector configuration pointing at the simulators (legacy shape by default)."""
+    config: dict[str, Any] = {
+        "jumpcloud": {
+            "api_key": jumpcloud_key,
+            "base_url": jumpcloud_url,
+            "services": ["all"],
+            "org_ids": list(org_ids or []),
+            "initial_days_back": initial_days_back,
+        },
+    }
+    if siem_format == "coralogix":
+        config["siem"] = {
+            "format": "coralogix",
+            "url": coralogix_url + SINGLES_PATH,
+            "api_key": coralogix_key,
+            "application_name": "jumpcloud",
+            "subsystem_name": "directory-insights",
+            "severity": 3,
+        }
+    else:
+        config["siem"] = {
+            "format": "json_lines",
+            "url": coralogix_url + DATASTREAM_PATH,
+            "method": "POST",
+            "headers": {"private_key": coralogix_key},
+            "content_type": "application/json",
+            "batch_size": 1000,
+            "batch_delay_milliseconds": 0,
+            "timestamp_field_name": "jc_timestamp",
+            "custom_log_fields": {
+                "reqHost": "jumpcloud",
+                "customField": "directory-insights",
+                "severity": "info",
+            },
+        }
+    if state_dir is not None:
+        config["state_dir"] = state_dir
+    return config
+
+
+def _write_config(args: argparse.Namespace, jc_url: str, cx_url: str) -> None:
+    path: Path = args.write_config
+    config = build_config(
+        jc_url,
+        cx_url,
+        args.jumpcloud_key,
+        args.coralogix_key,
+        args.org_id,
+        args.siem_format,
+        str(path.resolve().parent / "di2siem-state"),
+        # One day more than the backlog, so the first run sees all of it.
+        -(math.ceil(args.backlog_days) + 1),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(config, out, indent=2)
+        out.write("\n")
+
+
+def _seed_jumpcloud(sim: JumpCloudSimulator, args: argparse.Namespace) -> None:
+    end = now_ms()
+    if args.backlog:
+        sim.generate(args.backlog, end - int(args.backlog_days * _DAY_MS), end)
+    if args.burst:
+        for org in sim.org_ids:
+            sim.add_burst(args.burst, end - 60_000, org)
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+
+def _install_signals(stop: threading.Event) -> None:
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    try:
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    except ValueError:
+        pass  # not the main thread (embedded use): the caller stops us another way
+
+
+def run(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Start the simulators, print their URLs, serve until `stop` is set."""
+    sims: list[Any] = []
+    jc_url = _url(args.host, args.jumpcloud_port)
+    cx_url = _url(args.host, args.coralogix_port)
+    try:
+        if args.only in (None, "jumpcloud"):
+            jc = JumpCloudSimulator(
+                args.host,
+                args.jumpcloud_port,
+                args.jumpcloud_key,
+                args.org_id or None,
+                late_fraction=args.late_fraction,
+                late_delay_s=args.late_delay_s,
+                seed=args.seed,
+            )
+            _seed_jumpcloud(jc, args)
+            sims.append(jc.start())
+            jc_url = jc.url
+            if args.rate > 0:
+                jc.start_live(args.rate, args.late_fraction, args.late_delay_s)
+        if args.only in (None, "coralogix"):
+            cx = CoralogixSink(
+                args.host,
+                args.coralogix_port,
+                args.coralogix_key,
+                max_body_bytes=args.max_body_bytes,
+                out_path=args.sink_out,
+            )
+            sims.append(cx.start())
+            cx_url = cx.url
+        if args.write_config:
+            _write_config(args, jc_url, cx_url)
+        parts = [f"{s.name}={s.url}" for s in sims]
+        print("di2siem sandbox ready: " + " ".join(parts), flush=True)
+        stop.wait()
+    except OSError as exc:
+        print(f"di2siem sandbox: cannot start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sim in sims:
+            sim.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `di2siem sandbox ARGS`; returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    problem = _validate(args)
+    if problem:
+        print(f"di2siem sandbox: {problem}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    LOG.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    stop = threading.Event()
+    _install_signals(stop)
+    return run(args, stop)
