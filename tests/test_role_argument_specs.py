@@ -1,0 +1,67 @@
+"""The role's contract: meta/argument_specs.yml and defaults/main.yml agree.
+
+Every public variable has a default and a spec entry (same keys, same defaults), carries the
+role prefix, and every secret is marked no_log.
+"""
+
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+ROLE = Path(__file__).resolve().parent.parent / "roles" / "di2siem"
+SECRETS = {"di2siem_jumpcloud_api_key", "di2siem_coralogix_api_key", "di2siem_siem_headers"}
+
+
+def load(relative):
+    with open(ROLE / relative, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+@pytest.fixture(scope="module")
+def defaults():
+    return load("defaults/main.yml")
+
+
+@pytest.fixture(scope="module")
+def options():
+    return load("meta/argument_specs.yml")["argument_specs"]["main"]["options"]
+
+
+def test_same_variables(defaults, options):
+    assert set(defaults) - set(options) == set(), "in defaults/main.yml, not in argument_specs"
+    assert set(options) - set(defaults) == set(), "in argument_specs, not in defaults/main.yml"
+
+
+def test_public_variables_carry_the_role_prefix(defaults):
+    assert [k for k in defaults if not k.startswith("di2siem_")] == []
+
+
+def test_defaults_match(defaults, options):
+    mismatched = {
+        name: (spec.get("default"), defaults[name])
+        for name, spec in options.items()
+        if name in defaults and spec.get("default") != defaults[name]
+    }
+    assert mismatched == {}
+
+
+def test_every_option_is_typed_and_described(options):
+    assert [n for n, spec in options.items() if "type" not in spec] == []
+    assert [n for n, spec in options.items() if not spec.get("description")] == []
+
+
+def test_secrets_are_no_log_and_empty_by_default(defaults, options):
+    for name in SECRETS:
+        assert options[name].get("no_log") is True, name
+        assert not defaults[name], f"{name} must not have a real default"
+    # anything that looks like a secret must be in SECRETS
+    suspicious = {n for n in options if n.endswith(("_key", "_password", "_token", "_headers"))}
+    assert suspicious <= SECRETS
+
+
+def test_choices_contain_the_default(options):
+    for name, spec in options.items():
+        if "choices" in spec:
+            assert spec["default"] in spec["choices"], name
