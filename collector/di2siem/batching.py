@@ -1,0 +1,83 @@
+"""Batches capped by event count AND by body bytes.
+
+An item is one serialised event plus what the state needs once the SIEM accepted it: its id
+and its time (epoch ms). Bodies are built by joining bytes, never by re-serialising.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Item(NamedTuple):
+    data: bytes
+    event_id: str | None
+    ts_ms: int | None
+
+
+class Framing(NamedTuple):
+    head: bytes
+    sep: bytes
+    tail: bytes
+
+    def body(self, items: list[Item]) -> bytes:
+        return self.head + self.sep.join(i.data for i in items) + self.tail
+
+    def size(self, items: list[Item]) -> int:
+        if not items:
+            return len(self.head) + len(self.tail)
+        return (
+            len(self.head)
+            + len(self.tail)
+            + sum(len(i.data) for i in items)
+            + len(self.sep) * (len(items) - 1)
+        )
+
+
+JSON_LINES = Framing(b"", b"\n", b"\n")
+JSON_ARRAY = Framing(b"[", b",", b"]")
+
+
+def framing_for(fmt: str) -> Framing:
+    return JSON_LINES if fmt == "json_lines" else JSON_ARRAY
+
+
+class Batcher:
+    """Accumulates items; ``add`` returns the batches that became full (usually none)."""
+
+    def __init__(self, max_count: int, max_bytes: int, framing: Framing) -> None:
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self.framing = framing
+        self.overhead = len(framing.head) + len(framing.tail)
+        self.items: list[Item] = []
+        self.size = self.overhead
+
+    def fits_alone(self, nbytes: int) -> bool:
+        return self.overhead + nbytes <= self.max_bytes
+
+    def add(self, item: Item) -> list[Item] | None:
+        """Add one item (it must fit alone); return the previous batch when it is full."""
+        n = len(item.data)
+        full = None
+        if self.items and (
+            len(self.items) >= self.max_count
+            or self.size + len(self.framing.sep) + n > self.max_bytes
+        ):
+            full = self.items
+            self.items = []
+            self.size = self.overhead
+        if self.items:
+            self.size += len(self.framing.sep)
+        self.items.append(item)
+        self.size += n
+        return full
+
+    def pending(self) -> bool:
+        return bool(self.items)
+
+    def take(self) -> list[Item]:
+        items = self.items
+        self.items = []
+        self.size = self.overhead
+        return items

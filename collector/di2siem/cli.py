@@ -1,0 +1,203 @@
+"""Command line: ``di2siem run|check|sandbox``, ``di2siem --version``.
+
+Exit codes: 0 success (also nothing new, lock held, time budget reached); 1 failure after
+retries (state keeps what was shipped); 2 configuration or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from . import __version__
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="di2siem",
+        description="Ship JumpCloud Directory Insights events to Coralogix or any HTTP JSON "
+        "log intake, losing nothing.",
+    )
+    parser.add_argument("--version", action="version", version=f"di2siem {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,check,sandbox}")
+    run = sub.add_parser("run", help="one poll-and-ship cycle (cron runs this every minute)")
+    run.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
+    check = sub.add_parser(
+        "check", help="validate the configuration; online, also prove credentials and endpoints"
+    )
+    check.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="validate the file only: no network, no state directory (installer validate)",
+    )
+    sub.add_parser("sandbox", help="run the JumpCloud and Coralogix simulators on loopback")
+    return parser
+
+
+def _config_error(exc, path: str) -> int:
+    sys.stderr.write(f"di2siem: config error: {exc.line(path)}\n")
+    sys.stderr.flush()
+    return EXIT_CONFIG
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "sandbox":
+        from . import sandbox
+
+        return int(sandbox.main(args_list[1:]) or 0)
+    parser = _parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse: usage error (2) or --help/--version (0)
+        code = exc.code
+        return code if isinstance(code, int) else EXIT_CONFIG
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("di2siem: error: a command is required (run, check, sandbox)\n")
+        return EXIT_CONFIG
+    if args.command == "run":
+        return cmd_run(args.config)
+    return cmd_check(args.config, args.offline)
+
+
+def _load(path: str):
+    from .config import ConfigError, load
+
+    try:
+        return load(path), None
+    except ConfigError as exc:
+        return None, _config_error(exc, path)
+
+
+def cmd_run(path: str) -> int:
+    from .config import ConfigError, permission_warning
+    from .log import Logger
+
+    log = Logger()
+    cfg, rc = _load(path)
+    if cfg is None:
+        return rc  # type: ignore[return-value]
+    log.set_level(cfg.log_level)
+    log.set_secrets(cfg.secrets)
+    warning = permission_warning(cfg.path)
+    if warning:
+        log.warning(warning)
+    try:
+        from .pipeline import Pipeline
+
+        return Pipeline(cfg, log).run()
+    except ConfigError as exc:
+        return _config_error(exc, path)
+    except KeyboardInterrupt:
+        log.error("interrupted; state keeps every accepted batch")
+        return EXIT_FAILURE
+    except Exception as exc:  # last resort: one redacted line, no traceback with locals
+        log.error(f"unexpected error: {type(exc).__name__}: {exc}")
+        if cfg.log_level == "debug":
+            for line in traceback.format_exc().splitlines():
+                log.debug(line)
+        return EXIT_FAILURE
+
+
+def _verdict(name: str, ok: bool | None, detail: str, log) -> None:
+    word = "ok" if ok else ("warning" if ok is None else "FAILED")
+    line = log.redact(f"di2siem check {name}: {word} - {detail}")
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def cmd_check(path: str, offline: bool) -> int:
+    from .config import permission_warning
+    from .log import Logger
+
+    log = Logger()
+    cfg, rc = _load(path)
+    if cfg is None:
+        return rc  # type: ignore[return-value]
+    log.set_secrets(cfg.secrets)
+    log.set_level(cfg.log_level)
+    orgs = ",".join(cfg.jumpcloud.org_ids) or "(single org)"
+    _verdict(
+        "config",
+        True,
+        f"{cfg.path} is valid: format={cfg.siem.format} siem_url={cfg.siem.url} "
+        f"jumpcloud_url={cfg.jumpcloud.base_url} services={','.join(cfg.jumpcloud.services)} "
+        f"orgs={orgs} state_dir={cfg.state_dir}",
+        log,
+    )
+    warning = permission_warning(path)
+    if warning:
+        _verdict("permissions", None, warning, log)
+    if offline:
+        return EXIT_OK
+    failed = False
+
+    # state_dir: writable, or creatable (not created here)
+    probe_dir = cfg.state_dir
+    while not os.path.exists(probe_dir) and os.path.dirname(probe_dir) != probe_dir:
+        probe_dir = os.path.dirname(probe_dir)
+    if os.path.isdir(probe_dir) and os.access(probe_dir, os.W_OK | os.X_OK):
+        what = "writable" if probe_dir == cfg.state_dir else f"can be created under {probe_dir}"
+        _verdict("state_dir", True, f"{cfg.state_dir} {what}", log)
+    else:
+        _verdict(
+            "state_dir",
+            False,
+            f"{cfg.state_dir} is not writable by this user (state_dir: fix owner/mode)",
+            log,
+        )
+        failed = True
+
+    from .http import FatalError, GaveUpError, RetryPolicy
+    from .jumpcloud import JumpCloudClient
+    from .sink import Sink
+    from .timeutil import format_ms, now_ms
+
+    policy = RetryPolicy(
+        min(cfg.max_retries, 2), cfg.retry_base_delay_seconds, min(cfg.retry_max_delay_seconds, 5)
+    )
+    jc = JumpCloudClient(cfg.jumpcloud, policy)
+    try:
+        for org in cfg.org_keys:
+            label = "jumpcloud" if len(cfg.org_keys) == 1 else f"jumpcloud org={org}"
+            try:
+                seen = jc.probe(format_ms(now_ms() - 3_600_000), org)
+                _verdict(
+                    label,
+                    True,
+                    f"{cfg.jumpcloud.events_url} accepted jumpcloud.api_key "
+                    f"(events in the last hour: {'some' if seen else 'none'})",
+                    log,
+                )
+            except (FatalError, GaveUpError) as exc:
+                _verdict(label, False, str(exc), log)
+                failed = True
+    finally:
+        jc.close()
+
+    sink = Sink(cfg.siem, policy)
+    try:
+        status = sink.probe()
+        note = "" if 200 <= status < 300 else f" (empty request refused with {status}, expected)"
+        _verdict(
+            "siem",
+            True,
+            f"{cfg.siem.url} reachable, credentials accepted, nothing shipped{note}",
+            log,
+        )
+    except (FatalError, GaveUpError) as exc:
+        _verdict("siem", False, str(exc), log)
+        failed = True
+    finally:
+        sink.close()
+    sys.stdout.write(f"di2siem check: {'FAILED' if failed else 'passed'}\n")
+    return EXIT_FAILURE if failed else EXIT_OK

@@ -1,0 +1,616 @@
+"""Configuration: one JSON file parsed once into frozen dataclasses.
+
+Every problem raises ConfigError naming the key path, what is wrong and how to fix it. A legacy
+``configurations.json`` (the PowerShell script's file) is accepted unchanged. Nothing here
+imports requests or touches the file system beyond reading the configuration file, so
+``di2siem check --offline`` stays cheap and side-effect free.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .timeutil import parse_ms
+
+JUMPCLOUD_REGIONS = {
+    "us": "https://api.jumpcloud.com",
+    "eu": "https://api.eu.jumpcloud.com",
+    "in": "https://api.in.jumpcloud.com",
+}
+
+JUMPCLOUD_SERVICES = frozenset(
+    {
+        "all",
+        "alerts",
+        "directory",
+        "ldap",
+        "mdm",
+        "notifications",
+        "object_storage",
+        "password_manager",
+        "radius",
+        "reports",
+        "saas_app_management",
+        "software",
+        "sso",
+        "systems",
+        "access_management",
+        "asset_management",
+        "workflows",
+    }
+)
+
+# region code -> Coralogix domain; the UI hosts users often know map to the same domain.
+CORALOGIX_REGIONS = {
+    "us1": "us1.coralogix.com",
+    "us2": "us2.coralogix.com",
+    "us3": "us3.coralogix.com",
+    "eu1": "eu1.coralogix.com",
+    "eu2": "eu2.coralogix.com",
+    "ap1": "ap1.coralogix.com",
+    "ap2": "ap2.coralogix.com",
+    "ap3": "ap3.coralogix.com",
+    "gov1": "gov1.coralogixgov.us",
+}
+CORALOGIX_UI_HOSTS = {
+    "app.coralogix.us": "us1.coralogix.com",
+    "app.cx498.coralogix.com": "us2.coralogix.com",
+    "app.us3.coralogix.com": "us3.coralogix.com",
+    "coralogix.com": "eu1.coralogix.com",
+    "app.coralogix.com": "eu1.coralogix.com",
+    "app.eu2.coralogix.com": "eu2.coralogix.com",
+    "app.coralogix.in": "ap1.coralogix.com",
+    "coralogix.in": "ap1.coralogix.com",
+    "app.coralogixsg.com": "ap2.coralogix.com",
+    "coralogixsg.com": "ap2.coralogix.com",
+    "app.ap3.coralogix.com": "ap3.coralogix.com",
+    "app.gov1.coralogixgov.us": "gov1.coralogixgov.us",
+    "coralogix.us": "us1.coralogix.com",
+}
+
+SEVERITY_NAMES = {
+    "debug": 1,
+    "verbose": 2,
+    "info": 3,
+    "information": 3,
+    "warning": 4,
+    "warn": 4,
+    "error": 5,
+    "critical": 6,
+}
+
+FORMATS = ("json_lines", "json_array", "coralogix")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_ORG = "_default"
+
+
+class ConfigError(Exception):
+    """A configuration problem: which key, what is wrong, how to fix it."""
+
+    def __init__(self, key_path: str, problem: str, fix: str = "") -> None:
+        self.key_path = key_path
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.line())
+
+    def line(self, config_path: str | None = None) -> str:
+        fix = self.fix or (f"fix the value in {config_path}" if config_path else "fix the value")
+        return f"{self.key_path}: {self.problem}; {fix}"
+
+
+@dataclass(frozen=True)
+class JumpCloudConfig:
+    api_key: str
+    base_url: str = JUMPCLOUD_REGIONS["us"]
+    services: tuple[str, ...] = ("all",)
+    org_ids: tuple[str, ...] = ()
+    json_depth: int = 10
+    timestamp_field_name: str = "timestamp"
+    initial_days_back: float = -1
+    page_size: int = 10000
+    overlap_seconds: float = 300.0
+    timeout_seconds: float = 30.0
+    ca_bundle: str | None = None
+
+    @property
+    def events_url(self) -> str:
+        return self.base_url + "/insights/directory/v1/events"
+
+
+@dataclass(frozen=True)
+class SiemConfig:
+    format: str
+    url: str
+    method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = "application/json"
+    api_key: str | None = None
+    application_name: str = "jumpcloud"
+    subsystem_name: str = "directory-insights"
+    severity: int = 3
+    batch_size: int = 1000
+    max_batch_bytes: int = 1_500_000
+    batch_delay_milliseconds: float = 100
+    timestamp_field_name: str = "jc_timestamp"
+    custom_log_fields: tuple[tuple[str, Any], ...] = ()
+    timeout_seconds: float = 30.0
+    ca_bundle: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    jumpcloud: JumpCloudConfig
+    siem: SiemConfig
+    state_dir: str
+    run_time_budget_seconds: float = 50.0
+    max_retries: int = 5
+    retry_base_delay_seconds: float = 1.0
+    retry_max_delay_seconds: float = 60.0
+    recent_ids_max: int = 100_000
+    log_level: str = "info"
+    legacy_end_time_ms: int | None = None
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def org_keys(self) -> tuple[str, ...]:
+        return self.jumpcloud.org_ids or (DEFAULT_ORG,)
+
+
+# ---------------------------------------------------------------------------------------------
+# small typed readers
+
+
+def _json_repr(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _section(raw: dict, key: str, path: str, required: bool) -> dict:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(path, "missing section", f'add a "{key}" object to the file')
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(path, f"must be an object (got {_json_repr(value)})")
+    return value
+
+
+def _str(
+    sec: dict, key: str, path: str, default: str | None = None, required: bool = False
+) -> str | None:
+    value = sec.get(key)
+    if value is None or (isinstance(value, str) and not value.strip() and required):
+        if required:
+            raise ConfigError(path, "required, missing or empty", f"set {path} in the file")
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(path, f"must be a string (got {_json_repr(value)})")
+    return value
+
+
+def _secret(sec: dict, key: str, path: str, required: bool) -> str | None:
+    value = sec.get(key)
+    if value is None or value == "":
+        if required:
+            raise ConfigError(path, "required, missing or empty", f"set {path} in the file")
+        return None
+    if not isinstance(value, str):
+        # never echo a secret-bearing value back
+        raise ConfigError(path, "must be a string")
+    if value != value.strip() or "\n" in value or "\r" in value:
+        raise ConfigError(path, "must not contain surrounding whitespace or line breaks")
+    return value
+
+
+def _number(
+    sec: dict,
+    key: str,
+    path: str,
+    default: float,
+    lo: float,
+    hi: float,
+    integer: bool = False,
+) -> Any:
+    value = sec.get(key)
+    if value is None:
+        return default
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer and isinstance(value, float):
+        ok = value.is_integer()
+        value = int(value) if ok else value
+    if not ok or not (lo <= value <= hi) or value != value:
+        kind = "an integer" if integer else "a number"
+        lo_s = int(lo) if float(lo).is_integer() else lo
+        hi_s = int(hi) if float(hi).is_integer() else hi
+        raise ConfigError(
+            path, f"must be {kind} between {lo_s} and {hi_s} (got {_json_repr(value)})"
+        )
+    return value
+
+
+def _str_list(sec: dict, key: str, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = sec.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(path, f"must be a list of non-empty strings (got {_json_repr(value)})")
+    seen: list[str] = []
+    for v in value:
+        if v not in seen:
+            seen.append(v)
+    return tuple(seen)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, path: str) -> str:
+    """https anywhere; plain http only for loopback hosts."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(path, f"not a valid URL (got {_json_repr(url)})") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(path, f"must be an https:// URL (got {_json_repr(url)})", f"fix {path}")
+    if parts.username or parts.password:
+        raise ConfigError(path, "must not carry credentials in the URL", "use the api_key keys")
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise ConfigError(
+            path,
+            f"plain http:// is only allowed for loopback hosts (got host {host})",
+            f"use https:// in {path}",
+        )
+    return url
+
+
+def _ca_bundle(sec: dict, path: str) -> str | None:
+    value = _str(sec, "ca_bundle", path)
+    if value is None or value == "":
+        return None
+    if not os.path.isfile(value):
+        raise ConfigError(
+            path,
+            f"CA bundle file not found: {value}",
+            "point it at a PEM CA bundle file or remove the key",
+        )
+    return value
+
+
+def coralogix_domain(region: str, path: str) -> str:
+    """Region code, Coralogix domain or UI host -> Coralogix domain."""
+    text = region.strip().lower()
+    for prefix in ("https://", "http://"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    text = text.split("/")[0].rstrip(".")
+    if text.startswith("ingress."):
+        text = text[len("ingress.") :]
+    if text in CORALOGIX_REGIONS:
+        return CORALOGIX_REGIONS[text]
+    if text in CORALOGIX_REGIONS.values():
+        return text
+    if text in CORALOGIX_UI_HOSTS:
+        return CORALOGIX_UI_HOSTS[text]
+    codes = ", ".join(c.upper() for c in CORALOGIX_REGIONS)
+    raise ConfigError(
+        path,
+        f"unknown Coralogix region {_json_repr(region)}",
+        f"use a region code ({codes}), its domain (e.g. eu1.coralogix.com) or the UI host",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
+    sec = _section(raw, "jumpcloud", "jumpcloud", required=True)
+    p = "jumpcloud."
+    api_key = _secret(sec, "api_key", p + "api_key", required=True)
+    base_url = _str(sec, "base_url", p + "base_url")
+    region = _str(sec, "region", p + "region")
+    if base_url:
+        base_url = check_url(base_url.strip(), p + "base_url").rstrip("/")
+        for suffix in ("/insights/directory/v1/events", "/insights/directory/v1"):
+            if base_url.endswith(suffix):
+                base_url = base_url[: -len(suffix)]
+    elif region:
+        key = region.strip().lower()
+        if key not in JUMPCLOUD_REGIONS:
+            raise ConfigError(
+                p + "region",
+                f"must be one of us, eu, in (got {_json_repr(region)})",
+                f"fix {p}region or set {p}base_url",
+            )
+        base_url = JUMPCLOUD_REGIONS[key]
+    else:
+        base_url = JUMPCLOUD_REGIONS["us"]
+    services = _str_list(sec, "services", p + "services", ("all",))
+    if not services:
+        raise ConfigError(p + "services", "must not be empty", 'use ["all"]')
+    unknown = [s for s in services if s not in JUMPCLOUD_SERVICES]
+    if unknown:
+        raise ConfigError(
+            p + "services",
+            f"unknown service {_json_repr(unknown[0])}",
+            "use names from: " + ", ".join(sorted(JUMPCLOUD_SERVICES)),
+        )
+    if "all" in services and len(services) > 1:
+        services = ("all",)
+    org_ids = _str_list(sec, "org_ids", p + "org_ids", ())
+    if DEFAULT_ORG in org_ids:
+        raise ConfigError(p + "org_ids", f"{DEFAULT_ORG} is reserved", "list real org ids")
+    tsf = _str(sec, "timestamp_field_name", p + "timestamp_field_name", "timestamp")
+    if not tsf:
+        raise ConfigError(p + "timestamp_field_name", "must not be empty", 'use "timestamp"')
+    return JumpCloudConfig(
+        api_key=api_key,  # type: ignore[arg-type]
+        base_url=base_url,
+        services=services,
+        org_ids=org_ids,
+        json_depth=_number(sec, "json_depth", p + "json_depth", 10, 1, 100, integer=True),
+        timestamp_field_name=tsf,
+        initial_days_back=_number(sec, "initial_days_back", p + "initial_days_back", -1, -3650, 0),
+        page_size=_number(sec, "page_size", p + "page_size", 10000, 1, 10000, integer=True),
+        overlap_seconds=float(
+            _number(sec, "overlap_seconds", p + "overlap_seconds", 300, 0, 86400)
+        ),
+        timeout_seconds=float(_number(sec, "timeout_seconds", p + "timeout_seconds", 30, 0.1, 600)),
+        ca_bundle=_ca_bundle(sec, p + "ca_bundle"),
+    )
+
+
+def _parse_siem(raw: dict, jc: JumpCloudConfig) -> SiemConfig:
+    sec = _section(raw, "siem", "siem", required=True)
+    p = "siem."
+    fmt = _str(sec, "format", p + "format", "json_lines")
+    if fmt not in FORMATS:
+        raise ConfigError(
+            p + "format",
+            f"must be one of {', '.join(FORMATS)} (got {_json_repr(fmt)})",
+        )
+    url = _str(sec, "url", p + "url")
+    region = _str(sec, "region", p + "region")
+    if not url:
+        if not region:
+            hint = "set siem.url" + (" or siem.region" if fmt == "coralogix" else "")
+            raise ConfigError(p + "url", "required, missing or empty", hint)
+        domain = coralogix_domain(region, p + "region")
+        path = "/logs/v1/singles" if fmt == "coralogix" else "/logs/datastream"
+        url = f"https://ingress.{domain}{path}"
+    url = check_url(url.strip(), p + "url")
+
+    headers_raw = sec.get("headers")
+    headers: list[tuple[str, str]] = []
+    if headers_raw is not None:
+        if not isinstance(headers_raw, dict):
+            raise ConfigError(p + "headers", "must be an object of header name -> value")
+        for name, value in headers_raw.items():
+            hp = f"{p}headers.{name}"
+            if not name or any(c in name for c in " :\r\n\t"):
+                raise ConfigError(hp, "not a valid HTTP header name", "fix the header name")
+            if not isinstance(value, str):
+                raise ConfigError(hp, "must be a string")
+            if "\n" in value or "\r" in value:
+                raise ConfigError(hp, "must not contain line breaks")
+            headers.append((name, value))
+
+    api_key = _secret(sec, "api_key", p + "api_key", required=False)
+    if fmt == "coralogix" and not api_key:
+        has_auth = any(n.lower() == "authorization" for n, _ in headers)
+        if not has_auth:
+            raise ConfigError(
+                p + "api_key",
+                'required for siem.format "coralogix" (the Send-Your-Data API key)',
+                f"set {p}api_key in the file",
+            )
+
+    method = (_str(sec, "method", p + "method", "POST") or "POST").upper()
+    if method not in ("POST", "PUT", "PATCH"):
+        raise ConfigError(p + "method", f"must be POST, PUT or PATCH (got {_json_repr(method)})")
+
+    severity_raw = sec.get("severity", 3)
+    if isinstance(severity_raw, str) and severity_raw.strip().lower() in SEVERITY_NAMES:
+        severity = SEVERITY_NAMES[severity_raw.strip().lower()]
+    elif isinstance(severity_raw, str) and severity_raw.strip().isdigit():
+        severity = int(severity_raw.strip())
+    else:
+        severity = severity_raw
+    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 6:
+        raise ConfigError(
+            p + "severity",
+            f"must be 1..6 or debug/verbose/info/warning/error/critical "
+            f"(got {_json_repr(severity_raw)})",
+        )
+
+    custom = sec.get("custom_log_fields")
+    if custom is None:
+        custom = {}
+    if not isinstance(custom, dict):
+        raise ConfigError(p + "custom_log_fields", "must be an object of field -> value")
+    app_default = "jumpcloud"
+    sub_default = "directory-insights"
+    if isinstance(custom.get("reqHost"), str) and custom["reqHost"]:
+        app_default = custom["reqHost"]
+    if isinstance(custom.get("customField"), str) and custom["customField"]:
+        sub_default = custom["customField"]
+    app = _str(sec, "application_name", p + "application_name", app_default) or app_default
+    sub = _str(sec, "subsystem_name", p + "subsystem_name", sub_default) or sub_default
+
+    tsf = _str(sec, "timestamp_field_name", p + "timestamp_field_name", "jc_timestamp")
+    if not tsf:
+        raise ConfigError(p + "timestamp_field_name", "must not be empty", 'use "jc_timestamp"')
+    content_type = _str(sec, "content_type", p + "content_type", "application/json")
+
+    return SiemConfig(
+        format=fmt,  # type: ignore[arg-type]
+        url=url,
+        method=method,
+        headers=tuple(headers),
+        content_type=content_type or "application/json",
+        api_key=api_key,
+        application_name=app,
+        subsystem_name=sub,
+        severity=severity,
+        batch_size=_number(sec, "batch_size", p + "batch_size", 1000, 1, 10000, integer=True),
+        max_batch_bytes=_number(
+            sec, "max_batch_bytes", p + "max_batch_bytes", 1_500_000, 512, 100_000_000, True
+        ),
+        batch_delay_milliseconds=_number(
+            sec, "batch_delay_milliseconds", p + "batch_delay_milliseconds", 100, 0, 60000
+        ),
+        timestamp_field_name=tsf,
+        custom_log_fields=tuple(custom.items()),
+        timeout_seconds=float(_number(sec, "timeout_seconds", p + "timeout_seconds", 30, 0.1, 600)),
+        ca_bundle=_ca_bundle(sec, p + "ca_bundle"),
+    )
+
+
+def parse(raw: Any, path: str) -> Config:
+    """Validate a decoded JSON document; raise ConfigError on the first problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError("(top level)", "must be a JSON object", "fix the file")
+    jc = _parse_jumpcloud(raw)
+    siem = _parse_siem(raw, jc)
+
+    config_dir = os.path.dirname(os.path.abspath(path))
+    state_dir = _str(raw, "state_dir", "state_dir")
+    if not state_dir:
+        state_dir = os.path.join(config_dir, "di2siem-state")
+    elif not os.path.isabs(state_dir):
+        state_dir = os.path.join(config_dir, state_dir)
+    state_dir = os.path.normpath(state_dir)
+
+    log_level = (_str(raw, "log_level", "log_level", "info") or "info").lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(
+            "log_level", f"must be one of {', '.join(LOG_LEVELS)} (got {_json_repr(log_level)})"
+        )
+
+    legacy_end: int | None = None
+    legacy = raw.get("state")
+    if legacy is not None:
+        if not isinstance(legacy, dict):
+            raise ConfigError("state", "must be an object (legacy start_time/end_time)")
+        end = legacy.get("end_time")
+        if end not in (None, ""):
+            if not isinstance(end, str):
+                raise ConfigError("state.end_time", f"must be an RFC 3339 time ({end!r})")
+            try:
+                legacy_end = parse_ms(end)
+            except ValueError:
+                raise ConfigError(
+                    "state.end_time",
+                    f"not an RFC 3339 UTC time (got {_json_repr(end)})",
+                    "fix it (e.g. 2022-12-18T14:57:03.801Z) or remove the state object",
+                ) from None
+
+    base = _number(raw, "retry_base_delay_seconds", "retry_base_delay_seconds", 1.0, 0, 600)
+    cap = _number(raw, "retry_max_delay_seconds", "retry_max_delay_seconds", 60.0, 0, 3600)
+    secrets = [jc.api_key] + [v for _, v in siem.headers if v]
+    if siem.api_key:
+        secrets.append(siem.api_key)
+    return Config(
+        path=os.path.abspath(path),
+        jumpcloud=jc,
+        siem=siem,
+        state_dir=state_dir,
+        run_time_budget_seconds=float(
+            _number(raw, "run_time_budget_seconds", "run_time_budget_seconds", 50, 1, 86400)
+        ),
+        max_retries=_number(raw, "max_retries", "max_retries", 5, 0, 20, integer=True),
+        retry_base_delay_seconds=float(base),
+        retry_max_delay_seconds=float(cap),
+        recent_ids_max=_number(
+            raw, "recent_ids_max", "recent_ids_max", 100_000, 1000, 10_000_000, integer=True
+        ),
+        log_level=log_level,
+        legacy_end_time_ms=legacy_end,
+        secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
+    )
+
+
+def load(path: str) -> Config:
+    """Read and validate the configuration file (never writes to it)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise ConfigError("--config", f"file not found: {path}", "pass the right path") from None
+    except IsADirectoryError:
+        raise ConfigError("--config", f"is a directory: {path}", "pass the file path") from None
+    except PermissionError:
+        raise ConfigError(
+            "--config",
+            f"permission denied reading {path}",
+            "run as a user in the file's group (the installer uses di2siem)",
+        ) from None
+    try:
+        raw = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ConfigError("(file)", "not UTF-8 text", f"save {path} as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            "(file)",
+            f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+            f"fix the JSON syntax in {path}",
+        ) from None
+    return parse(raw, path)
+
+
+def permission_warning(path: str) -> str | None:
+    """Warn when the secret-bearing file is readable by people who should not read it.
+
+    Rule: world-readable -> warn. Group-readable -> warn only when the group lists members
+    other than the running user (a shared group such as ``staff``); a service group such as
+    the installer's ``root:di2siem 0640`` file read by user ``di2siem`` does not warn.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & stat.S_IROTH:
+        return (
+            f"config file {path} is world-readable (mode {mode:04o}) and holds secrets; "
+            "chmod 0600 or 0640"
+        )
+    if mode & stat.S_IRGRP:
+        try:
+            import grp
+            import pwd
+
+            members = set(grp.getgrgid(st.st_gid).gr_mem)
+            me = pwd.getpwuid(os.getuid()).pw_name
+        except (KeyError, ImportError):
+            return None
+        others = members - {me}
+        if others:
+            return (
+                f"config file {path} is group-readable (mode {mode:04o}) by a group with other "
+                f"members ({len(others)}) and holds secrets; chmod 0600 or use a dedicated group"
+            )
+    return None

@@ -1,0 +1,143 @@
+"""Directory Insights client: streams event pages ascending with search_after.
+
+One requests.Session (keep-alive) per run. Each page is fetched with retries; a page is
+yielded only once it parsed as a JSON array of objects, so callers never see partial data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from .config import DEFAULT_ORG, JumpCloudConfig
+from .http import FatalError, RetryableError, RetryPolicy, body_excerpt, make_session, send
+from .http import parse_retry_after as _retry_after
+
+SIDE = "JumpCloud"
+
+
+def _status_error(status: int, response) -> Exception:
+    detail = body_excerpt(response)
+    suffix = f" ({detail})" if detail else ""
+    if status == 401:
+        return FatalError(f"JumpCloud answered 401: check jumpcloud.api_key{suffix}")
+    if status == 403:
+        return FatalError(
+            "JumpCloud answered 403: check jumpcloud.api_key (it must be an administrator "
+            f"API key allowed to read Directory Insights) and jumpcloud.org_ids{suffix}"
+        )
+    if status == 400:
+        return FatalError(
+            "JumpCloud answered 400: check jumpcloud.services, jumpcloud.org_ids and "
+            f"jumpcloud.initial_days_back{suffix}"
+        )
+    if status == 404:
+        return FatalError(
+            f"JumpCloud answered 404: check jumpcloud.base_url / jumpcloud.region{suffix}"
+        )
+    if status == 429 or status >= 500 or status == 408:
+        return RetryableError(
+            f"JumpCloud answered {status}", _retry_after(response.headers.get("Retry-After"))
+        )
+    return FatalError(f"JumpCloud answered {status}: check jumpcloud.base_url{suffix}")
+
+
+class JumpCloudClient:
+    def __init__(self, cfg: JumpCloudConfig, policy: RetryPolicy, on_retry=None) -> None:
+        self.cfg = cfg
+        self.policy = policy
+        self.on_retry = on_retry
+        self.url = cfg.events_url
+        self.session = make_session(
+            cfg.ca_bundle,
+            {
+                "x-api-key": cfg.api_key,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _headers(self, org: str) -> dict[str, str] | None:
+        return None if org == DEFAULT_ORG else {"x-org-id": org}
+
+    def _fetch(self, body: bytes, headers: dict[str, str] | None, limit: int):
+        response = send(
+            self.session,
+            "POST",
+            self.url,
+            data=body,
+            headers=headers,
+            timeout=self.cfg.timeout_seconds,
+            side=SIDE,
+        )
+        status = response.status_code
+        if status != 200:
+            raise _status_error(status, response)
+        try:
+            events = json.loads(response.content)
+        except ValueError:
+            raise RetryableError("JumpCloud sent a malformed answer (not JSON)") from None
+        if not isinstance(events, list):
+            raise RetryableError("JumpCloud sent a malformed answer (not a JSON array)")
+        for ev in events:
+            if not isinstance(ev, dict):
+                raise RetryableError("JumpCloud sent a malformed answer (non-object event)")
+        page_limit = limit
+        raw_limit = response.headers.get("X-Limit")
+        if raw_limit:
+            try:
+                page_limit = max(1, min(limit, int(raw_limit)))
+            except ValueError:
+                raise RetryableError("JumpCloud sent a malformed X-Limit header") from None
+        search_after = None
+        if events and len(events) >= page_limit:
+            raw = response.headers.get("X-Search_after")
+            if not raw:
+                raise RetryableError("JumpCloud answer lacks the X-Search_after header")
+            try:
+                search_after = json.loads(raw)
+            except ValueError:
+                raise RetryableError("JumpCloud sent a malformed X-Search_after header") from None
+            if not isinstance(search_after, list) or not search_after:
+                raise RetryableError("JumpCloud sent a malformed X-Search_after header")
+        return events, search_after, page_limit
+
+    def pages(self, start_time: str, org: str = DEFAULT_ORG) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of events (ascending) from start_time to the end, page by page."""
+        query: dict[str, Any] = {
+            "service": list(self.cfg.services),
+            "start_time": start_time,
+            "limit": self.cfg.page_size,
+            "sort": "ASC",
+        }
+        headers = self._headers(org)
+        what = "JumpCloud events" if org == DEFAULT_ORG else f"JumpCloud events org={org}"
+        while True:
+            body = json.dumps(query, separators=(",", ":")).encode()
+            events, search_after, page_limit = self.policy.run(
+                lambda b=body: self._fetch(b, headers, self.cfg.page_size),
+                what,
+                self.on_retry,
+            )
+            yield events
+            if not events or len(events) < page_limit or search_after is None:
+                return
+            query["search_after"] = search_after
+
+    def probe(self, start_time: str, org: str = DEFAULT_ORG) -> int:
+        """One small query proving the key, the org and the endpoint; returns events seen."""
+        query = {
+            "service": list(self.cfg.services),
+            "start_time": start_time,
+            "limit": 1,
+            "sort": "ASC",
+        }
+        body = json.dumps(query, separators=(",", ":")).encode()
+        events, _, _ = self.policy.run(
+            lambda: self._fetch(body, self._headers(org), 1), "JumpCloud probe", self.on_retry
+        )
+        return len(events)

@@ -1,0 +1,54 @@
+"""Single instance: fcntl.flock on ``<state_dir>/di2siem.lock``.
+
+The kernel drops the lock when the process dies (even on kill -9), so it is never stale.
+The file itself stays; it is never deleted (deleting a flock file races with a waiter).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+LOCK_FILE = "di2siem.lock"
+
+
+class LockHeld(Exception):
+    pass
+
+
+class InstanceLock:
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, LOCK_FILE)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeld(self.path) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def __enter__(self) -> InstanceLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

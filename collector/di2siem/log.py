@@ -1,0 +1,63 @@
+"""key=value logs on stderr, with every configured secret redacted."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+REDACTED = "[redacted]"
+
+
+def _fmt_value(value: Any) -> str:
+    text = f"{value:.3f}" if isinstance(value, float) else str(value)
+    if text == "" or any(c in text for c in ' "=\t\n'):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+class Logger:
+    def __init__(self, level: str = "info", stream: TextIO | None = None) -> None:
+        self.threshold = LEVELS.get(level, 20)
+        self.stream = stream
+        self.secrets: tuple[str, ...] = ()
+
+    def set_secrets(self, secrets: tuple[str, ...] | list[str]) -> None:
+        # longest first so a secret containing another is redacted whole
+        self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def set_level(self, level: str) -> None:
+        self.threshold = LEVELS.get(level, 20)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def emit(self, level: str, message: str, **fields: Any) -> None:
+        if LEVELS[level] < self.threshold:
+            return
+        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        parts = [ts, level, "di2siem", message]
+        parts.extend(f"{k}={_fmt_value(v)}" for k, v in fields.items())
+        line = self.redact(" ".join(parts))
+        stream = self.stream or sys.stderr
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def debug(self, message: str, **fields: Any) -> None:
+        self.emit("debug", message, **fields)
+
+    def info(self, message: str, **fields: Any) -> None:
+        self.emit("info", message, **fields)
+
+    def warning(self, message: str, **fields: Any) -> None:
+        self.emit("warning", message, **fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self.emit("error", message, **fields)

@@ -1,0 +1,319 @@
+"""One poll-and-ship cycle: for each org, stream pages, drop duplicates, batch, ship, save.
+
+Invariants:
+- the cursor (and the ids it covers) are saved only after the SIEM accepted a batch, one
+  batch at a time, so a failure or kill -9 at any instant re-sends at most the batch in flight;
+- every run re-reads ``overlap_seconds`` behind the cursor and drops already-shipped ids;
+- memory holds one page, one batch and the bounded recent-id memory, whatever the backlog.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+from .batching import Batcher, Item
+from .config import DEFAULT_ORG, Config, ConfigError
+from .http import FatalError, GaveUpError, RetryPolicy
+from .jumpcloud import JumpCloudClient
+from .lock import InstanceLock, LockHeld
+from .log import Logger
+from .shaping import Shaper, too_deep
+from .sink import Sink
+from .state import OrgState, StateError, StateStore
+from .timeutil import format_ms, now_ms, parse_ms
+
+DAY_MS = 86_400_000
+MAX_DETAIL_WARNINGS = 10
+
+
+class BudgetReached(Exception):
+    pass
+
+
+class OrgRun:
+    """Counters and the shipping bookkeeping of one org within one run."""
+
+    def __init__(self, org: str, state: OrgState) -> None:
+        self.org = org
+        self.state = state
+        self.fetched = 0
+        self.shipped = 0
+        self.duplicates = 0
+        self.skipped = 0
+        self.deep = 0
+        self.batches = 0
+        self.retries = 0
+        self.started = time.monotonic()
+        self.status = "ok"
+        # ids of events we skipped (oversize) or could not time; recorded with the next save
+        self.carry: list[tuple[str, int]] = []
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: Config,
+        log: Logger,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.clock = clock
+        self.sleep = sleep
+        self.deadline = clock() + cfg.run_time_budget_seconds
+        self.policy = RetryPolicy(
+            cfg.max_retries, cfg.retry_base_delay_seconds, cfg.retry_max_delay_seconds, sleep
+        )
+        self.store = StateStore(cfg.state_dir)
+        self.shaper = Shaper(cfg)
+        self.overlap_ms = int(cfg.jumpcloud.overlap_seconds * 1000)
+        self._warnings = 0
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _on_retry(self, what: str, reason: str, attempt: int, wait: float) -> None:
+        self.log.warning("retrying", call=what, reason=reason, attempt=attempt, wait_s=wait)
+
+    def _detail_warning(self, message: str, **fields) -> None:
+        self._warnings += 1
+        if self._warnings <= MAX_DETAIL_WARNINGS:
+            self.log.warning(message, **fields)
+        elif self._warnings == MAX_DETAIL_WARNINGS + 1:
+            self.log.warning("further per-event warnings suppressed; see the run summary")
+
+    def _prepare_state_dir(self) -> None:
+        try:
+            os.makedirs(self.cfg.state_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                "state_dir",
+                f"cannot create {self.cfg.state_dir} ({exc.strerror})",
+                "set state_dir to a directory the service user can write",
+            ) from None
+        if not os.access(self.cfg.state_dir, os.W_OK | os.X_OK):
+            raise ConfigError(
+                "state_dir",
+                f"{self.cfg.state_dir} is not writable by this user",
+                "fix its owner/mode or set state_dir",
+            )
+
+    # -- entry point -------------------------------------------------------------------------
+    def run(self) -> int:
+        """Exit code: 0 done / nothing new / lock held / budget reached; 1 failure."""
+        self._prepare_state_dir()
+        lock = InstanceLock(self.cfg.state_dir)
+        try:
+            lock.acquire()
+        except LockHeld:
+            self.log.info("another run holds the lock; exiting", lock=lock.path)
+            return 0
+        try:
+            try:
+                self.store.load()
+            except StateError as exc:
+                self.log.error(f"state file unusable: {exc}")
+                return 1
+            jc = JumpCloudClient(self.cfg.jumpcloud, self.policy, self._on_retry)
+            sink = Sink(self.cfg.siem, self.policy, self._on_retry, self.sleep)
+            try:
+                return self._run_orgs(jc, sink)
+            finally:
+                jc.close()
+                sink.close()
+                self.store.close()
+        finally:
+            lock.release()
+
+    def _run_orgs(self, jc: JumpCloudClient, sink: Sink) -> int:
+        rc = 0
+        orgs = list(self.cfg.org_keys)
+        for index, org in enumerate(orgs):
+            if self.clock() >= self.deadline:
+                self.log.info(
+                    "run time budget reached; remaining orgs wait for the next run",
+                    orgs_left=len(orgs) - index,
+                )
+                break
+            fresh = not self.store.has(org)
+            state = self.store.org(org)
+            if fresh and self.cfg.legacy_end_time_ms is not None:
+                state.floor_ms = self.cfg.legacy_end_time_ms
+                self.log.info(
+                    "seeding from the legacy state.end_time",
+                    org=org,
+                    floor=format_ms(state.floor_ms),
+                )
+            orun = OrgRun(org, state)
+            retries_before = self.policy.retries
+            try:
+                self._run_org(orun, jc, sink)
+            except BudgetReached:
+                orun.status = "budget"
+                self.log.info(
+                    "run time budget reached; progress saved, next run resumes",
+                    org=org,
+                    budget_s=self.cfg.run_time_budget_seconds,
+                )
+            except (FatalError, GaveUpError) as exc:
+                orun.status = "failed"
+                self.log.error(str(exc), org=org)
+                rc = 1
+            except OSError as exc:
+                orun.status = "failed"
+                self.log.error(f"state write failed: {exc}", org=org)
+                rc = 1
+            orun.retries = self.policy.retries - retries_before
+            self._summary(orun)
+        return rc
+
+    def _summary(self, o: OrgRun) -> None:
+        cursor = format_ms(o.state.cursor_ms) if o.state.cursor_ms is not None else "none"
+        fields = {
+            "org": o.org,
+            "fetched": o.fetched,
+            "shipped": o.shipped,
+            "duplicates": o.duplicates,
+            "skipped": o.skipped,
+            "batches": o.batches,
+            "retries": o.retries,
+            "duration_s": round(time.monotonic() - o.started, 3),
+            "cursor": cursor,
+        }
+        if o.deep:
+            fields["deep"] = o.deep
+        fields["status"] = o.status
+        if o.status == "failed":
+            self.log.error("run summary", **fields)
+        else:
+            self.log.info("run summary", **fields)
+
+    # -- one org -----------------------------------------------------------------------------
+    def _run_org(self, o: OrgRun, jc: JumpCloudClient, sink: Sink) -> None:
+        cfg = self.cfg
+        state = o.state
+        now = now_ms()
+        start = state.start_ms(self.overlap_ms)
+        first = start is None
+        if start is None:
+            start = now + int(cfg.jumpcloud.initial_days_back * DAY_MS)
+        start = min(start, now)  # never ask for the future
+        self.log.debug("polling", org=o.org, start_time=format_ms(start))
+
+        batcher = Batcher(cfg.siem.batch_size, cfg.siem.max_batch_bytes, sink.framing)
+        recent = state.recent
+        src = self.shaper.src
+        depth_limit = cfg.jumpcloud.json_depth
+        shape = self.shaper.shape
+        pending_ids: set[str] = set()
+
+        def ship(items: list[Item]) -> None:
+            sink.ship(items, lambda acc: self._accepted(o, acc), lambda it: self._oversize(o, it))
+            pending_ids.difference_update([i.event_id for i in items])
+            if self.clock() >= self.deadline:
+                raise BudgetReached()
+
+        for page in jc.pages(format_ms(start), o.org):
+            o.fetched += len(page)
+            for event in page:
+                event_id = event.get("id")
+                if event_id is not None:
+                    if not isinstance(event_id, str):
+                        event_id = str(event_id)
+                    if event_id in recent or event_id in pending_ids:
+                        o.duplicates += 1
+                        continue
+                raw_ts = event.get(src)
+                try:
+                    ts = parse_ms(raw_ts) if isinstance(raw_ts, str) else None
+                except ValueError:
+                    ts = None
+                if ts is None:
+                    self._detail_warning("event without a readable time", id=event_id)
+                elif ts < start:
+                    o.duplicates += 1  # before the window: already accounted for
+                    continue
+                if too_deep(event, depth_limit):
+                    o.deep += 1
+                    self._detail_warning(
+                        "event nested deeper than jumpcloud.json_depth; shipped whole",
+                        id=event_id,
+                        json_depth=depth_limit,
+                    )
+                data = shape(event, ts)
+                if not batcher.fits_alone(len(data)):
+                    self._oversize(o, Item(data, event_id, ts))
+                    continue
+                if event_id is not None:
+                    pending_ids.add(event_id)
+                full = batcher.add(Item(data, event_id, ts))
+                if full is not None:
+                    ship(full)
+        if batcher.pending():
+            ship(batcher.take())
+        if o.carry:
+            self._record(o, [])
+        if first and state.cursor_ms is None and state.floor_ms is None:
+            # pin the first window so later runs do not slide past late events
+            state.floor_ms = start - 1
+            self.store.save()
+
+    def _oversize(self, o: OrgRun, item: Item) -> None:
+        o.skipped += 1
+        self.log.warning(
+            "event larger than siem.max_batch_bytes (or refused by the SIEM as too large); skipped",
+            org=o.org,
+            id=item.event_id,
+            bytes=len(item.data),
+            max_batch_bytes=self.cfg.siem.max_batch_bytes,
+        )
+        if item.event_id is not None:
+            o.carry.append((item.event_id, item.ts_ms if item.ts_ms is not None else now_ms()))
+
+    def _accepted(self, o: OrgRun, items: list[Item]) -> None:
+        o.shipped += len(items)
+        o.batches += 1
+        self._record(o, items)
+
+    def _record(self, o: OrgRun, items: list[Item]) -> None:
+        state = o.state
+        pairs: list[tuple[str, int]] = []
+        newest = state.cursor_ms
+        fallback = None
+        for item in items:
+            ts = item.ts_ms
+            if ts is not None and (newest is None or ts > newest):
+                newest = ts
+        if o.carry:
+            for _, ts in o.carry:
+                if newest is None or ts > newest:
+                    newest = ts
+        for item in items:
+            if item.event_id is None:
+                continue
+            ts = item.ts_ms
+            if ts is None:
+                if fallback is None:
+                    fallback = newest if newest is not None else now_ms()
+                ts = fallback
+            pairs.append((item.event_id, ts))
+        if o.carry:
+            pairs.extend(o.carry)
+            o.carry = []
+        state.cursor_ms = newest
+        recent = state.recent
+        recent.add(pairs)
+        if newest is not None:
+            recent.prune(newest - self.overlap_ms)
+            floor = recent.cap(self.cfg.recent_ids_max, newest)
+            if floor is not None and (state.floor_ms is None or floor > state.floor_ms):
+                state.floor_ms = floor
+        self.store.save()
+
+
+def run(cfg: Config, log: Logger) -> int:
+    return Pipeline(cfg, log).run()
+
+
+__all__ = ["DEFAULT_ORG", "Pipeline", "run"]

@@ -1,0 +1,215 @@
+"""Atomic state store: ``<state_dir>/state.json``.
+
+Per org: ``cursor`` (time of the newest event the SIEM accepted), ``floor`` (exclusive lower
+bound: events at or before it count as shipped) and ``recent_ids`` (id -> epoch ms of shipped
+events within the overlap window behind the cursor, capped). When the cap forces ids out, the
+floor rises to the newest evicted time, so a forgotten id can never be re-read and re-sent.
+
+Writes happen after every accepted batch, so they must stay cheap: ids are kept in chunks
+(one per accepted batch) whose JSON fragment is built once and re-joined on every write.
+The file is replaced atomically: temp file in state_dir, fsync, os.replace, fsync dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .timeutil import format_ms, parse_ms
+
+STATE_FILE = "state.json"
+VERSION = 1
+_LOAD_CHUNK = 4096
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class StateError(Exception):
+    """The state file exists but cannot be used."""
+
+
+class _Chunk:
+    __slots__ = ("fragment", "max_ms", "pairs")
+
+    def __init__(self, pairs: list[tuple[str, int]]) -> None:
+        self.pairs = pairs
+        self.max_ms = max(ms for _, ms in pairs)
+        self.fragment: str | None = None
+
+    def json(self) -> str:
+        if self.fragment is None:
+            self.fragment = ",".join(f"{_encode(i)}:{ms}" for i, ms in self.pairs)
+        return self.fragment
+
+
+class RecentIds:
+    """Bounded memory of recently shipped event ids (id -> epoch ms)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, int] = {}
+        self.chunks: list[_Chunk] = []
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, int]) -> RecentIds:
+        rid = cls()
+        pairs = sorted(mapping.items(), key=lambda kv: kv[1])
+        rid.times = dict(pairs)
+        for start in range(0, len(pairs), _LOAD_CHUNK):
+            rid.chunks.append(_Chunk(pairs[start : start + _LOAD_CHUNK]))
+        return rid
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self.times
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def add(self, pairs: list[tuple[str, int]]) -> None:
+        fresh = []
+        times = self.times
+        for event_id, ms in pairs:
+            if event_id not in times:
+                times[event_id] = ms
+                fresh.append((event_id, ms))
+        if fresh:
+            self.chunks.append(_Chunk(fresh))
+
+    def _drop(self, chunk: _Chunk) -> None:
+        times = self.times
+        for event_id, ms in chunk.pairs:
+            if times.get(event_id) == ms:
+                del times[event_id]
+
+    def prune(self, cutoff_ms: int) -> None:
+        """Forget chunks whose every id is older than cutoff_ms."""
+        if not self.chunks or all(c.max_ms >= cutoff_ms for c in self.chunks):
+            return
+        keep = []
+        for chunk in self.chunks:
+            if chunk.max_ms >= cutoff_ms:
+                keep.append(chunk)
+            else:
+                self._drop(chunk)
+        self.chunks = keep
+
+    def cap(self, limit: int, cursor_ms: int) -> int | None:
+        """Evict the oldest chunks beyond ``limit`` ids; return the newest evicted time (the
+        new floor) or None. Chunks at the cursor's millisecond are never evicted."""
+        floor = None
+        while len(self.times) > limit and len(self.chunks) > 1:
+            oldest = min(range(len(self.chunks)), key=lambda k: self.chunks[k].max_ms)
+            chunk = self.chunks[oldest]
+            if chunk.max_ms >= cursor_ms:
+                break
+            del self.chunks[oldest]
+            self._drop(chunk)
+            floor = chunk.max_ms if floor is None else max(floor, chunk.max_ms)
+        return floor
+
+    def json(self) -> str:
+        return "{" + ",".join(c.json() for c in self.chunks if c.pairs) + "}"
+
+
+class OrgState:
+    def __init__(
+        self,
+        cursor_ms: int | None = None,
+        floor_ms: int | None = None,
+        recent: RecentIds | None = None,
+    ) -> None:
+        self.cursor_ms = cursor_ms
+        self.floor_ms = floor_ms
+        self.recent = recent if recent is not None else RecentIds()
+
+    def start_ms(self, overlap_ms: int) -> int | None:
+        """max(cursor - overlap, floor + 1 ms); None when the org has no state yet."""
+        candidates = []
+        if self.cursor_ms is not None:
+            candidates.append(self.cursor_ms - overlap_ms)
+        if self.floor_ms is not None:
+            candidates.append(self.floor_ms + 1)
+        return max(candidates) if candidates else None
+
+    def json(self) -> str:
+        cursor = "null" if self.cursor_ms is None else f'"{format_ms(self.cursor_ms)}"'
+        floor = "null" if self.floor_ms is None else f'"{format_ms(self.floor_ms)}"'
+        return f'{{"cursor":{cursor},"floor":{floor},"recent_ids":{self.recent.json()}}}'
+
+
+def _parse_org(name: str, data: Any, path: str) -> OrgState:
+    if not isinstance(data, dict):
+        raise StateError(f"{path}: orgs.{name} is not an object")
+    try:
+        cursor = parse_ms(data["cursor"]) if data.get("cursor") else None
+        floor = parse_ms(data["floor"]) if data.get("floor") else None
+    except (ValueError, TypeError):
+        raise StateError(f"{path}: orgs.{name} has an unreadable cursor or floor") from None
+    ids = data.get("recent_ids") or {}
+    if not isinstance(ids, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in ids.values()
+    ):
+        raise StateError(f"{path}: orgs.{name}.recent_ids is not an object of id -> epoch ms")
+    return OrgState(cursor, floor, RecentIds.from_mapping(ids))
+
+
+class StateStore:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, STATE_FILE)
+        self.tmp_path = os.path.join(state_dir, f".{STATE_FILE}.tmp")
+        self.orgs: dict[str, OrgState] = {}
+        self._dir_fd: int | None = None
+        self.writes = 0
+
+    def load(self) -> dict[str, OrgState]:
+        try:
+            with open(self.path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            self.orgs = {}
+            return self.orgs
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise StateError(
+                f"{self.path} is not valid JSON; move it aside to start over"
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("orgs"), dict):
+            raise StateError(f"{self.path} has no orgs object; move it aside to start over")
+        self.orgs = {name: _parse_org(name, v, self.path) for name, v in data["orgs"].items()}
+        return self.orgs
+
+    def org(self, name: str) -> OrgState:
+        state = self.orgs.get(name)
+        if state is None:
+            state = self.orgs[name] = OrgState()
+        return state
+
+    def has(self, name: str) -> bool:
+        return name in self.orgs
+
+    def serialize(self) -> bytes:
+        orgs = ",".join(f"{_encode(name)}:{st.json()}" for name, st in self.orgs.items())
+        return f'{{"version":{VERSION},"orgs":{{{orgs}}}}}\n'.encode()
+
+    def save(self) -> None:
+        data = self.serialize()
+        fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.tmp_path, self.path)
+        if self._dir_fd is None:
+            self._dir_fd = os.open(self.state_dir, os.O_RDONLY)
+        os.fsync(self._dir_fd)
+        self.writes += 1
+
+    def close(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None

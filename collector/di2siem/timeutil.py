@@ -1,0 +1,71 @@
+"""RFC 3339 <-> epoch milliseconds, fast for the API's one shape (2022-12-18T14:57:03.801Z)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_day_cache: dict[str, int] = {}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_ms(text: str) -> int:
+    """Parse an RFC 3339 time to epoch milliseconds (UTC). Raises ValueError."""
+    # Fast path: YYYY-MM-DDTHH:MM:SS[.fff...]Z
+    if len(text) >= 20 and text[-1] in "Zz" and text[10] in "Tt ":
+        day = text[:10]
+        base = _day_cache.get(day)
+        if base is None:
+            d = datetime(int(day[0:4]), int(day[5:7]), int(day[8:10]), tzinfo=timezone.utc)
+            base = int((d - _EPOCH).total_seconds()) * 1000
+            if len(_day_cache) > 4096:
+                _day_cache.clear()
+            _day_cache[day] = base
+        try:
+            h = int(text[11:13])
+            m = int(text[14:16])
+            s = int(text[17:19])
+        except ValueError:
+            raise ValueError(f"not an RFC 3339 time: {text!r}") from None
+        if text[13] != ":" or text[16] != ":" or h > 23 or m > 59 or s > 60:
+            raise ValueError(f"not an RFC 3339 time: {text!r}")
+        frac = text[19:-1]
+        ms = 0
+        if frac:
+            if frac[0] != "." or not frac[1:].isdigit():
+                raise ValueError(f"not an RFC 3339 time: {text!r}")
+            ms = int((frac[1:] + "00")[:3])
+        return base + ((h * 60 + m) * 60 + s) * 1000 + ms
+    return _slow_parse(text)
+
+
+def _slow_parse(text: str) -> int:
+    t = text.strip()
+    if t.endswith(("Z", "z")):
+        t = t[:-1] + "+00:00"
+    # Python 3.9/3.10 fromisoformat wants 0, 3 or 6 fraction digits
+    if "." in t:
+        head, _, rest = t.partition(".")
+        digits = ""
+        while rest and rest[0].isdigit():
+            digits += rest[0]
+            rest = rest[1:]
+        t = f"{head}.{(digits + '000000')[:6]}{rest}"
+    try:
+        d = datetime.fromisoformat(t)
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 time: {text!r}") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    delta = d - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def format_ms(ms: int) -> str:
+    """Epoch ms -> 2022-12-18T14:57:03.801Z."""
+    d = datetime.fromtimestamp(ms // 1000, tz=timezone.utc)
+    return d.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
