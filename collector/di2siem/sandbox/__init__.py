@@ -214,6 +214,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
                 args.coralogix_port,
                 args.coralogix_key,
                 max_body_bytes=args.max_body_bytes,
+                freeze_gc=True,
                 out_path=args.sink_out,
             )
             sims.append(cx.start())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import socket
+import socketserver
 import threading
 import time
 import uuid
@@ -40,7 +42,7 @@ class Fault:
 
     status: int | None = None
     count: int = 1
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     path: str | None = None
     body: Any = None
     delay_s: float | None = None
@@ -192,6 +194,17 @@ class SimServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name (getfqdn), which can hang for seconds
+        # in a container without DNS; the name is never used here.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+
+class SimServer6(SimServer):
+    address_family = socket.AF_INET6
+
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -324,7 +337,8 @@ class BaseSimulator:
     def start(self) -> BaseSimulator:
         if self._server is not None:
             return self
-        server = SimServer((self.host, self._requested_port), _RequestHandler)
+        server_class = SimServer6 if ":" in self.host else SimServer
+        server = server_class((self.host, self._requested_port), _RequestHandler)
         server.sim = self  # type: ignore[attr-defined]
         self._server = server
         self._thread = threading.Thread(
@@ -372,7 +386,7 @@ class BaseSimulator:
         self,
         status: int | None,
         count: int = 1,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         path: str | None = None,
         body: Any = None,
         delay_s: float | None = None,
@@ -418,7 +432,9 @@ class BaseSimulator:
         headers = {}
         if fault.retry_after is not None:
             value = fault.retry_after
-            headers["Retry-After"] = str(int(value) if float(value).is_integer() else value)
+            if isinstance(value, (int, float)) and float(value).is_integer():
+                value = int(value)
+            headers["Retry-After"] = str(value)  # a string passes through (HTTP-date tests)
         return Response(status, fault.body_bytes(reason), headers)
 
     def handle_api(self, request: Request) -> Response:

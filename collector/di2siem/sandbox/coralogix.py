@@ -8,6 +8,7 @@ Accepted records are kept in order (and optionally appended to a JSON Lines file
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from pathlib import Path
@@ -174,6 +175,7 @@ class CoralogixSink(BaseSimulator):
         private_key: str | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         out_path: PathLike | None = None,
+        freeze_gc: bool = False,
     ) -> None:
         super().__init__(host, port)
         self.api_key = api_key
@@ -181,6 +183,10 @@ class CoralogixSink(BaseSimulator):
         self.max_body_bytes = max_body_bytes
         self.api_body_limit = max_body_bytes
         self.out_path = Path(out_path) if out_path is not None else None
+        # Dedicated processes (the CLI) move stored records out of the cyclic GC's sight:
+        # otherwise every full collection walks all of them and requests slow down as the
+        # store grows. Not for in-process use: it freezes the caller's objects too.
+        self.freeze_gc = freeze_gc
         self._lock = threading.Lock()
         self._received: list[Record] = []
 
@@ -214,6 +220,8 @@ class CoralogixSink(BaseSimulator):
             self._received.extend(wrapped)
             if self.out_path is not None and wrapped:
                 self._append_out(wrapped)
+            if self.freeze_gc:
+                gc.freeze()
         self.stats_counter.incr("accepted_records", len(records))
         self.stats_counter.incr("accepted_bytes", size)
         return Response.json(200, {"accepted": len(records)})

@@ -225,7 +225,8 @@ def _person(rng: random.Random) -> tuple[str, str]:
 
 
 def _client_ip(rng: random.Random) -> str:
-    return f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    bits = rng.getrandbits(24)
+    return f"10.{bits >> 16}.{(bits >> 8) & 255}.{(bits & 255) % 254 + 1}"
 
 
 def _service_fields(rng: random.Random, service: str, event_type: str, ts: str) -> dict[str, Any]:
@@ -298,7 +299,7 @@ def make_event(
     return event
 
 
-def iter_events(
+def iter_timed_events(
     count: int,
     start: TimeLike,
     end: TimeLike,
@@ -306,8 +307,8 @@ def iter_events(
     org: str = DEFAULT_ORG_ID,
     services: tuple[str, ...] | list[str] | None = None,
     deep_every: int = 0,
-) -> Iterator[dict[str, Any]]:
-    """Like generate_events, but yields events one at a time (sorted by timestamp)."""
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Like iter_events, but yields (epoch ms, event) pairs."""
     start_ms, end_ms = to_epoch_ms(start), to_epoch_ms(end)
     if end_ms < start_ms:
         raise ValueError("end must not be before start")
@@ -319,6 +320,20 @@ def iter_events(
         event = make_event(rng, epoch_ms, make_id(namespace, index), org, service)
         if deep_every and index % deep_every == deep_every - 1:
             event["resource"] = nested_object(12)
+        yield epoch_ms, event
+
+
+def iter_events(
+    count: int,
+    start: TimeLike,
+    end: TimeLike,
+    seed: int = 0,
+    org: str = DEFAULT_ORG_ID,
+    services: tuple[str, ...] | list[str] | None = None,
+    deep_every: int = 0,
+) -> Iterator[dict[str, Any]]:
+    """Like generate_events, but yields events one at a time (sorted by timestamp)."""
+    for _, event in iter_timed_events(count, start, end, seed, org, services, deep_every):
         yield event
 
 

@@ -25,7 +25,7 @@ from .events import (
     QUERY_SERVICES,
     TimeLike,
     burst_events,
-    iter_events,
+    iter_timed_events,
     make_event,
     make_id,
     now_ms,
@@ -39,6 +39,8 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
 _DAY_MS = 86_400_000
 _SERVICES_TEXT = ", ".join(QUERY_SERVICES)
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 Key = tuple[int, str]  # (epoch ms, id): the sort order and the search_after tuple
 Entry = tuple[Key, bytes, str]  # key, serialised event, service
@@ -60,12 +62,14 @@ class Query:
     field: str | None = None
 
 
-def _entry(event: dict[str, Any]) -> Entry:
+def _entry(event: dict[str, Any], epoch_ms: int | None = None) -> Entry:
     try:
-        key = (parse_ts(event["timestamp"]), str(event["id"]))
+        if epoch_ms is None:
+            epoch_ms = parse_ts(event["timestamp"])
+        key = (epoch_ms, str(event["id"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"event needs an RFC 3339 'timestamp' and an 'id': {exc}") from None
-    blob = json.dumps(event, separators=(",", ":")).encode()
+    blob = _ENCODER.encode(event).encode()
     return key, blob, str(event.get("service", ""))
 
 
@@ -351,10 +355,12 @@ class JumpCloudSimulator(BaseSimulator):
         [start, end] (default: the last 3 days up to now) and store them."""
         end_ms = to_epoch_ms(end) if end is not None else now_ms()
         start_ms = to_epoch_ms(start) if start is not None else end_ms - 3 * _DAY_MS
+        visible_at = time.monotonic() + visible_after_s if visible_after_s > 0 else None
         added = 0
         for target in [org] if org else self.org_ids:
-            batch: list[dict[str, Any]] = []
-            stream = iter_events(
+            if target not in self._stores:
+                raise ValueError(f"unknown org {target!r}; configured: {self.org_ids}")
+            stream = iter_timed_events(
                 count,
                 start_ms,
                 end_ms,
@@ -363,13 +369,18 @@ class JumpCloudSimulator(BaseSimulator):
                 services=list(services) if services else None,
                 deep_every=deep_every,
             )
-            for event in stream:
-                batch.append(event)
+            batch: list[Entry] = []
+            for epoch_ms, event in stream:
+                batch.append(_entry(event, epoch_ms))
                 if len(batch) >= 20000:
-                    added += self.add_events(batch, target, visible_after_s)
+                    added += self._store(target, batch, visible_at)
                     batch = []
-            added += self.add_events(batch, target, visible_after_s)
+            added += self._store(target, batch, visible_at)
         return added
+
+    def _store(self, org: str, entries: list[Entry], visible_at: float | None) -> int:
+        with self._lock:
+            return self._stores[org].add(entries, visible_at)
 
     def add_burst(
         self,
