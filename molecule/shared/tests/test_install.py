@@ -1,0 +1,116 @@
+"""What an operator cares about after converge: the user, owners and modes, no secret
+readable by others, the schedule."""
+
+import pytest
+from conftest import CONFIG, SECRETS, VENV_BIN
+
+
+def test_service_user_cannot_log_in(host):
+    user = host.user("di2siem")
+    assert user.exists
+    assert user.shell in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
+    assert user.group == "di2siem"
+
+
+def test_install_dir_owned_by_root_and_not_writable_by_the_service(host):
+    d = host.file("/opt/di2siem")
+    assert d.is_directory
+    assert (d.user, d.group) == ("root", "root")
+    assert d.mode & 0o022 == 0
+    assert host.file(VENV_BIN).is_file
+    not_root = host.check_output(
+        "find /opt/di2siem -xdev ! -type l \\( ! -user root -o -perm /022 \\) -print | head -n 20"
+    )
+    assert not_root == "", f"not root-owned or group/world-writable: {not_root}"
+    assert host.run("runuser -u di2siem -- test -w /opt/di2siem/venv").rc != 0
+
+
+def test_config_file_is_private_to_root_and_the_service_group(host):
+    f = host.file(CONFIG)
+    assert f.is_file
+    assert (f.user, f.group) == ("root", "di2siem")
+    assert f.mode == 0o640
+    assert f.mode & 0o007 == 0
+    # the service can read it, nobody else can
+    assert host.run(f"runuser -u di2siem -- cat {CONFIG}").rc == 0
+    assert host.run(f"runuser -u nobody -- cat {CONFIG}").rc != 0
+    d = host.file("/etc/di2siem")
+    assert d.user == "root"
+    assert d.mode & 0o002 == 0
+
+
+def test_no_secret_readable_by_others(host):
+    pattern = " ".join(f"-e {s}" for s in SECRETS)
+    # Everything an unprivileged user can read, where an install leaves files (/opt is left out:
+    # the package's own simulator defaults mention the sandbox keys in its source code).
+    out = host.run(
+        f"runuser -u nobody -- grep -rlsF {pattern} /etc /var/log /var/lib /var/spool /tmp /run"
+        " --exclude-dir=di2siem-sandbox"
+    )
+    assert out.stdout.strip() == "", f"secrets readable by nobody in: {out.stdout}"
+
+
+def test_no_secret_in_logs(host):
+    pattern = " ".join(f"-e {s}" for s in SECRETS)
+    out = host.run(
+        "{ cat /var/log/di2siem/* 2>/dev/null; journalctl -u 'di2siem*' --no-pager -o cat"
+        " 2>/dev/null | grep -v di2siem-sandbox; } | grep -cF " + pattern
+    )
+    assert out.stdout.strip() in ("", "0"), "a secret appears in di2siem's logs"
+
+
+def test_state_dir_private_to_the_service(host):
+    d = host.file("/var/lib/di2siem")
+    assert d.is_directory
+    assert (d.user, d.group) == ("di2siem", "di2siem")
+    assert d.mode == 0o700
+
+
+def test_etc_and_usr_ownership_unchanged(host):
+    baseline = host.file("/var/lib/di2siem-sandbox/owners.baseline").content_string.splitlines()
+    now = host.check_output(
+        "find /etc /usr -xdev \\( ! -user root -o ! -group root \\) -printf '%p %u:%g\\n' | sort"
+    ).splitlines()
+    allowed = {"/etc/di2siem root:di2siem", f"{CONFIG} root:di2siem"}
+    added = sorted(set(now) - set(baseline) - allowed)
+    removed = sorted(set(baseline) - set(now))
+    assert added == [] and removed == [], f"ownership changed: +{added} -{removed}"
+
+
+def test_schedule(host, scheduler):
+    crontab = host.run("crontab -l -u di2siem")
+    timer = host.service("di2siem.timer")
+    job = f"{VENV_BIN} run --config {CONFIG}"
+    if scheduler == "cron":
+        assert crontab.rc == 0
+        assert job in crontab.stdout
+        assert host.service("cron").is_running
+        assert not host.file("/etc/systemd/system/di2siem.timer").exists
+    else:
+        assert crontab.rc != 0 or job not in crontab.stdout
+        assert timer.is_enabled
+        assert timer.is_running
+
+
+SERVICE_PROPERTIES = {
+    "User": {"di2siem"},
+    "Type": {"oneshot"},
+    "NoNewPrivileges": {"yes"},
+    "ProtectSystem": {"strict"},
+    "ProtectHome": {"yes", "read-only", "tmpfs"},
+    "PrivateTmp": {"yes"},
+}
+
+
+@pytest.mark.parametrize("prop", sorted(SERVICE_PROPERTIES))
+def test_timer_service_hardening(host, scheduler, prop):
+    if scheduler != "timer":
+        pytest.skip("cron scenario")
+    value = host.check_output(f"systemctl show di2siem.service -p {prop} --value")
+    assert value in SERVICE_PROPERTIES[prop]
+    assert job_in_unit(host)
+
+
+def job_in_unit(host):
+    out = host.check_output("systemctl cat di2siem.service")
+    return f"{VENV_BIN} run --config {CONFIG}" in out
