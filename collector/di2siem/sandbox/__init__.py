@@ -53,8 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jumpcloud-key", default=DEFAULT_JUMPCLOUD_KEY)
     p.add_argument("--coralogix-key", default=DEFAULT_CORALOGIX_KEY)
     p.add_argument("--org-id", action="append", default=[], help="MSP organisation (repeatable)")
-    p.add_argument("--backlog", type=int, default=2000, help="events per org already there")
-    p.add_argument("--backlog-days", type=float, default=3.0, help="backlog spread (days)")
+    p.add_argument("--backlog", type=int, default=2000, help="events per org at start")
+    p.add_argument(
+        "--backlog-days",
+        type=float,
+        default=3.0,
+        help="backlog spread over the last N days (the oldest hour of it left empty)",
+    )
     p.add_argument("--rate", type=float, default=0.5, help="new events per second (0: none)")
     p.add_argument("--late-fraction", type=float, default=0.0, help="share of late new events")
     p.add_argument("--late-delay-s", type=float, default=120.0, help="indexing delay of those")
@@ -165,8 +170,12 @@ def _write_config(args: argparse.Namespace, jc_url: str, cx_url: str) -> None:
 
 def _seed_jumpcloud(sim: JumpCloudSimulator, args: argparse.Namespace) -> None:
     end = now_ms()
+    span = int(args.backlog_days * _DAY_MS)
+    # The oldest events stay a little inside the window, so a collector whose first run
+    # starts `now - backlog_days` (a few minutes later) still sees the whole backlog.
+    margin = min(3_600_000, span // 10)
     if args.backlog:
-        sim.generate(args.backlog, end - int(args.backlog_days * _DAY_MS), end)
+        sim.generate(args.backlog, end - span + margin, end)
     if args.burst:
         for org in sim.org_ids:
             sim.add_burst(args.burst, end - 60_000, org)
