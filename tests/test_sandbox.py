@@ -335,3 +335,38 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_stopped_simulator_is_down_for_pooled_connections() -> None:
+    sim = JumpCloudSimulator().start()
+    session = requests.Session()
+    url = sim.url + EVENTS
+    assert session.post(url, json=query(), headers={"x-api-key": JC_KEY}).status_code == 200
+    sim.stop()
+    with pytest.raises(requests.ConnectionError):
+        session.post(url, json=query(), headers={"x-api-key": JC_KEY}, timeout=2)
+
+
+def test_live_generation_with_late_events(jc: JumpCloudSimulator) -> None:
+    jc.start_live(rate=100, late_fraction=0.5, late_delay_s=0.3)
+    time.sleep(0.45)
+    jc.stop_live()
+    stats = jc.stats
+    visible, pending = sum(stats["events_stored"].values()), sum(stats["events_pending"].values())
+    assert visible > 5 and pending > 3
+    time.sleep(0.4)
+    assert jc.event_count() == visible + pending
+    start = format_ts(now_ms() - 60_000)
+    assert len(post_jc(jc, query(start_time=start)).json()) == visible + pending
+
+
+def test_control_burst_deep_events_and_malformed_page(jc: JumpCloudSimulator) -> None:
+    at = "2022-12-18T06:00:00.000Z"
+    response = requests.post(jc.url + "/_sim/events", json={"burst": 4, "at": at}, timeout=5)
+    assert response.json()["added"] == 4
+    jc.add_events([deep_event(depth=15, at=at)])
+    page = post_jc(jc, query()).json()
+    assert len(page) == 5 and len({e["timestamp"] for e in page}) == 1
+    assert max(event_depth(e) for e in page) > 10
+    jc.inject_fault(200, body={"not": "an array"}, path="/events")
+    assert post_jc(jc, query()).json() == {"not": "an array"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -194,6 +195,29 @@ class SimServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        """Cut keep-alive connections too, so a stopped simulator really is down."""
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (getfqdn), which can hang for seconds
         # in a container without DNS; the name is never used here.
@@ -355,6 +379,7 @@ class BaseSimulator:
             return
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_open_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = None

@@ -404,6 +404,8 @@ class JumpCloudSimulator(BaseSimulator):
     def event_count(self, org: str | None = None, include_pending: bool = False) -> int:
         with self._lock:
             stores = [self._stores[org]] if org else list(self._stores.values())
+            for store in stores:
+                store.promote(time.monotonic())
             return sum(len(s.keys) + (len(s.pending) if include_pending else 0) for s in stores)
 
     def reset(self) -> None:
@@ -414,6 +416,8 @@ class JumpCloudSimulator(BaseSimulator):
     def stats(self) -> dict[str, Any]:
         data = super().stats
         with self._lock:
+            for store in self._stores.values():
+                store.promote(time.monotonic())
             data["events_stored"] = {org: len(s.keys) for org, s in self._stores.items()}
             data["events_pending"] = {org: len(s.pending) for org, s in self._stores.items()}
         data.setdefault("pages_served", 0)
