@@ -2,6 +2,16 @@
 
 Importable for tests (`JumpCloudSimulator`, `CoralogixSink`) and runnable as
 `di2siem sandbox [options]` or `python -m di2siem.sandbox [options]`.
+
+Control API (no auth, loopback only), on both simulators unless noted:
+  GET  /_sim/stats      counters: requests, by_path {path: {status: n}}, by_status, ...
+  POST /_sim/faults     {"status": 429, "count": 2, "retry_after": 1, "path": ..., "body": ...,
+                        "delay_s": ...} or an array of those; GET /_sim/faults lists pending ones
+  POST /_sim/reset      drop events/records, faults and counters
+  POST /_sim/events     JumpCloud: [events] | {"events": [...], "org", "visible_after_s"} |
+                        {"generate": N, "days"|"start"/"end", "seed", "org", "services",
+                        "deep_every", "visible_after_s"} | {"burst": N, "at", "org"}
+  GET  /_sim/received   sink: [{"endpoint", "record"}]; ?offset=N&endpoint=singles&events=1
 """
 
 from __future__ import annotations

@@ -140,6 +140,7 @@ class Stats:
                 "requests": self._requests,
                 "by_path": {p: dict(s) for p, s in self._by_path.items()},
                 "by_status": by_status,
+                "faults_served": 0,
                 **self._counters,
             }
 
