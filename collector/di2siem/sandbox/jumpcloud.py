@@ -430,7 +430,9 @@ class JumpCloudSimulator(BaseSimulator):
         return list(self.request_log)
 
     # -- live generation -------------------------------------------------------------------
-    def start_live(self, rate: float, late_fraction: float = 0.0, late_delay_s: float = 120.0):
+    def start_live(
+        self, rate: float, late_fraction: float = 0.0, late_delay_s: float = 120.0
+    ) -> None:
         """Append `rate` events/s stamped now; a `late_fraction` of them becomes visible only
         `late_delay_s` later (late indexing: old timestamp when they appear)."""
         self.stop_live()
