@@ -1,0 +1,198 @@
+"""Benchmark the collector against the local simulators (a script, not a test).
+
+Reports:
+- events/s shipping a backlog (default 200k) from the JumpCloud simulator to the Coralogix sink
+  with ``di2siem run`` (one process, as cron runs it);
+- the ceiling: events/s of a raw page download + ``json.loads`` with no processing;
+- the collector's peak RSS with a 20k and a 200k backlog (it must stay flat);
+- wall time of an empty poll (a second run that finds nothing new).
+
+Each simulator runs in a process of its own so that the collector's figures are its own.
+Usage: ``python benchmarks/bench.py [--backlog 200000] [--small-backlog 20000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+JUMPCLOUD_KEY = "bench-jumpcloud-key"
+CORALOGIX_KEY = "bench-coralogix-key"
+EVENTS_PATH = "/insights/directory/v1/events"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"simulator exited early with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"simulator on port {port} did not start within {timeout_s} s")
+
+
+@contextmanager
+def simulator(only: str, port: int, backlog: int) -> Iterator[str]:
+    port_flag = "--jumpcloud-port" if only == "jumpcloud" else "--coralogix-port"
+    command = [
+        sys.executable, "-m", "di2siem.sandbox", "--only", only, port_flag, str(port),
+        "--jumpcloud-key", JUMPCLOUD_KEY, "--coralogix-key", CORALOGIX_KEY,
+        "--backlog", str(backlog), "--backlog-days", "80", "--rate", "0",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        # generating a 200k backlog takes a few seconds before the port opens
+        wait_until_listening(port, process, timeout_s=300)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def write_config(directory: Path, jumpcloud_url: str, sink_url: str) -> Path:
+    config = {
+        "jumpcloud": {
+            "api_key": JUMPCLOUD_KEY,
+            "base_url": jumpcloud_url,
+            "initial_days_back": -90,
+            "page_size": 10000,
+        },
+        "siem": {
+            "format": "coralogix",
+            "url": f"{sink_url}/logs/v1/singles",
+            "api_key": CORALOGIX_KEY,
+            "application_name": "jumpcloud",
+            "subsystem_name": "directory-insights",
+            "batch_size": 3000,
+            "batch_delay_milliseconds": 0,
+        },
+        "state_dir": str(directory / "state"),
+        "run_time_budget_seconds": 600,
+    }
+    path = directory / "config.json"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def run_collector(config: Path) -> tuple[float, int, int]:
+    """One ``di2siem run``: (wall seconds, peak RSS in KiB, exit code)."""
+    executable = shutil.which("di2siem")
+    if executable is None:
+        raise SystemExit("di2siem is not installed: pip install -e . first")
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [executable, "run", "--config", str(config)], stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    process.stderr and process.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"di2siem run exited {code}:\n{stderr}")
+    return elapsed, int(usage.ru_maxrss), code
+
+
+def sink_count(sink_url: str) -> int:
+    return int(requests.get(f"{sink_url}/_sim/stats", timeout=10).json()["accepted_records"])
+
+
+def raw_download(jumpcloud_url: str) -> tuple[float, int]:
+    """Page through the whole backlog, parse each page, do nothing else: the ceiling."""
+    session = requests.Session()
+    headers = {"x-api-key": JUMPCLOUD_KEY, "Content-Type": "application/json"}
+    query: dict[str, object] = {
+        "service": ["all"],
+        "start_time": "2000-01-01T00:00:00.000Z",
+        "limit": 10000,
+        "sort": "ASC",
+    }
+    total = 0
+    started = time.perf_counter()
+    while True:
+        response = session.post(jumpcloud_url + EVENTS_PATH, json=query, headers=headers)
+        response.raise_for_status()
+        page = json.loads(response.content)
+        total += len(page)
+        if len(page) < int(response.headers["X-Limit"]):
+            break
+        query["search_after"] = json.loads(response.headers["X-Search_after"])
+    return time.perf_counter() - started, total
+
+
+def measure(backlog: int) -> dict[str, float]:
+    jumpcloud_port, sink_port = free_port(), free_port()
+    with simulator("jumpcloud", jumpcloud_port, backlog) as jumpcloud_url, simulator(
+        "coralogix", sink_port, 0
+    ) as sink_url, tempfile.TemporaryDirectory(prefix="di2siem-bench-") as tmp:
+        raw_seconds, raw_events = raw_download(jumpcloud_url)
+        config = write_config(Path(tmp), jumpcloud_url, sink_url)
+        ship_seconds, peak_rss_kib, _ = run_collector(config)
+        shipped = sink_count(sink_url)
+        if shipped != backlog or raw_events != backlog:
+            raise RuntimeError(f"expected {backlog} events, shipped {shipped}, raw {raw_events}")
+        empty_polls = [run_collector(config)[0] for _ in range(5)]
+        if sink_count(sink_url) != backlog:
+            raise RuntimeError("an empty poll shipped events")
+    return {
+        "backlog": backlog,
+        "ship_events_per_s": backlog / ship_seconds,
+        "raw_events_per_s": raw_events / raw_seconds,
+        "peak_rss_mib": peak_rss_kib / 1024,
+        "empty_poll_s": sorted(empty_polls)[len(empty_polls) // 2],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backlog", type=int, default=200_000)
+    parser.add_argument("--small-backlog", type=int, default=20_000)
+    args = parser.parse_args()
+
+    small = measure(args.small_backlog)
+    large = measure(args.backlog)
+    ratio = large["ship_events_per_s"] / large["raw_events_per_s"]
+    rss_growth = large["peak_rss_mib"] / small["peak_rss_mib"] - 1
+    for figures in (small, large):
+        print(
+            f"backlog={figures['backlog']:>7} ship={figures['ship_events_per_s']:>9.0f} ev/s "
+            f"raw_ceiling={figures['raw_events_per_s']:>9.0f} ev/s "
+            f"peak_rss={figures['peak_rss_mib']:.1f} MiB "
+            f"empty_poll={figures['empty_poll_s']:.3f} s"
+        )
+    targets = {
+        "ship >= 20000 ev/s": large["ship_events_per_s"] >= 20_000,
+        "ship >= 50% of raw ceiling": ratio >= 0.5,
+        "peak RSS flat (+-10%)": abs(rss_growth) <= 0.10,
+        "empty poll < 0.3 s": large["empty_poll_s"] < 0.3,
+    }
+    print(f"ship/ceiling={ratio:.0%} rss_growth={rss_growth:+.1%}")
+    for name, met in targets.items():
+        print(f"{'MET ' if met else 'MISS'} {name}")
+    return 0 if all(targets.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
