@@ -15,6 +15,62 @@ from .http import FatalError, RetryableError, RetryPolicy, body_excerpt, make_se
 from .http import parse_retry_after as _retry_after
 
 SIDE = "JumpCloud"
+_WS = " \t\r\n"
+_decoder = json.JSONDecoder()
+_scan = _decoder.raw_decode
+
+
+def split_page(content: bytes) -> list[tuple[dict[str, Any], str]]:
+    """Parse a page (a JSON array of objects) into (event, raw text of that event) pairs.
+
+    Keeping each event's own text lets the shaper ship it without re-serialising it.
+    Anything else than an array of objects raises RetryableError (malformed answer).
+    """
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RetryableError("JumpCloud sent a malformed answer (not UTF-8)") from None
+    n = len(text)
+    i = 0
+    while i < n and text[i] in _WS:
+        i += 1
+    if i >= n or text[i] != "[":
+        try:
+            json.loads(text)
+        except ValueError:
+            raise RetryableError("JumpCloud sent a malformed answer (not JSON)") from None
+        raise RetryableError("JumpCloud sent a malformed answer (not a JSON array)")
+    i += 1
+    out: list[tuple[dict[str, Any], str]] = []
+    append = out.append
+    try:
+        while text[i] in _WS:
+            i += 1
+        if text[i] == "]":
+            i += 1
+        else:
+            while True:
+                event, end = _scan(text, i)
+                if type(event) is not dict:
+                    raise RetryableError("JumpCloud sent a malformed answer (non-object event)")
+                append((event, text[i:end]))
+                i = end
+                while text[i] in _WS:
+                    i += 1
+                c = text[i]
+                i += 1
+                if c == ",":
+                    while text[i] in _WS:
+                        i += 1
+                elif c == "]":
+                    break
+                else:
+                    raise ValueError("expected , or ]")
+    except (ValueError, IndexError):
+        raise RetryableError("JumpCloud sent a malformed answer (not JSON)") from None
+    if text[i:].strip(_WS):
+        raise RetryableError("JumpCloud sent a malformed answer (data after the array)")
+    return out
 
 
 def _status_error(status: int, response) -> Exception:
@@ -77,15 +133,7 @@ class JumpCloudClient:
         status = response.status_code
         if status != 200:
             raise _status_error(status, response)
-        try:
-            events = json.loads(response.content)
-        except ValueError:
-            raise RetryableError("JumpCloud sent a malformed answer (not JSON)") from None
-        if not isinstance(events, list):
-            raise RetryableError("JumpCloud sent a malformed answer (not a JSON array)")
-        for ev in events:
-            if not isinstance(ev, dict):
-                raise RetryableError("JumpCloud sent a malformed answer (non-object event)")
+        events = split_page(response.content)
         page_limit = limit
         raw_limit = response.headers.get("X-Limit")
         if raw_limit:
@@ -106,8 +154,10 @@ class JumpCloudClient:
                 raise RetryableError("JumpCloud sent a malformed X-Search_after header")
         return events, search_after, page_limit
 
-    def pages(self, start_time: str, org: str = DEFAULT_ORG) -> Iterator[list[dict[str, Any]]]:
-        """Yield pages of events (ascending) from start_time to the end, page by page."""
+    def pages(
+        self, start_time: str, org: str = DEFAULT_ORG
+    ) -> Iterator[list[tuple[dict[str, Any], str]]]:
+        """Yield pages of (event, raw text) pairs, ascending, from start_time to the end."""
         query: dict[str, Any] = {
             "service": list(self.cfg.services),
             "start_time": start_time,
@@ -123,8 +173,10 @@ class JumpCloudClient:
                 what,
                 self.on_retry,
             )
+            last_page = not events or len(events) < page_limit or search_after is None
             yield events
-            if not events or len(events) < page_limit or search_after is None:
+            del events  # do not hold the previous page while fetching the next
+            if last_page:
                 return
             query["search_after"] = search_after
 

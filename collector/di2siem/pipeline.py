@@ -205,6 +205,8 @@ class Pipeline:
         recent = state.recent
         src = self.shaper.src
         depth_limit = cfg.jumpcloud.json_depth
+        # the event object itself (+ the Coralogix wrapper) accounts for these brackets
+        bracket_bound = depth_limit + (2 if cfg.siem.format == "coralogix" else 1)
         shape = self.shaper.shape
         pending_ids: set[str] = set()
 
@@ -216,7 +218,9 @@ class Pipeline:
 
         for page in jc.pages(format_ms(start), o.org):
             o.fetched += len(page)
-            for event in page:
+            if page:
+                self.shaper.begin_page(*page[0])
+            for event, raw in page:
                 event_id = event.get("id")
                 if event_id is not None:
                     if not isinstance(event_id, str):
@@ -234,14 +238,17 @@ class Pipeline:
                 elif ts < start:
                     o.duplicates += 1  # before the window: already accounted for
                     continue
-                if too_deep(event, depth_limit):
+                data = shape(event, raw, ts)
+                # cheap bound first: fewer brackets than the limit means it cannot be too deep
+                if data.count(b"{") + data.count(b"[") > bracket_bound and too_deep(
+                    event, depth_limit
+                ):
                     o.deep += 1
                     self._detail_warning(
                         "event nested deeper than jumpcloud.json_depth; shipped whole",
                         id=event_id,
                         json_depth=depth_limit,
                     )
-                data = shape(event, ts)
                 if not batcher.fits_alone(len(data)):
                     self._oversize(o, Item(data, event_id, ts))
                     continue
@@ -250,6 +257,7 @@ class Pipeline:
                 full = batcher.add(Item(data, event_id, ts))
                 if full is not None:
                     ship(full)
+            page = None  # release this page before the next one is fetched
         if batcher.pending():
             ship(batcher.take())
         if o.carry:
