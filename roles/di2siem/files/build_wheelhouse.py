@@ -9,6 +9,7 @@ wheel set changes. Prints one JSON object: changed, wheels, requirements.
 """
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -91,6 +92,33 @@ def requirements(wheels):
     return "\n".join(lines) + "\n"
 
 
+def replace(path, data):
+    with open(path + ".tmp", "wb") as handle:
+        handle.write(data)
+    os.replace(path + ".tmp", path)
+
+
+def sync(built, new, reqs, dest):
+    """Make DEST hold exactly the wheels of NEW plus requirements.txt; True if it changed."""
+    old = wheel_set(dest)
+    req_path = os.path.join(dest, "requirements.txt")
+    old_reqs = None
+    if os.path.isfile(req_path):
+        with open(req_path) as handle:
+            old_reqs = handle.read()
+    if new == old and reqs == old_reqs:
+        return False
+    for name, digest in new.items():
+        if old.get(name) != digest:
+            with open(os.path.join(built, name), "rb") as handle:
+                replace(os.path.join(dest, name), handle.read())
+    for name in old:
+        if name not in new:
+            os.unlink(os.path.join(dest, name))
+    replace(req_path, reqs.encode())
+    return True
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", required=True, help="repository root (pyproject.toml)")
@@ -146,25 +174,13 @@ def main():
             env,
         )
         new = wheel_set(built)
-        old = wheel_set(args.dest)
         reqs = requirements(new)
-        req_path = os.path.join(args.dest, "requirements.txt")
-        old_reqs = None
-        if os.path.isfile(req_path):
-            with open(req_path) as handle:
-                old_reqs = handle.read()
-        changed = new != old or reqs != old_reqs
-        if changed:
-            os.makedirs(args.dest, exist_ok=True)
-            for name in old:
-                if name not in new:
-                    os.unlink(os.path.join(args.dest, name))
-            for name, digest in new.items():
-                if old.get(name) != digest:
-                    shutil.copyfile(os.path.join(built, name), os.path.join(args.dest, name))
-            with open(req_path + ".tmp", "w") as handle:
-                handle.write(reqs)
-            os.replace(req_path + ".tmp", req_path)
+        os.makedirs(args.dest, exist_ok=True)
+        # Several plays (Molecule scenarios) may share one wheelhouse: sync under a lock, and
+        # replace files atomically so a reader never sees a half-written wheel.
+        with open(os.path.join(args.dest, ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            changed = sync(built, new, reqs, args.dest)
         json.dump(
             {
                 "changed": changed,
