@@ -1,0 +1,169 @@
+"""Shared fixtures: both simulators on loopback (port 0), config files, collector runners.
+
+The collector always talks real HTTP to the simulators; nothing on the HTTP path is patched.
+Every runner checks that no secret leaked into stdout/stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from di2siem.cli import main
+from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
+
+JC_KEY = "jc-secret-5f1a9c2e7b44d0"
+CX_KEY = "cx-secret-8d3b4e6f0a91c2"
+SECRETS = (JC_KEY, CX_KEY)
+ORG_A = "aaaaaaaaaaaaaaaaaaaaaaaa"
+ORG_B = "bbbbbbbbbbbbbbbbbbbbbbbb"
+
+
+def di2siem_executable() -> str:
+    exe = shutil.which("di2siem")
+    if exe is None:
+        candidate = Path(sys.executable).with_name("di2siem")
+        if candidate.exists():
+            return str(candidate)
+        pytest.skip("di2siem console script is not installed (pip install -e .)")
+    return exe
+
+
+def assert_no_secrets(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text, "a secret leaked into the output"
+
+
+@pytest.fixture
+def jcsim() -> Iterator[JumpCloudSimulator]:
+    with JumpCloudSimulator(api_key=JC_KEY) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sink() -> Iterator[CoralogixSink]:
+    with CoralogixSink(api_key=CX_KEY) as s:
+        yield s
+
+
+def legacy_config(jc_url: str, sink_url: str, **siem: Any) -> dict[str, Any]:
+    """The legacy configurations.json shape, pointed at the simulators."""
+    return {
+        "jumpcloud": {
+            "api_key": JC_KEY,
+            "json_depth": 10,
+            "timestamp_field_name": "timestamp",
+            "initial_days_back": -1,
+            "base_url": jc_url,
+        },
+        "siem": {
+            "format": "json_lines",
+            "url": sink_url + "/logs/datastream",
+            "method": "POST",
+            "headers": {"private_key": CX_KEY},
+            "content_type": "application/json",
+            "batch_size": 1000,
+            "batch_delay_milliseconds": 0,
+            "timestamp_field_name": "jc_timestamp",
+            "custom_log_fields": {
+                "reqHost": "jumpcloud",
+                "customField": "jumpcloud",
+                "severity": "info",
+            },
+            **siem,
+        },
+    }
+
+
+FAST = {"retry_base_delay_seconds": 0.01, "retry_max_delay_seconds": 0.5, "max_retries": 3}
+
+
+class Env:
+    """A temp dir with a config file for the simulators, plus runners."""
+
+    def __init__(self, tmp: Path, jc: JumpCloudSimulator, cx: CoralogixSink) -> None:
+        self.tmp = tmp
+        self.jc = jc
+        self.cx = cx
+        self.path = tmp / "config.json"
+        self.state_dir = tmp / "state"
+        self.state_file = self.state_dir / "state.json"
+
+    def write(self, config: dict[str, Any] | None = None, **top: Any) -> Path:
+        cfg = config if config is not None else legacy_config(self.jc.url, self.cx.url)
+        cfg = {**cfg, **FAST, "state_dir": str(self.state_dir), **top}
+        self.path.write_text(json.dumps(cfg, indent=2))
+        os.chmod(self.path, 0o600)
+        return self.path
+
+    def edit(self, fn) -> None:
+        cfg = json.loads(self.path.read_text())
+        fn(cfg)
+        self.path.write_text(json.dumps(cfg, indent=2))
+
+    def run(self, capsys, *extra: str, command: str = "run") -> tuple[int, str, str]:
+        """In-process ``di2siem.cli.main``."""
+        capsys.readouterr()
+        rc = main([command, "--config", str(self.path), *extra])
+        out, err = capsys.readouterr()
+        assert_no_secrets(out, err)
+        return rc, out, err
+
+    def proc(self, *extra: str, command: str = "run", timeout: float = 60) -> tuple[int, str, str]:
+        """The installed console script in a subprocess."""
+        result = subprocess.run(
+            [di2siem_executable(), command, "--config", str(self.path), *extra],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert_no_secrets(result.stdout, result.stderr)
+        return result.returncode, result.stdout, result.stderr
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.state_file.read_text())
+
+    def shipped(self) -> list[dict[str, Any]]:
+        return self.cx.events()
+
+    def shipped_ids(self) -> list[str]:
+        out = []
+        for event in self.cx.events():
+            out.append(event["id"])
+        return out
+
+
+@pytest.fixture
+def env(tmp_path: Path, jcsim: JumpCloudSimulator, sink: CoralogixSink) -> Env:
+    return Env(tmp_path, jcsim, sink)
+
+
+def summary(err: str) -> dict[str, str]:
+    """The key=value fields of the last run summary line."""
+    lines = [line for line in err.splitlines() if "di2siem run summary" in line]
+    assert lines, f"no summary line in:\n{err}"
+    fields = {}
+    for part in lines[-1].split(" "):
+        if "=" in part:
+            key, _, value = part.partition("=")
+            fields[key] = value
+    return fields
+
+
+def counts(err: str) -> dict[str, int]:
+    s = summary(err)
+    keys = ("fetched", "shipped", "duplicates", "skipped", "batches", "retries")
+    return {k: int(s[k]) for k in keys}
+
+
+def as_json_line(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)

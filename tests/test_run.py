@@ -1,0 +1,524 @@
+"""`di2siem run` end to end against the simulators (in-process, real HTTP)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import (
+    CX_KEY,
+    JC_KEY,
+    ORG_A,
+    ORG_B,
+    Env,
+    as_json_line,
+    counts,
+    legacy_config,
+    summary,
+)
+from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
+from di2siem.sandbox.events import burst_events, deep_event, format_ts, generate_events
+from di2siem.timeutil import now_ms, parse_ms
+
+MIN = 60_000
+
+
+def recent(n: int, seed: int = 1, minutes: int = 60, end_ago_ms: int = 1000) -> list[dict]:
+    end = now_ms() - end_ago_ms
+    return generate_events(n, end - minutes * MIN, end, seed=seed)
+
+
+def assert_exactly_once(env: Env, expected: list[dict[str, Any]]) -> None:
+    ids = env.shipped_ids()
+    dupes = [i for i, n in Counter(ids).items() if n > 1]
+    assert not dupes, f"{len(dupes)} duplicated ids"
+    assert set(ids) == {e["id"] for e in expected}
+
+
+# -- the legacy drop-in ---------------------------------------------------------------------
+
+
+def test_legacy_config_drop_in(env: Env, capsys) -> None:
+    events = recent(2500)
+    env.jc.add_events(events)
+    path = env.write()
+    before = path.read_bytes()
+
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    c = counts(err)
+    assert c["fetched"] == 2500 and c["shipped"] == 2500 and c["batches"] == 3
+    assert c["duplicates"] == 0 and c["skipped"] == 0
+    assert_exactly_once(env, events)
+    shipped = env.shipped()
+    events.sort(key=lambda e: (e["timestamp"], e["id"]))  # the API's order (id breaks ties)
+    assert [e["id"] for e in shipped] == [e["id"] for e in events]
+    for event, source in zip(shipped[:200], events):
+        assert "timestamp" not in event and event["jc_timestamp"] == source["timestamp"]
+        assert event["reqHost"] == "jumpcloud" and event["severity"] == "info"
+        if "severity" not in source:  # alerts carry their own severity: overwritten in place
+            assert list(event)[-4:] == ["jc_timestamp", "reqHost", "customField", "severity"]
+    assert summary(err)["cursor"] == events[-1]["timestamp"]
+
+    state = env.state()
+    assert state["orgs"]["_default"]["cursor"] == events[-1]["timestamp"]
+    assert path.read_bytes() == before, "the collector must never write the config file"
+
+    # second run: only the overlap is re-read, everything in it is a known id
+    rc, _, err = env.run(capsys)
+    assert rc == 0
+    c = counts(err)
+    assert c["shipped"] == 0 and c["duplicates"] == c["fetched"] > 0
+    assert len(env.shipped()) == 2500
+
+
+LEGACY_EXAMPLE = (
+    '{"initiated_by":{"id":"637212c33f396457d287dad6","type":"admin","email":"admin@example.com"},'
+    '"geoip":{"country_code":"IL","timezone":"Asia/Jerusalem","latitude":32.0803,'
+    '"continent_code":"AS","region_name":"Tel Aviv","longitude":34.7805,"region_code":"TA"},'
+    '"useragent":{"minor":"0","os":"Mac OS X","os_minor":"15","os_major":"10",'
+    '"os_version":"10.15.7","version":"108.0.0.0","os_patch":"7","patch":"0",'
+    '"os_full":"Mac OS X 10.15.7","major":"108","name":"Chrome","os_name":"Mac OS X",'
+    '"device":"Mac"},"mfa":false,"event_type":"admin_login_attempt","success":true,'
+    '"service":"directory","organization":"637212c33f396","@version":"1",'
+    '"client_ip":"10.20.30.40","id":"639f9ea9ac5d37","jc_timestamp":"2022-12-18T14:57:03.801Z",'
+    '"reqHost":"jumpcloud","customField":"jumpcloud","severity":"info"}'
+)
+
+
+def legacy_api_event() -> dict[str, Any]:
+    """The API event behind the recipe's example: `timestamp` first, as the API may order it."""
+    shipped = json.loads(LEGACY_EXAMPLE)
+    event = {"timestamp": shipped.pop("jc_timestamp")}
+    for key in ("reqHost", "customField", "severity"):
+        shipped.pop(key)
+    event.update(shipped)
+    return event
+
+
+@pytest.mark.parametrize("fmt", ["json_lines", "json_array"])
+def test_output_is_byte_identical_to_the_legacy_example(env: Env, capsys, fmt: str) -> None:
+    env.jc.add_events([legacy_api_event()])
+    cfg = legacy_config(env.jc.url, env.cx.url, format=fmt)
+    cfg["jumpcloud"]["initial_days_back"] = -3650
+    env.write(cfg)
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    shipped = env.shipped()
+    assert len(shipped) == 1
+    assert as_json_line(shipped[0]) == LEGACY_EXAMPLE
+
+
+def test_deep_event_is_shipped_whole_and_counted(env: Env, capsys) -> None:
+    deep = deep_event(depth=12, at=now_ms() - MIN)
+    env.jc.add_events([deep, *recent(5)])
+    env.write()
+    rc, _, err = env.run(capsys)
+    assert rc == 0
+    assert summary(err).get("deep") == "1"
+    assert "deeper than jumpcloud.json_depth" in err
+    (shipped,) = [e for e in env.shipped() if e["id"] == deep["id"]]
+    assert shipped["resource"] == deep["resource"]  # not flattened to a string
+
+
+# -- nothing lost ---------------------------------------------------------------------------
+
+
+def test_pagination_across_many_pages(env: Env, capsys) -> None:
+    events = recent(300, seed=3)
+    env.jc.add_events(events)
+    cfg = legacy_config(env.jc.url, env.cx.url, batch_size=40)
+    cfg["jumpcloud"]["page_size"] = 7
+    cfg["jumpcloud"]["services"] = ["directory", "sso", "systems", "alerts", "radius", "ldap"]
+    env.write(cfg)
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    wanted = [
+        e for e in events if e["service"] in cfg["jumpcloud"]["services"]
+    ]  # the simulator filters by service
+    assert_exactly_once(env, wanted)
+    bodies = [r["body"] for r in env.jc.requests if r["path"].endswith("/events")]
+    assert len(bodies) == len(wanted) // 7 + 1
+    assert all(b["limit"] == 7 and b["sort"] == "ASC" for b in bodies)
+    assert all(b["service"] == cfg["jumpcloud"]["services"] for b in bodies)  # one request
+    assert "search_after" not in bodies[0] and all("search_after" in b for b in bodies[1:])
+    assert len({b["start_time"] for b in bodies}) == 1
+
+
+def test_late_events_inside_the_overlap_are_picked_up(env: Env, capsys) -> None:
+    events = recent(200, minutes=20, end_ago_ms=30_000)
+    env.jc.add_events(events)
+    env.write()
+    assert env.run(capsys)[0] == 0
+    cursor = parse_ms(env.state()["orgs"]["_default"]["cursor"])
+
+    # indexed late: its time is 2 minutes behind the cursor (inside the 300 s overlap)
+    late = generate_events(1, cursor - 2 * MIN, cursor - 2 * MIN, seed=99)
+    env.jc.add_events(late)
+    rc, _, err = env.run(capsys)
+    assert rc == 0
+    c = counts(err)
+    assert c["shipped"] == 1 and c["duplicates"] > 0
+    assert_exactly_once(env, events + late)
+    body = env.jc.requests[-1]["body"]
+    assert parse_ms(body["start_time"]) == cursor - 300_000
+
+
+def test_same_millisecond_burst_across_batches_pages_and_a_failure(env: Env, capsys) -> None:
+    at = now_ms() - 2 * MIN
+    burst = burst_events(500, at)
+    before = recent(20, minutes=5, end_ago_ms=3 * MIN)
+    env.jc.add_events(before + burst)
+    cfg = legacy_config(env.jc.url, env.cx.url, batch_size=37)
+    cfg["jumpcloud"]["page_size"] = 64
+    env.write(cfg)
+    # the sink accepts 4 batches, then fails for good: the run stops inside the burst
+    env.cx.inject_fault(None, count=4)
+    env.cx.inject_fault(503, count=-1)
+    rc, _, err = env.run(capsys)
+    assert rc == 1
+    assert "SIEM answered 503" in err and "gave up" in err
+    assert len(env.shipped()) == 4 * 37
+    assert env.state()["orgs"]["_default"]["cursor"] == format_ts(at)
+
+    env.cx.clear_faults()
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    assert counts(err)["shipped"] == 520 - 4 * 37
+    assert_exactly_once(env, before + burst)
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+FAULTS = {
+    "jc-429-retry-after": ("jc", {"status": 429, "count": 2, "retry_after": 1}),
+    "jc-503": ("jc", {"status": 503, "count": 2}),
+    "jc-timeout": ("jc", {"status": None, "count": 1, "delay_s": 1.5}),
+    "jc-malformed-json": ("jc", {"status": 200, "count": 2, "body": "<html>oops"}),
+    "jc-not-an-array": ("jc", {"status": 200, "count": 1, "body": {"events": []}}),
+    "sink-429-retry-after": ("cx", {"status": 429, "count": 2, "retry_after": 1}),
+    "sink-503": ("cx", {"status": 503, "count": 2}),
+    "sink-500": ("cx", {"status": 500, "count": 1}),
+    "sink-timeout": ("cx", {"status": None, "count": 1, "delay_s": 1.5}),
+}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_transient_faults_are_retried_and_recover(env: Env, capsys, name: str) -> None:
+    side, fault = FAULTS[name]
+    events = recent(120)
+    env.jc.add_events(events)
+    cfg = legacy_config(env.jc.url, env.cx.url, batch_size=50, timeout_seconds=0.7)
+    cfg["jumpcloud"]["timeout_seconds"] = 0.7
+    env.write(cfg, retry_max_delay_seconds=5)
+    sim = env.jc if side == "jc" else env.cx
+    sim.inject_fault(**fault)
+    started = time.monotonic()
+    rc, _, err = env.run(capsys)
+    elapsed = time.monotonic() - started
+    assert rc == 0, err
+    c = counts(err)
+    assert c["retries"] == fault["count"]
+    assert "retrying" in err
+    if fault.get("retry_after"):
+        assert elapsed >= fault["count"] * fault["retry_after"] * 0.95
+    ids = env.shipped_ids()
+    assert set(ids) == {e["id"] for e in events}
+    # a timed-out POST may still have landed: at most that one batch is doubled
+    assert len(ids) - len(set(ids)) <= (50 if name == "sink-timeout" else 0)
+
+
+def test_malformed_answers_forever_fail_with_exit_1_state_untouched(env: Env, capsys) -> None:
+    env.jc.add_events(recent(30))
+    env.write()
+    assert env.run(capsys)[0] == 0
+    state_before = env.state_file.read_bytes()
+    env.jc.add_events(recent(30, seed=9, minutes=1, end_ago_ms=10))
+    env.jc.inject_fault(200, count=-1, body="not json at all")
+    rc, _, err = env.run(capsys)
+    assert rc == 1
+    assert "malformed answer" in err and "gave up after 4 attempts" in err
+    assert env.state_file.read_bytes() == state_before
+    env.jc.clear_faults()
+    rc, _, err = env.run(capsys)
+    assert rc == 0 and counts(err)["shipped"] == 30
+
+
+def test_missing_search_after_header_is_malformed(env: Env, capsys) -> None:
+    events = recent(10)
+    env.jc.add_events(events)
+    cfg = legacy_config(env.jc.url, env.cx.url)
+    cfg["jumpcloud"]["page_size"] = 2
+    env.write(cfg)
+    # a full page (2 events) without X-Search_after: cannot continue safely
+    env.jc.inject_fault(200, count=1, body=events[:2])
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    assert "X-Search_after" in err
+    assert_exactly_once(env, events)
+
+
+FAIL_FAST = {
+    "jc-401": ("jc", 401, "JumpCloud answered 401: check jumpcloud.api_key"),
+    "jc-403": ("jc", 403, "JumpCloud answered 403: check jumpcloud.api_key"),
+    "jc-400": ("jc", 400, "JumpCloud answered 400: check jumpcloud.services"),
+    "sink-401": ("cx", 401, "SIEM answered 401: check siem.headers.private_key"),
+    "sink-403": ("cx", 403, "SIEM answered 403: check siem.headers.private_key"),
+    "sink-400": ("cx", 400, "SIEM answered 400: check siem.format"),
+}
+
+
+@pytest.mark.parametrize("name", list(FAIL_FAST))
+def test_client_errors_fail_fast_naming_the_key(env: Env, capsys, name: str) -> None:
+    side, status, message = FAIL_FAST[name]
+    env.jc.add_events(recent(10))
+    env.write(retry_base_delay_seconds=5)  # a retry would make this test slow
+    (env.jc if side == "jc" else env.cx).inject_fault(status, count=-1)
+    started = time.monotonic()
+    rc, _, err = env.run(capsys)
+    assert rc == 1
+    assert message in err
+    assert counts(err)["retries"] == 0
+    assert time.monotonic() - started < 3
+    assert not env.state_file.exists()
+
+
+def test_wrong_keys_name_the_key(env: Env, capsys) -> None:
+    env.jc.add_events(recent(5))
+    cfg = legacy_config(env.jc.url, env.cx.url)
+    cfg["jumpcloud"]["api_key"] = "jc-wrong-key-000"
+    env.write(cfg)
+    rc, _, err = env.run(capsys)
+    assert rc == 1 and "check jumpcloud.api_key" in err and "jc-wrong-key-000" not in err
+
+    cfg = legacy_config(env.jc.url, env.cx.url, headers={"private_key": "cx-wrong-key-000"})
+    env.write(cfg)
+    rc, _, err = env.run(capsys)
+    assert rc == 1 and "check siem.headers.private_key" in err and "cx-wrong-key-000" not in err
+
+
+# -- batches and sizes ----------------------------------------------------------------------
+
+
+def test_413_splits_the_batch(tmp_path, jcsim: JumpCloudSimulator, capsys) -> None:
+    with CoralogixSink(api_key=CX_KEY, max_body_bytes=20_000) as small:
+        env = Env(tmp_path, jcsim, small)
+        events = recent(200)
+        jcsim.add_events(events)
+        env.write(legacy_config(jcsim.url, small.url, batch_size=200, max_batch_bytes=1_000_000))
+        rc, _, err = env.run(capsys)
+        assert rc == 0, err
+        assert_exactly_once(env, events)
+        assert small.stats["by_status"].get("413", 0) >= 1
+        assert counts(err)["batches"] > 8  # 200 events * ~1 KB split down under 20 KB
+
+
+def test_batches_are_capped_by_bytes(env: Env, capsys) -> None:
+    events = recent(100)
+    env.jc.add_events(events)
+    env.write(legacy_config(env.jc.url, env.cx.url, batch_size=1000, max_batch_bytes=10_000))
+    rc, _, err = env.run(capsys)
+    assert rc == 0
+    assert counts(err)["batches"] >= 9
+    assert env.cx.stats["by_status"].get("413", 0) == 0
+    assert_exactly_once(env, events)
+
+
+def test_oversize_event_is_reported_and_skipped_once(env: Env, capsys) -> None:
+    events = recent(40)
+    big = dict(events[20])
+    big["id"] = "b" * 24
+    big["message"] = "x" * 6000
+    env.jc.add_events([*events, big])
+    env.write(legacy_config(env.jc.url, env.cx.url, max_batch_bytes=5000))
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    assert counts(err)["skipped"] == 1
+    assert "larger than siem.max_batch_bytes" in err and big["id"] in err
+    assert_exactly_once(env, events)
+    rc, _, err = env.run(capsys)  # remembered: not re-read, not re-reported
+    assert rc == 0 and counts(err)["skipped"] == 0 and big["id"] not in err
+
+
+def test_event_the_sink_refuses_as_too_large_is_skipped(tmp_path, jcsim, capsys) -> None:
+    with CoralogixSink(api_key=CX_KEY, max_body_bytes=4000) as small:
+        env = Env(tmp_path, jcsim, small)
+        events = recent(12)
+        big = dict(events[5], id="c" * 24, message="y" * 5000)
+        jcsim.add_events([*events, big])
+        env.write(legacy_config(jcsim.url, small.url, batch_size=4))
+        rc, _, err = env.run(capsys)
+        assert rc == 0, err
+        assert counts(err)["skipped"] == 1 and big["id"] in err
+        assert_exactly_once(env, events)
+
+
+# -- state ----------------------------------------------------------------------------------
+
+
+def test_legacy_state_end_time_seeds_the_first_run(env: Env, capsys) -> None:
+    events = recent(50, minutes=30)
+    env.jc.add_events(events)
+    cfg = legacy_config(env.jc.url, env.cx.url)
+    cfg["state"] = {"start_time": events[0]["timestamp"], "end_time": events[29]["timestamp"]}
+    path = env.write(cfg)
+    before = path.read_bytes()
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    assert "legacy state.end_time" in err
+    assert_exactly_once(env, events[30:])
+    assert env.jc.requests[0]["body"]["start_time"] == format_ts(
+        parse_ms(events[29]["timestamp"]) + 1
+    )
+    assert path.read_bytes() == before
+    # later runs go by state.json, not by the legacy value
+    rc, _, err = env.run(capsys)
+    assert rc == 0 and counts(err)["shipped"] == 0
+
+
+def test_first_empty_run_pins_the_window(env: Env, capsys) -> None:
+    env.write()
+    rc, _, err = env.run(capsys)
+    assert rc == 0 and counts(err)["fetched"] == 0
+    first_start = env.jc.requests[-1]["body"]["start_time"]
+    assert env.state()["orgs"]["_default"]["floor"] is not None
+    rc, _, err = env.run(capsys)
+    assert env.jc.requests[-1]["body"]["start_time"] == first_start
+
+
+def test_start_time_is_never_in_the_future(env: Env, capsys) -> None:
+    env.write()
+    env.state_dir.mkdir()
+    future = format_ts(now_ms() + 86_400_000)
+    env.state_file.write_text(
+        json.dumps({"version": 1, "orgs": {"_default": {"cursor": future, "recent_ids": {}}}})
+    )
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    assert parse_ms(env.jc.requests[-1]["body"]["start_time"]) <= now_ms()
+
+
+def test_corrupt_state_file_fails_without_touching_it(env: Env, capsys) -> None:
+    env.write()
+    env.state_dir.mkdir()
+    env.state_file.write_text("{not json")
+    rc, _, err = env.run(capsys)
+    assert rc == 1 and "state file unusable" in err
+    assert env.state_file.read_text() == "{not json"
+
+
+# -- MSP, Coralogix, lock, budget -----------------------------------------------------------
+
+
+@pytest.fixture
+def msp() -> Iterator[JumpCloudSimulator]:
+    with JumpCloudSimulator(api_key=JC_KEY, org_ids=[ORG_A, ORG_B]) as sim:
+        yield sim
+
+
+def test_msp_two_orgs_two_cursors(tmp_path, msp: JumpCloudSimulator, sink, capsys) -> None:
+    env = Env(tmp_path, msp, sink)
+    end = now_ms() - 1000
+    a = generate_events(120, end - 30 * MIN, end - 5 * MIN, seed=1, org=ORG_A)
+    b = generate_events(80, end - 30 * MIN, end, seed=2, org=ORG_B)
+    msp.add_events(a, org=ORG_A)
+    msp.add_events(b, org=ORG_B)
+    cfg = legacy_config(msp.url, sink.url)
+    cfg["jumpcloud"]["org_ids"] = [ORG_A, ORG_B]
+    env.write(cfg)
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    lines = [line for line in err.splitlines() if "run summary" in line]
+    assert len(lines) == 2 and f"org={ORG_A}" in lines[0] and f"org={ORG_B}" in lines[1]
+    assert_exactly_once(env, a + b)
+    orgs = env.state()["orgs"]
+    assert orgs[ORG_A]["cursor"] == a[-1]["timestamp"]
+    assert orgs[ORG_B]["cursor"] == b[-1]["timestamp"]
+    assert {r["org"] for r in msp.requests} == {ORG_A, ORG_B}
+
+
+def test_coralogix_singles_format(env: Env, capsys) -> None:
+    events = recent(30)
+    env.jc.add_events(events)
+    cfg = legacy_config(env.jc.url, env.cx.url)
+    cfg["siem"] = {
+        "format": "coralogix",
+        "url": env.cx.url + "/logs/v1/singles",
+        "api_key": CX_KEY,
+        "application_name": "jc-app",
+        "subsystem_name": "jc-sub",
+        "severity": "warning",
+        "batch_delay_milliseconds": 0,
+    }
+    env.write(cfg)
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    received = env.cx.received
+    assert len(received) == 30
+    for record, event in zip(received, events):
+        assert record["endpoint"] == "singles"
+        entry = record["record"]
+        assert entry["applicationName"] == "jc-app" and entry["subsystemName"] == "jc-sub"
+        assert entry["severity"] == 4
+        assert entry["timestamp"] == parse_ms(event["timestamp"])
+        assert entry["text"]["id"] == event["id"]
+        assert entry["text"]["jc_timestamp"] == event["timestamp"]
+
+
+def test_coralogix_wrong_key_names_siem_api_key(env: Env, capsys) -> None:
+    env.jc.add_events(recent(3))
+    cfg = legacy_config(env.jc.url, env.cx.url)
+    cfg["siem"] = {"format": "coralogix", "url": env.cx.url + "/logs/v1/singles"}
+    cfg["siem"]["api_key"] = "cx-wrong-key-111"
+    env.write(cfg)
+    rc, _, err = env.run(capsys)
+    assert rc == 1 and "SIEM answered 401: check siem.api_key" in err
+    assert "cx-wrong-key-111" not in err
+
+
+def test_lock_held_exits_0_without_doing_anything(env: Env, capsys) -> None:
+    env.jc.add_events(recent(5))
+    env.write()
+    env.state_dir.mkdir()
+    with open(env.state_dir / "di2siem.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        rc, _, err = env.run(capsys)
+    assert rc == 0 and "another run holds the lock" in err
+    assert env.jc.stats["requests"] == 0 and not env.shipped()
+    rc, _, err = env.run(capsys)  # released: the next run works
+    assert rc == 0 and counts(err)["shipped"] == 5
+
+
+def test_time_budget_stops_between_batches_and_resumes(env: Env, capsys) -> None:
+    events = recent(200)
+    env.jc.add_events(events)
+    env.write(legacy_config(env.jc.url, env.cx.url, batch_size=10), run_time_budget_seconds=1)
+    env.cx.inject_fault(None, count=-1, delay_s=0.15)  # slow sink
+    rc, _, err = env.run(capsys)
+    assert rc == 0
+    assert "run time budget reached" in err
+    first = counts(err)["shipped"]
+    assert 0 < first < 200
+    env.cx.clear_faults()
+    rc, _, err = env.run(capsys)
+    assert rc == 0
+    assert_exactly_once(env, events)
+
+
+def test_state_dir_defaults_next_to_the_config(env: Env, capsys) -> None:
+    env.jc.add_events(recent(3))
+    cfg = legacy_config(env.jc.url, env.cx.url)
+    env.path.write_text(json.dumps({**cfg, "retry_base_delay_seconds": 0.01}))
+    os.chmod(env.path, 0o600)
+    assert env.run(capsys)[0] == 0
+    state = env.tmp / "di2siem-state"
+    assert (state / "state.json").exists() and (state / "di2siem.lock").exists()
+    assert oct(state.stat().st_mode & 0o777) == "0o700"
+    assert oct((state / "state.json").stat().st_mode & 0o777) == "0o600"
