@@ -167,3 +167,12 @@ def counts(err: str) -> dict[str, int]:
 
 def as_json_line(event: dict[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def recent_events(n: int, seed: int = 1, minutes: int = 60, end_ago_ms: int = 1000) -> list[dict]:
+    """n generated events spread over the last `minutes`, ascending."""
+    from di2siem.sandbox.events import generate_events
+    from di2siem.timeutil import now_ms
+
+    end = now_ms() - end_ago_ms
+    return generate_events(n, end - minutes * 60_000, end, seed=seed)
