@@ -169,7 +169,12 @@ cmd_down() {
   if ip netns list | awk '{print $1}' | grep -qx "mol-$name"; then
     ip netns del "mol-$name"
   fi
-  ip link show "$veth" >/dev/null 2>&1 && ip link del "$veth"
+  # Deleting the namespace removes the veth pair, asynchronously: tolerate that race.
+  if ip link show "$veth" >/dev/null 2>&1; then
+    ip link del "$veth" 2>/dev/null || true
+    for ((i = 0; i < 20; i++)); do ip link show "$veth" >/dev/null 2>&1 || break; sleep 0.25; done
+    ! ip link show "$veth" >/dev/null 2>&1 || die "cannot remove the host veth $veth"
+  fi
   if [[ -d $dir ]]; then
     local m
     m=$(mounted_under "$dir")

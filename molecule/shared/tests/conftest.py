@@ -21,7 +21,7 @@ EVENTS_TIMEOUT_S = float(os.environ.get("DI2SIEM_EVENTS_TIMEOUT", "150"))
 
 
 @pytest.fixture(scope="session")
-def hostvars(host):
+def hostvars():
     inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
     if not inventory:
         pytest.skip("MOLECULE_INVENTORY_FILE is not set: run through molecule verify")
