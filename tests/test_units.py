@@ -1,0 +1,308 @@
+"""Pure logic: time parsing, Retry-After, backoff, batching, page splitting, shaping, state."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+
+from di2siem.batching import JSON_ARRAY, JSON_LINES, Batcher, Item
+from di2siem.config import parse
+from di2siem.http import GaveUpError, RetryableError, RetryPolicy, parse_retry_after
+from di2siem.jumpcloud import split_page
+from di2siem.log import Logger
+from di2siem.shaping import Shaper, encode, too_deep
+from di2siem.state import OrgState, RecentIds, StateError, StateStore
+from di2siem.timeutil import format_ms, parse_ms
+
+# -- time ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("2022-12-18T14:57:03.801Z", 1671375423801),
+        ("2022-12-18T14:57:03Z", 1671375423000),
+        ("2022-12-18T14:57:03.8Z", 1671375423800),
+        ("2022-12-18T14:57:03.801234Z", 1671375423801),
+        ("2022-12-18T16:57:03.801+02:00", 1671375423801),
+        ("1970-01-01T00:00:00.000Z", 0),
+    ],
+)
+def test_parse_ms(text: str, ms: int) -> None:
+    assert parse_ms(text) == ms
+
+
+@pytest.mark.parametrize("bad", ["", "yesterday", "2022-13-18T14:57:03Z", "2022-12-18T25:00:00Z"])
+def test_parse_ms_rejects(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_ms(bad)
+
+
+def test_format_ms_round_trip() -> None:
+    for ms in (0, 1671375423801, 1671375423000, 1764115200999):
+        assert parse_ms(format_ms(ms)) == ms
+    assert format_ms(1671375423801) == "2022-12-18T14:57:03.801Z"
+
+
+# -- retries ---------------------------------------------------------------------------------
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("0.5") == 0.5
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    now = time.time()
+    assert 9 <= parse_retry_after(formatdate(now + 10, usegmt=True), now=now) <= 10
+    assert parse_retry_after(formatdate(now - 10, usegmt=True), now=now) == 0.0
+
+
+def test_backoff_is_exponential_with_jitter_and_honours_retry_after() -> None:
+    policy = RetryPolicy(5, base_delay=1.0, max_delay=8.0, rng=random.Random(1))
+    for attempt in range(6):
+        ceiling = min(8.0, 2**attempt)
+        for _ in range(20):
+            assert ceiling / 2 <= policy.delay(attempt, None) <= ceiling
+    assert policy.delay(0, 3.0) == 3.0
+    assert policy.delay(0, 100.0) == 8.0  # capped by retry_max_delay_seconds
+
+
+def test_retry_policy_gives_up_after_max_retries() -> None:
+    slept: list[float] = []
+    policy = RetryPolicy(3, base_delay=0.1, max_delay=1.0, sleep=slept.append)
+    calls = []
+
+    def fail() -> None:
+        calls.append(1)
+        raise RetryableError("SIEM answered 503", retry_after=0.2)
+
+    with pytest.raises(GaveUpError, match="gave up after 4 attempts"):
+        policy.run(fail, "SIEM post")
+    assert len(calls) == 4 and slept == [0.2, 0.2, 0.2] and policy.retries == 3
+
+
+# -- batching --------------------------------------------------------------------------------
+
+
+def _items(sizes: list[int]) -> list[Item]:
+    return [Item(b"x" * n, str(i), i) for i, n in enumerate(sizes)]
+
+
+def test_batches_capped_by_count() -> None:
+    b = Batcher(3, 10_000, JSON_LINES)
+    out = [batch for item in _items([10] * 7) if (batch := b.add(item))]
+    out.append(b.take())
+    assert [len(x) for x in out] == [3, 3, 1]
+
+
+def test_batches_capped_by_bytes_including_framing() -> None:
+    b = Batcher(100, 25, JSON_ARRAY)  # "[" + a + "," + b + "]"
+    out = [batch for item in _items([10, 10, 10, 3]) if (batch := b.add(item))]
+    out.append(b.take())
+    assert [len(x) for x in out] == [2, 2]
+    for batch in out:
+        assert len(JSON_ARRAY.body(batch)) <= 25 == b.max_bytes
+        assert JSON_ARRAY.size(batch) == len(JSON_ARRAY.body(batch))
+    assert not b.fits_alone(24) and b.fits_alone(23)
+
+
+def test_json_lines_body() -> None:
+    items = [Item(b'{"a":1}', "1", 1), Item(b'{"b":2}', "2", 2)]
+    assert JSON_LINES.body(items) == b'{"a":1}\n{"b":2}\n'
+    assert JSON_ARRAY.body(items) == b'[{"a":1},{"b":2}]'
+
+
+# -- pages -----------------------------------------------------------------------------------
+
+
+def test_split_page_keeps_each_event_text() -> None:
+    page = [{"id": "a", "n": [1, {"x": "é"}]}, {"id": "b"}]
+    raw = json.dumps(page, separators=(",", ":"), ensure_ascii=False).encode()
+    pairs = split_page(raw)
+    assert [p[0] for p in pairs] == page
+    assert [p[1] for p in pairs] == [encode(e) for e in page]
+    spaced = split_page(b' [ {"id": "a"} ,\n {"id":"b"} ] \n')
+    assert [p[0]["id"] for p in spaced] == ["a", "b"]
+    assert split_page(b"[]") == [] == split_page(b" [ ]\n")
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"<html>", b"{}", b"[1]", b'[{"a":1}', b'[{"a":1},]', b"[{}] x", b"\xff["]
+)
+def test_split_page_rejects_malformed(body: bytes) -> None:
+    with pytest.raises(RetryableError, match="malformed"):
+        split_page(body)
+
+
+# -- shaping ---------------------------------------------------------------------------------
+
+
+def _cfg(**siem):
+    raw = {
+        "jumpcloud": {"api_key": "k"},
+        "siem": {
+            "url": "https://x.example/y",
+            "api_key": "s",
+            "custom_log_fields": {"reqHost": "app", "customField": "sub", "severity": "info"},
+            **siem,
+        },
+    }
+    return parse(raw, "/c.json")
+
+
+EVENT = {"timestamp": "2022-12-18T14:57:03.801Z", "id": "e1", "geo": {"c": "IL", "l": 32.08}}
+
+
+@pytest.mark.parametrize("fmt", ["json_lines", "coralogix"])
+@pytest.mark.parametrize(
+    "event",
+    [
+        EVENT,
+        {"id": "e2", "timestamp": "2022-12-18T14:57:03.801Z"},
+        {"timestamp": "2022-12-18T14:57:03.801Z"},
+        {"id": "e3"},
+        {"id": "e4", "timestamp": "2022-12-18T14:57:03.801Z", "severity": "Medium"},
+        {"id": "e5", "x": {"timestamp": EVENT["timestamp"]}, "timestamp": EVENT["timestamp"]},
+        {"id": "é", "timestamp": "2022-12-18T14:57:03.801Z", "m": 'a"timestamp":"b'},
+    ],
+)  # fmt: skip
+def test_fast_and_slow_shaping_give_identical_bytes(fmt: str, event: dict) -> None:
+    cfg = _cfg(format=fmt)
+    raw = encode(event)
+    fast = Shaper(cfg)
+    fast.begin_page(json.loads(raw), raw)
+    assert fast.fast
+    slow = Shaper(cfg)
+    assert fast.shape(json.loads(raw), raw, 7) == slow.shape(json.loads(raw), None, 7)
+
+
+def test_legacy_shape_moves_the_timestamp_to_the_end_then_custom_fields() -> None:
+    out = json.loads(Shaper(_cfg()).shape(dict(EVENT), None, None))
+    assert list(out) == ["id", "geo", "jc_timestamp", "reqHost", "customField", "severity"]
+
+
+def test_same_timestamp_names_keep_the_field() -> None:
+    cfg = _cfg(timestamp_field_name="timestamp")
+    out = json.loads(Shaper(cfg).shape(dict(EVENT), None, None))
+    assert out["timestamp"] == EVENT["timestamp"] and "jc_timestamp" not in out
+
+
+def test_coralogix_entry() -> None:
+    cfg = _cfg(format="coralogix", application_name="a", subsystem_name="s", severity=5)
+    entry = json.loads(Shaper(cfg).shape(dict(EVENT), None, 1671375423801))
+    assert entry["applicationName"] == "a" and entry["subsystemName"] == "s"
+    assert entry["severity"] == 5 and entry["timestamp"] == 1671375423801
+    assert entry["text"]["id"] == "e1" and entry["text"]["jc_timestamp"] == EVENT["timestamp"]
+
+
+def test_non_canonical_api_text_falls_back_to_serialising() -> None:
+    shaper = Shaper(_cfg())
+    raw = '{"timestamp": "2022-12-18T14:57:03.801Z", "id": "e1"}'
+    shaper.begin_page(json.loads(raw), raw)
+    assert not shaper.fast
+    out = shaper.shape(json.loads(raw), raw, None)
+    assert b" " not in out.replace(b'"severity":"info"', b"")
+
+
+def test_too_deep() -> None:
+    node: dict = {"leaf": 1}
+    for _ in range(10):
+        node = {"child": node}
+    assert not too_deep({"resource": node}, 11) and too_deep({"resource": node}, 10)
+    assert not too_deep({"a": [1, 2]}, 1) and too_deep({"a": [[1]]}, 1)
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+def test_start_is_max_of_cursor_minus_overlap_and_floor_plus_1() -> None:
+    assert OrgState().start_ms(300_000) is None
+    assert OrgState(cursor_ms=1_000_000).start_ms(300_000) == 700_000
+    assert OrgState(cursor_ms=1_000_000, floor_ms=900_000).start_ms(300_000) == 900_001
+    assert OrgState(floor_ms=5).start_ms(300_000) == 6
+
+
+def test_recent_ids_prune_and_cap_raise_the_floor() -> None:
+    rid = RecentIds()
+    for batch in range(10):
+        rid.add([(f"{batch}-{i}", batch * 1000 + i) for i in range(100)])
+    assert len(rid) == 1000 and "3-5" in rid
+    rid.prune(3000)
+    assert len(rid) == 700 and "2-99" not in rid and "3-0" in rid
+    floor = rid.cap(300, cursor_ms=9099)
+    assert floor == 6099 and len(rid) == 300 and "6-99" not in rid and "7-0" in rid
+    assert json.loads(rid.json()) == {
+        f"{b}-{i}": b * 1000 + i for b in (7, 8, 9) for i in range(100)
+    }
+
+
+def test_recent_ids_never_evict_the_cursor_millisecond() -> None:
+    rid = RecentIds()
+    rid.add([(f"a{i}", 5) for i in range(50)])
+    rid.add([(f"b{i}", 5) for i in range(50)])
+    assert rid.cap(10, cursor_ms=5) is None and len(rid) == 100
+
+
+def test_state_store_atomic_round_trip(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    assert store.load() == {}
+    org = store.org("_default")
+    org.cursor_ms = 1671375423801
+    org.floor_ms = 1671375000000
+    org.recent.add([("x", 1671375423801), ("y", 1671375423800)])
+    store.save()
+    store.save()
+    store.close()
+    assert sorted(os.listdir(tmp_path)) == ["state.json"]  # no temp file left behind
+    data = json.loads((tmp_path / "state.json").read_text())
+    assert data["orgs"]["_default"]["cursor"] == "2022-12-18T14:57:03.801Z"
+    again = StateStore(str(tmp_path))
+    loaded = again.load()["_default"]
+    assert loaded.cursor_ms == 1671375423801 and loaded.floor_ms == 1671375000000
+    assert "x" in loaded.recent and len(loaded.recent) == 2
+    assert oct((tmp_path / "state.json").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{", "[]", '{"orgs": []}', '{"orgs": {"_default": {"cursor": "nope"}}}',
+     '{"orgs": {"_default": {"recent_ids": {"a": "b"}}}}'],
+)  # fmt: skip
+def test_state_store_rejects_garbage(tmp_path: Path, content: str) -> None:
+    (tmp_path / "state.json").write_text(content)
+    with pytest.raises(StateError):
+        StateStore(str(tmp_path)).load()
+
+
+def test_state_write_stays_cheap_with_many_ids(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    org = store.org("_default")
+    for batch in range(100):  # 100k remembered ids
+        org.recent.add([(f"{batch:03d}{i:021d}", batch * 1000 + i) for i in range(1000)])
+    store.save()  # fragments are built once here ...
+    started = time.perf_counter()
+    for _ in range(10):
+        store.save()  # ... and only joined afterwards
+    assert (time.perf_counter() - started) / 10 < 0.25
+    store.close()
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+
+def test_logger_redacts_and_formats_key_values() -> None:
+    import io
+
+    stream = io.StringIO()
+    log = Logger("info", stream)
+    log.set_secrets(["s3cr3t", "s3cr3t-longer"])
+    log.info("run summary", org="_default", note="has s3cr3t-longer inside", n=3, t=0.5)
+    log.debug("hidden")
+    line = stream.getvalue().strip()
+    assert "s3cr3t" not in line and "[redacted]" in line
+    assert ' info di2siem run summary org=_default note="has [redacted] inside" n=3 t=0.500' in line
