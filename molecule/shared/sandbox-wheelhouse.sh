@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the wheelhouse of the simulator install (.cache/sandbox-wheelhouse): the di2siem wheel
+# Builds the wheelhouse of the simulator install (DEST, default .cache/sandbox-wheelhouse-demo): the di2siem wheel
 # from a clean copy of the package sources plus pure-Python wheels of its dependencies.
 # Independent from the role's own wheelhouse (prepare runs before converge).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-DEST="${1:-$REPO/.cache/sandbox-wheelhouse}"
+DEST="${1:-$REPO/.cache/sandbox-wheelhouse-demo}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$DEST"
 exec 9>"$DEST/.lock"

@@ -2,6 +2,7 @@
 readable by others, the schedule."""
 
 import pytest
+
 from conftest import CONFIG, SECRETS, VENV_BIN
 
 

@@ -1,0 +1,103 @@
+# di2siem: developer entry points.
+#   make demo       one-command tour (root, Debian/Ubuntu): a throwaway systemd-nspawn target,
+#                   the simulators inside it, playbooks/site.yml, events arriving at the sink
+#   make demo-down  remove the demo target
+#   make lint       ruff, yamllint, ansible-lint
+#   make test       lint, then pytest: the collector tests and the Molecule scenarios
+#                   (tests/test_molecule.py), ending with one plain pytest summary line
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+REPO := $(CURDIR)
+VENV := $(REPO)/.venv
+PYTHON ?= python3
+TARGET := $(REPO)/molecule/shared/target.sh
+DEMO_NAME := di2siem-demo
+DEMO_INDEX := 200
+DEMO_IP := 10.213.$(DEMO_INDEX).2
+DEMO_DIR := $(REPO)/.cache/demo
+APT_DEPS := debootstrap systemd-container iptables iproute2 openssh-client python3-venv
+
+# Use the project venv when there is one (make demo / .ci/run create it).
+ifneq ($(wildcard $(VENV)/bin/python),)
+export PATH := $(VENV)/bin:$(PATH)
+endif
+
+.PHONY: help demo demo-down lint test venv apt-deps
+
+help:
+	@sed -n '2,7s/^# \{0,1\}//p' Makefile
+
+apt-deps:
+	@missing=""; for p in $(APT_DEPS); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	ruff check .
+	ruff format --check .
+	yamllint -s .
+	ansible-lint
+
+test: lint
+	pytest
+
+demo: apt-deps venv
+	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root (debootstrap, network namespace, nspawn)"; exit 1; }
+	$(TARGET) up $(DEMO_NAME) $(DEMO_INDEX) bookworm
+	mkdir -p $(DEMO_DIR)/group_vars/di2siem
+	printf '%s\n' '---' 'di2siem:' '  hosts:' '    $(DEMO_NAME):' \
+	  '      ansible_host: $(DEMO_IP)' '      ansible_user: root' \
+	  "      ansible_private_key_file: $$($(TARGET) key)" \
+	  '      ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes' \
+	  > $(DEMO_DIR)/hosts.yml
+	printf '%s\n' '---' '# Demo only: the simulators inside the target, their sandbox keys.' \
+	  'di2siem_enforce_resources: false' \
+	  'di2siem_jumpcloud_api_key: sandbox-jumpcloud-key' \
+	  'di2siem_jumpcloud_base_url: http://127.0.0.1:8400' \
+	  'di2siem_coralogix_api_key: sandbox-coralogix-key' \
+	  'di2siem_siem_format: coralogix' \
+	  'di2siem_siem_url: http://127.0.0.1:8401/logs/v1/singles' \
+	  'di2siem_application_name: di2siem-demo' \
+	  'di2siem_initial_days_back: -3' \
+	  'di2siem_sandbox_backlog: 500' \
+	  'di2siem_sandbox_rate: 1' \
+	  > $(DEMO_DIR)/group_vars/di2siem/vars.yml
+	ANSIBLE_HOST_KEY_CHECKING=false ansible-playbook -i $(DEMO_DIR)/hosts.yml molecule/shared/prepare.yml
+	ANSIBLE_HOST_KEY_CHECKING=false ansible-playbook -i $(DEMO_DIR)/hosts.yml playbooks/site.yml
+	@echo; echo "== waiting for the cron job (every minute) to ship events to the sink (up to 150 s)"
+	@for i in $$(seq 50); do \
+	  n=$$($(TARGET) ssh $(DEMO_NAME) $(DEMO_INDEX) 'cat /var/lib/di2siem-sandbox/sink.jsonl 2>/dev/null | wc -l'); \
+	  printf '\r  records at the sink: %s ' "$$n"; \
+	  [ "$$n" -gt 0 ] && break; sleep 3; \
+	done; echo; \
+	sleep 5; \
+	$(TARGET) ssh $(DEMO_NAME) $(DEMO_INDEX) 'set -e; \
+	  echo "== the run summaries of the scheduled job (/var/log/di2siem/di2siem.log):"; \
+	  grep "run summary" /var/log/di2siem/di2siem.log | tail -n 3; \
+	  echo "== records at the Coralogix sink: $$(wc -l < /var/lib/di2siem-sandbox/sink.jsonl)"; \
+	  echo "== the last one:"; \
+	  tail -n 1 /var/lib/di2siem-sandbox/sink.jsonl | python3 -m json.tool | head -n 40'
+	@echo
+	@echo "New events keep coming (1/s); the job ships them every minute. Watch them with:"
+	@echo "  $(TARGET) ssh $(DEMO_NAME) $(DEMO_INDEX) tail -f /var/lib/di2siem-sandbox/sink.jsonl"
+	@echo "  $(TARGET) ssh $(DEMO_NAME) $(DEMO_INDEX) tail -f /var/log/di2siem/di2siem.log"
+	@echo "Log in: $(TARGET) ssh $(DEMO_NAME) $(DEMO_INDEX)"
+	@echo "Tear down: make demo-down"
+
+demo-down:
+	$(TARGET) down $(DEMO_NAME) $(DEMO_INDEX)
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,166 @@
+"""The Molecule scenarios (molecule/<name>), run as pytest tests so that `make test` ends with
+one plain pytest summary.
+
+Every scenario runs `molecule test -s NAME` in a subprocess; all scenarios start together (the
+run is mostly waiting for the minutely schedule) unless DI2SIEM_MOLECULE_PARALLEL=0. The full
+output goes to .cache/molecule-logs/NAME.log; on failure the test shows its tail. Timings of
+every Molecule action are printed.
+
+Skipped when not root or systemd-nspawn/debootstrap are missing, unless
+DI2SIEM_REQUIRE_MOLECULE=1 (CI: .ci/run) turns that skip into a failure.
+DI2SIEM_MOLECULE_SCENARIOS=default,timer picks scenarios; DI2SIEM_MOLECULE_TIMEOUT (s, default
+1200) bounds each one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MOLECULE_DIR = REPO / "molecule"
+LOG_DIR = REPO / ".cache" / "molecule-logs"
+TIMEOUT_S = float(os.environ.get("DI2SIEM_MOLECULE_TIMEOUT", "1200"))
+PARALLEL = os.environ.get("DI2SIEM_MOLECULE_PARALLEL", "1") != "0"
+REQUIRED = os.environ.get("DI2SIEM_REQUIRE_MOLECULE") == "1"
+ACTION = re.compile(r"(\w+) \u279c (\w+): (Executing|Executed: (\w+))")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _scenarios() -> list[str]:
+    wanted = os.environ.get("DI2SIEM_MOLECULE_SCENARIOS")
+    found = sorted(p.parent.name for p in MOLECULE_DIR.glob("*/molecule.yml"))
+    if wanted:
+        return [s for s in wanted.split(",") if s]
+    return found
+
+
+def _missing_requirements() -> str | None:
+    if os.geteuid() != 0:
+        return "not root"
+    for tool in ("systemd-nspawn", "debootstrap", "molecule", "ip", "iptables", "ssh"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found"
+    return None
+
+
+class Run:
+    """One `molecule test -s NAME` in the background, its output streamed to a log file with
+    the start and end time of every action."""
+
+    def __init__(self, scenario: str) -> None:
+        self.scenario = scenario
+        self.log_path = LOG_DIR / f"{scenario}.log"
+        self.actions: list[tuple[str, float, str]] = []  # (action, seconds, result)
+        self.rc: int | None = None
+        self.elapsed = 0.0
+        self.timed_out = False
+        self._started: dict[str, float] = {}
+        self._thread = threading.Thread(target=self._run, name=f"molecule-{scenario}")
+
+    def start(self) -> Run:
+        self._thread.start()
+        return self
+
+    def wait(self) -> Run:
+        self._thread.join()
+        return self
+
+    def _run(self) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, NO_COLOR="1", PY_COLORS="0", ANSIBLE_FORCE_COLOR="0")
+        env.setdefault("ANSIBLE_NOCOLOR", "1")
+        start = time.monotonic()
+        with self.log_path.open("w", encoding="utf-8") as log:
+            proc = subprocess.Popen(
+                ["molecule", "test", "-s", self.scenario],
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                start_new_session=True,
+            )
+            timer = threading.Timer(TIMEOUT_S, self._kill, args=(proc,))
+            timer.start()
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    log.write(line)
+                    log.flush()
+                    self._track(ANSI.sub("", line))
+                self.rc = proc.wait()
+            finally:
+                timer.cancel()
+        self.elapsed = time.monotonic() - start
+
+    def _kill(self, proc: subprocess.Popen) -> None:
+        self.timed_out = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    def _track(self, line: str) -> None:
+        match = ACTION.search(line)
+        if not match or match.group(1) != self.scenario:
+            return
+        action, what = match.group(2), match.group(3)
+        now = time.monotonic()
+        if what == "Executing":
+            self._started[action] = now
+        elif action in self._started:
+            self.actions.append((action, now - self._started.pop(action), match.group(4)))
+
+    def timings(self) -> str:
+        rows = [f"  {a:<12} {s:7.1f} s  {r}" for a, s, r in self.actions]
+        head = f"molecule scenario {self.scenario}: rc={self.rc} total {self.elapsed:.1f} s"
+        return "\n".join([head, *rows])
+
+    def tail(self, lines: int = 150) -> str:
+        text = ANSI.sub("", self.log_path.read_text(encoding="utf-8", errors="replace"))
+        return "\n".join(text.splitlines()[-lines:])
+
+
+_RUNS: dict[str, Run] = {}
+
+
+def _run_for(scenario: str, scenarios: list[str]) -> Run:
+    if scenario not in _RUNS:
+        if PARALLEL:
+            for name in scenarios:
+                _RUNS.setdefault(name, Run(name).start())
+        else:
+            _RUNS[scenario] = Run(scenario).start()
+    return _RUNS[scenario].wait()
+
+
+SCENARIOS = _scenarios()
+
+
+@pytest.mark.molecule
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_molecule_scenario(scenario: str, capsys: pytest.CaptureFixture) -> None:
+    missing = _missing_requirements()
+    if missing:
+        message = f"Molecule scenarios need root, systemd-nspawn and debootstrap: {missing}"
+        if REQUIRED:
+            pytest.fail(message + " (DI2SIEM_REQUIRE_MOLECULE=1)")
+        pytest.skip(message)
+    run = _run_for(scenario, SCENARIOS)
+    with capsys.disabled():
+        sys.stdout.write("\n" + run.timings() + "\n")
+        sys.stdout.flush()
+    if run.timed_out:
+        pytest.fail(f"molecule test -s {scenario} timed out after {TIMEOUT_S:.0f} s\n{run.tail()}")
+    assert run.rc == 0, f"molecule test -s {scenario} failed (log {run.log_path}):\n{run.tail()}"
