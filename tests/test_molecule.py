@@ -33,7 +33,11 @@ LOG_DIR = REPO / ".cache" / "molecule-logs"
 TIMEOUT_S = float(os.environ.get("DI2SIEM_MOLECULE_TIMEOUT", "1200"))
 PARALLEL = os.environ.get("DI2SIEM_MOLECULE_PARALLEL", "1") != "0"
 REQUIRED = os.environ.get("DI2SIEM_REQUIRE_MOLECULE") == "1"
-ACTION = re.compile(r"(\w+) \u279c (\w+): (Executing|Executed: (\w+))")
+# "[default > converge] Executing" (NO_COLOR) or "default ➜ converge: Executed: Successful"
+ACTION = re.compile(
+    r"(?:\[(?P<s1>\w+) > (?P<a1>\w+)\]|(?P<s2>\w+) \u279c (?P<a2>\w+):)"
+    r" (?P<what>Executing|Executed: (?P<result>\w+))"
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -113,14 +117,14 @@ class Run:
 
     def _track(self, line: str) -> None:
         match = ACTION.search(line)
-        if not match or match.group(1) != self.scenario:
+        if not match or (match["s1"] or match["s2"]) != self.scenario:
             return
-        action, what = match.group(2), match.group(3)
+        action = match["a1"] or match["a2"]
         now = time.monotonic()
-        if what == "Executing":
+        if match["what"] == "Executing":
             self._started[action] = now
         elif action in self._started:
-            self.actions.append((action, now - self._started.pop(action), match.group(4)))
+            self.actions.append((action, now - self._started.pop(action), match["result"]))
 
     def timings(self) -> str:
         rows = [f"  {a:<12} {s:7.1f} s  {r}" for a, s, r in self.actions]
