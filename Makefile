@@ -17,6 +17,9 @@ DEMO_NAME := di2siem-demo
 DEMO_INDEX := 200
 DEMO_IP := 10.213.$(DEMO_INDEX).2
 DEMO_DIR := $(REPO)/.cache/demo
+# The demo target runs the host's own release (its mirror is the host's): bookworm on Debian 12,
+# noble on Ubuntu 24.04, ...
+DEMO_SUITE ?= $(shell . /etc/os-release 2>/dev/null && echo "$${VERSION_CODENAME:-bookworm}")
 APT_DEPS := debootstrap systemd-container iptables iproute2 openssh-client python3-venv
 
 # Use the project venv when there is one (make demo / .ci/run create it).
@@ -52,12 +55,14 @@ lint: venv
 	yamllint -s .
 	ansible-lint
 
-test: lint
+# Lint first; pytest (collector tests + Molecule scenarios) prints the closing summary line.
+test:
+	@$(MAKE) --no-print-directory lint || { echo "make test: lint failed (above); 1 failed, pytest not run"; exit 1; }
 	pytest
 
 demo: apt-deps venv
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root (debootstrap, network namespace, nspawn)"; exit 1; }
-	$(TARGET) up $(DEMO_NAME) $(DEMO_INDEX) bookworm
+	$(TARGET) up $(DEMO_NAME) $(DEMO_INDEX) $(DEMO_SUITE)
 	mkdir -p $(DEMO_DIR)/group_vars/di2siem
 	printf '%s\n' '---' 'di2siem:' '  hosts:' '    $(DEMO_NAME):' \
 	  '      ansible_host: $(DEMO_IP)' '      ansible_user: root' \

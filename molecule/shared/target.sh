@@ -9,7 +9,8 @@
 #   target.sh ssh NAME INDEX [CMD]  SSH into a running instance
 #   target.sh key                  print the path of the private key used for every instance
 #
-# Environment: DI2SIEM_CACHE (default <repo>/.cache), TARGET_BOOT_TIMEOUT (default 150 s).
+# Environment: DI2SIEM_CACHE (default <repo>/.cache), TARGET_BOOT_TIMEOUT (default 150 s),
+# TARGET_MIRROR (default: the host's apt mirror), TARGET_REBUILD=1 (rebuild the cached rootfs).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -32,7 +33,12 @@ check_name_index() {
 }
 
 # The host's own Debian/Ubuntu mirror (never hard-coded): first non-security URI of a deb line.
+# TARGET_MIRROR overrides it.
 host_mirror() {
+  if [[ -n ${TARGET_MIRROR:-} ]]; then
+    printf '%s\n' "${TARGET_MIRROR%/}"
+    return
+  fi
   local uri=""
   shopt -s nullglob
   local f
