@@ -123,12 +123,13 @@ def test_json_lines_body() -> None:
 def test_split_page_keeps_each_event_text() -> None:
     page = [{"id": "a", "n": [1, {"x": "é"}]}, {"id": "b"}]
     raw = json.dumps(page, separators=(",", ":"), ensure_ascii=False).encode()
-    pairs = split_page(raw)
+    text, pairs = split_page(raw)
+    assert text == raw.decode()
     assert [p[0] for p in pairs] == page
     assert [p[1] for p in pairs] == [encode(e) for e in page]
-    spaced = split_page(b' [ {"id": "a"} ,\n {"id":"b"} ] \n')
+    _, spaced = split_page(b' [ {"id": "a"} ,\n {"id":"b"} ] \n')
     assert [p[0]["id"] for p in spaced] == ["a", "b"]
-    assert split_page(b"[]") == [] == split_page(b" [ ]\n")
+    assert split_page(b"[]")[1] == [] == split_page(b" [ ]\n")[1]
 
 
 @pytest.mark.parametrize(

@@ -107,12 +107,24 @@ def make_session(ca_bundle: str | None, headers: dict[str, str] | None = None):
     return session
 
 
-def send(session, method: str, url: str, *, data: Any, headers: Any, timeout: float, side: str):
+def send(
+    session,
+    method: str,
+    url: str,
+    *,
+    data: Any,
+    headers: Any,
+    timeout: float,
+    side: str,
+    stream: bool = False,
+):
     """One HTTP exchange; transport problems become RetryableError / FatalError."""
     import requests
 
     try:
-        return session.request(method, url, data=data, headers=headers, timeout=timeout)
+        return session.request(
+            method, url, data=data, headers=headers, timeout=timeout, stream=stream
+        )
     except requests.exceptions.SSLError as exc:
         key = "jumpcloud.ca_bundle" if side == "JumpCloud" else "siem.ca_bundle"
         raise FatalError(
@@ -124,6 +136,25 @@ def send(session, method: str, url: str, *, data: Any, headers: Any, timeout: fl
         raise RetryableError(f"{side} timed out after {timeout:g}s") from None
     except requests.exceptions.RequestException as exc:
         raise RetryableError(f"{side} connection failed: {_short(exc)}") from None
+
+
+def read_body(response, side: str) -> bytes:
+    """The whole body of a ``stream=True`` response in one read.
+
+    One large read lets the socket hand over big chunks: requests' own ``.content`` reads
+    10 KB at a time, and every small read has to win the GIL back from the busy threads.
+    """
+    try:
+        data = response.raw.read(decode_content=True)
+    except Exception as exc:  # urllib3 timeouts, protocol errors, resets
+        response.close()
+        raise RetryableError(f"{side} answer could not be read ({_short(exc)})") from None
+    expected = response.headers.get("Content-Length")
+    encoded = response.headers.get("Content-Encoding")
+    if expected and expected.isdigit() and not encoded and int(expected) != len(data):
+        response.close()
+        raise RetryableError(f"{side} answer was cut short")
+    return data
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

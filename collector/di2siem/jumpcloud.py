@@ -8,24 +8,41 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
 from .config import DEFAULT_ORG, JumpCloudConfig
-from .http import FatalError, RetryableError, RetryPolicy, body_excerpt, make_session, send
+from .http import (
+    FatalError,
+    RetryableError,
+    RetryPolicy,
+    body_excerpt,
+    make_session,
+    read_body,
+    send,
+)
 from .http import parse_retry_after as _retry_after
 
 SIDE = "JumpCloud"
 _WS = " \t\r\n"
 _decoder = json.JSONDecoder()
 _scan = _decoder.raw_decode
+Transform = Callable[[dict, str, int, int, int], Any]
 
 
-def split_page(content: bytes) -> list[tuple[dict[str, Any], str]]:
-    """Parse a page (a JSON array of objects) into (event, raw text of that event) pairs.
+def _pair(event: dict[str, Any], text: str, start: int, end: int, index: int) -> Any:
+    return (event, text[start:end])
 
-    Keeping each event's own text lets the shaper ship it without re-serialising it.
+
+def split_page(content: bytes, transform: Transform | None = None) -> tuple[str, list[Any]]:
+    """Parse a page (a JSON array of objects): (page text, list of
+    ``transform(event, text, start, end, index)``), by default (event, event text) pairs.
+
+    The event's own text (``text[start:end]``) lets the shaper ship it without
+    re-serialising it; transforming while parsing means a page never holds all its decoded
+    dicts at once, only small tuples and the page text (one block of memory).
     Anything else than an array of objects raises RetryableError (malformed answer).
     """
+    transform = transform or _pair
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
@@ -41,7 +58,7 @@ def split_page(content: bytes) -> list[tuple[dict[str, Any], str]]:
             raise RetryableError("JumpCloud sent a malformed answer (not JSON)") from None
         raise RetryableError("JumpCloud sent a malformed answer (not a JSON array)")
     i += 1
-    out: list[tuple[dict[str, Any], str]] = []
+    out: list[Any] = []
     append = out.append
     try:
         while text[i] in _WS:
@@ -53,7 +70,7 @@ def split_page(content: bytes) -> list[tuple[dict[str, Any], str]]:
                 event, end = _scan(text, i)
                 if type(event) is not dict:
                     raise RetryableError("JumpCloud sent a malformed answer (non-object event)")
-                append((event, text[i:end]))
+                append(transform(event, text, i, end, len(out)))
                 i = end
                 while text[i] in _WS:
                     i += 1
@@ -70,7 +87,7 @@ def split_page(content: bytes) -> list[tuple[dict[str, Any], str]]:
         raise RetryableError("JumpCloud sent a malformed answer (not JSON)") from None
     if text[i:].strip(_WS):
         raise RetryableError("JumpCloud sent a malformed answer (data after the array)")
-    return out
+    return text, out
 
 
 def _status_error(status: int, response) -> Exception:
@@ -120,7 +137,13 @@ class JumpCloudClient:
     def _headers(self, org: str) -> dict[str, str] | None:
         return None if org == DEFAULT_ORG else {"x-org-id": org}
 
-    def _fetch(self, body: bytes, headers: dict[str, str] | None, limit: int):
+    def _fetch(
+        self,
+        body: bytes,
+        headers: dict[str, str] | None,
+        limit: int,
+        transform: Transform | None = None,
+    ):
         response = send(
             self.session,
             "POST",
@@ -129,13 +152,18 @@ class JumpCloudClient:
             headers=headers,
             timeout=self.cfg.timeout_seconds,
             side=SIDE,
+            stream=True,
         )
         status = response.status_code
         if status != 200:
             raise _status_error(status, response)
-        events = split_page(response.content)
+        content = read_body(response, SIDE)
+        response_headers = response.headers
+        del response
+        text, events = split_page(content, transform)
+        del content
         page_limit = limit
-        raw_limit = response.headers.get("X-Limit")
+        raw_limit = response_headers.get("X-Limit")
         if raw_limit:
             try:
                 page_limit = max(1, min(limit, int(raw_limit)))
@@ -143,7 +171,7 @@ class JumpCloudClient:
                 raise RetryableError("JumpCloud sent a malformed X-Limit header") from None
         search_after = None
         if events and len(events) >= page_limit:
-            raw = response.headers.get("X-Search_after")
+            raw = response_headers.get("X-Search_after")
             if not raw:
                 raise RetryableError("JumpCloud answer lacks the X-Search_after header")
             try:
@@ -152,12 +180,13 @@ class JumpCloudClient:
                 raise RetryableError("JumpCloud sent a malformed X-Search_after header") from None
             if not isinstance(search_after, list) or not search_after:
                 raise RetryableError("JumpCloud sent a malformed X-Search_after header")
-        return events, search_after, page_limit
+        return (text, events), search_after, page_limit
 
     def pages(
-        self, start_time: str, org: str = DEFAULT_ORG
-    ) -> Iterator[list[tuple[dict[str, Any], str]]]:
-        """Yield pages of (event, raw text) pairs, ascending, from start_time to the end."""
+        self, start_time: str, org: str = DEFAULT_ORG, transform: Transform | None = None
+    ) -> Iterator[tuple[str, list[Any]]]:
+        """Yield pages, ascending, from start_time to the end: (page text, list of
+        ``transform(event, text, start, end, index)``), see split_page."""
         query: dict[str, Any] = {
             "service": list(self.cfg.services),
             "start_time": start_time,
@@ -168,14 +197,15 @@ class JumpCloudClient:
         what = "JumpCloud events" if org == DEFAULT_ORG else f"JumpCloud events org={org}"
         while True:
             body = json.dumps(query, separators=(",", ":")).encode()
-            events, search_after, page_limit = self.policy.run(
-                lambda b=body: self._fetch(b, headers, self.cfg.page_size),
+            page, search_after, page_limit = self.policy.run(
+                lambda b=body: self._fetch(b, headers, self.cfg.page_size, transform),
                 what,
                 self.on_retry,
             )
-            last_page = not events or len(events) < page_limit or search_after is None
-            yield events
-            del events  # do not hold the previous page while fetching the next
+            count = len(page[1])
+            last_page = not count or count < page_limit or search_after is None
+            yield page
+            del page  # do not hold the previous page while fetching the next
             if last_page:
                 return
             query["search_after"] = search_after
@@ -189,7 +219,7 @@ class JumpCloudClient:
             "sort": "ASC",
         }
         body = json.dumps(query, separators=(",", ":")).encode()
-        events, _, _ = self.policy.run(
+        page, _, _ = self.policy.run(
             lambda: self._fetch(body, self._headers(org), 1), "JumpCloud probe", self.on_retry
         )
-        return len(events)
+        return len(page[1])

@@ -10,7 +10,10 @@ Invariants:
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from typing import Callable
 
 from .batching import Batcher, Item
@@ -32,6 +35,22 @@ class BudgetReached(Exception):
     pass
 
 
+def tame_malloc() -> None:
+    """Keep RSS flat on glibc: a fixed mmap threshold (so every page-sized buffer goes back
+    to the kernel when freed, instead of glibc raising the threshold and growing the heap)
+    and few per-thread arenas. Best effort; a no-op elsewhere."""
+    if os.environ.get("DI2SIEM_NO_MALLOPT"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 class OrgRun:
     """Counters and the shipping bookkeeping of one org within one run."""
 
@@ -49,6 +68,118 @@ class OrgRun:
         self.status = "ok"
         # ids of events we skipped (oversize) or could not time; recorded with the next save
         self.carry: list[tuple[str, int]] = []
+
+
+BATCH = "batch"
+SKIP = "skip"
+SKIPPED = object()
+_END = object()
+
+
+class Prefetcher:
+    """Runs a page generator in a thread, at most one page ahead of the consumer: the next
+    page is fetched while the current one is processed, never two (memory stays flat)."""
+
+    def __init__(self, gen: Iterator) -> None:
+        self.gen = gen
+        self.queue: queue.Queue = queue.Queue()
+        self.slot = threading.Semaphore(1)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._work, name="di2siem-fetch", daemon=True)
+        self.thread.start()
+
+    def _wait_slot(self) -> bool:
+        while not self.stopped.is_set():
+            if self.slot.acquire(timeout=0.1):
+                return True
+        return False
+
+    def _work(self) -> None:
+        try:
+            it = iter(self.gen)
+            while self._wait_slot():
+                try:
+                    page = next(it)
+                except StopIteration:
+                    self.queue.put(_END)
+                    return
+                self.queue.put(page)
+                page = None
+        except BaseException as exc:  # handed to the consumer
+            self.queue.put(exc)
+
+    def __iter__(self) -> Iterator:
+        while True:
+            value = self.queue.get()
+            self.slot.release()  # taken: the producer may fetch the next page
+            if value is _END:
+                return
+            if isinstance(value, BaseException):
+                raise value
+            yield value
+            value = None
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            while True:
+                self.queue.get_nowait()
+        except queue.Empty:
+            pass
+
+
+class Sender:
+    """Posts batches in order in a thread and records each accepted one in the state.
+
+    At most one batch waits while another is in flight; the state is only ever written by
+    this thread, after the SIEM accepted a batch."""
+
+    def __init__(self, pipeline: Pipeline, o: OrgRun, sink: Sink) -> None:
+        self.pipeline = pipeline
+        self.o = o
+        self.sink = sink
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="di2siem-send", daemon=True)
+        self.thread.start()
+        self.finished = False
+
+    def _work(self) -> None:
+        p, o = self.pipeline, self.o
+        while True:
+            kind, payload = self.queue.get()
+            if kind is _END:
+                return
+            if self.error is not None:
+                continue  # drain without shipping after a failure
+            try:
+                if kind == SKIP:
+                    p._oversize(o, payload)
+                else:
+                    self.sink.ship(
+                        payload, lambda acc: p._accepted(o, acc), lambda it: p._oversize(o, it)
+                    )
+            except BaseException as exc:
+                self.error = exc
+
+    def submit(self, kind: str, payload: object) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.queue.put((kind, payload), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Wait until everything handed over is handled; raise the sender's error if any."""
+        if not self.finished:
+            self.finished = True
+            self.queue.put((_END, None))
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 class Pipeline:
@@ -103,6 +234,7 @@ class Pipeline:
     def run(self) -> int:
         """Exit code: 0 done / nothing new / lock held / budget reached; 1 failure."""
         self._prepare_state_dir()
+        tame_malloc()
         lock = InstanceLock(self.cfg.state_dir)
         try:
             lock.acquire()
@@ -190,6 +322,44 @@ class Pipeline:
             self.log.info("run summary", **fields)
 
     # -- one org -----------------------------------------------------------------------------
+    def _digest(self, o: OrgRun, start: int) -> Callable[..., tuple]:
+        """Per event, while the page is parsed, a small tuple:
+        (id, time ms, bytes to ship | splice value, start, end, too deep).
+
+        Events that can be spliced from the page text keep only offsets into it; the rest
+        (and only they) are serialised here. No per-event dict or text outlives the parse.
+        """
+        shaper = self.shaper
+        src = shaper.src
+        depth_limit = self.cfg.jumpcloud.json_depth
+        # the event object itself accounts for one bracket
+        bracket_bound = depth_limit + 1
+
+        def digest(event: dict, text: str, s: int, e: int, index: int) -> tuple:
+            if index == 0:
+                shaper.begin_page(event, text[s:e])
+            event_id = event.get("id")
+            if event_id is not None and type(event_id) is not str:
+                event_id = str(event_id)
+            raw_ts = event.get(src)
+            try:
+                ts = parse_ms(raw_ts) if type(raw_ts) is str else None
+            except ValueError:
+                ts = None
+            if ts is not None and ts < start:
+                return (event_id, ts, SKIPPED, 0, 0, False)  # before the window
+            # cheap bound first: fewer brackets than the limit means it cannot be too deep
+            deep = text.count("{", s, e) + text.count("[", s, e) > bracket_bound and too_deep(
+                event, depth_limit
+            )
+            if shaper.fast:
+                value = shaper.fast_value(event)
+                if value is not False:
+                    return (event_id, ts, value, s, e, deep)
+            return (event_id, ts, shaper.shape(event, None, ts), 0, 0, deep)
+
+        return digest
+
     def _run_org(self, o: OrgRun, jc: JumpCloudClient, sink: Sink) -> None:
         cfg = self.cfg
         state = o.state
@@ -203,63 +373,59 @@ class Pipeline:
 
         batcher = Batcher(cfg.siem.batch_size, cfg.siem.max_batch_bytes, sink.framing)
         recent = state.recent
-        src = self.shaper.src
         depth_limit = cfg.jumpcloud.json_depth
-        # the event object itself (+ the Coralogix wrapper) accounts for these brackets
-        bracket_bound = depth_limit + (2 if cfg.siem.format == "coralogix" else 1)
-        shape = self.shaper.shape
+        shape_slice = self.shaper.shape_slice
         pending_ids: set[str] = set()
-
-        def ship(items: list[Item]) -> None:
-            sink.ship(items, lambda acc: self._accepted(o, acc), lambda it: self._oversize(o, it))
-            pending_ids.difference_update([i.event_id for i in items])
-            if self.clock() >= self.deadline:
-                raise BudgetReached()
-
-        for page in jc.pages(format_ms(start), o.org):
-            o.fetched += len(page)
-            if page:
-                self.shaper.begin_page(*page[0])
-            for event, raw in page:
-                event_id = event.get("id")
-                if event_id is not None:
-                    if not isinstance(event_id, str):
-                        event_id = str(event_id)
-                    if event_id in recent or event_id in pending_ids:
+        # JumpCloud pages are fetched (and parsed) one page ahead, batches are posted (and
+        # recorded) by a sender thread: network waits overlap with our own work.
+        pages = Prefetcher(jc.pages(format_ms(start), o.org, self._digest(o, start)))
+        sender = Sender(self, o, sink)
+        try:
+            for text, page in pages:
+                o.fetched += len(page)
+                for event_id, ts, value, start_at, end_at, deep in page:
+                    if event_id is not None and (event_id in recent or event_id in pending_ids):
                         o.duplicates += 1
                         continue
-                raw_ts = event.get(src)
-                try:
-                    ts = parse_ms(raw_ts) if isinstance(raw_ts, str) else None
-                except ValueError:
-                    ts = None
-                if ts is None:
-                    self._detail_warning("event without a readable time", id=event_id)
-                elif ts < start:
-                    o.duplicates += 1  # before the window: already accounted for
-                    continue
-                data = shape(event, raw, ts)
-                # cheap bound first: fewer brackets than the limit means it cannot be too deep
-                if data.count(b"{") + data.count(b"[") > bracket_bound and too_deep(
-                    event, depth_limit
-                ):
-                    o.deep += 1
-                    self._detail_warning(
-                        "event nested deeper than jumpcloud.json_depth; shipped whole",
-                        id=event_id,
-                        json_depth=depth_limit,
-                    )
-                if not batcher.fits_alone(len(data)):
-                    self._oversize(o, Item(data, event_id, ts))
-                    continue
-                if event_id is not None:
-                    pending_ids.add(event_id)
-                full = batcher.add(Item(data, event_id, ts))
-                if full is not None:
-                    ship(full)
-            page = None  # release this page before the next one is fetched
-        if batcher.pending():
-            ship(batcher.take())
+                    if value is SKIPPED:
+                        o.duplicates += 1
+                        continue
+                    if ts is None:
+                        self._detail_warning("event without a readable time", id=event_id)
+                    if deep:
+                        o.deep += 1
+                        self._detail_warning(
+                            "event nested deeper than jumpcloud.json_depth; shipped whole",
+                            id=event_id,
+                            json_depth=depth_limit,
+                        )
+                    if type(value) is bytes:
+                        data = value
+                    else:
+                        data = shape_slice(text, start_at, end_at, value, ts)
+                    item = Item(data, event_id, ts)
+                    if not batcher.fits_alone(len(data)):
+                        sender.submit(SKIP, item)
+                        continue
+                    if event_id is not None:
+                        pending_ids.add(event_id)
+                    full = batcher.add(item)
+                    if full is not None:
+                        sender.submit(BATCH, full)
+                        if len(pending_ids) > 4 * cfg.siem.batch_size:
+                            # ids of batches already handed over are in recent by now or
+                            # will be before the next page: keep this set small
+                            pending_ids.intersection_update(i.event_id for i in batcher.items)
+                        if self.clock() >= self.deadline:
+                            raise BudgetReached()
+                text = page = None  # release this page before the next one is taken
+            if batcher.pending():
+                sender.submit(BATCH, batcher.take())
+            sender.finish()
+        except BaseException:
+            pages.stop()
+            sender.finish()  # what was handed over is shipped (or the sender's error wins)
+            raise
         if o.carry:
             self._record(o, [])
         if first and state.cursor_ms is None and state.floor_ms is None:

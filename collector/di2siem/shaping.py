@@ -73,49 +73,76 @@ class Shaper:
         """Decide once per page whether the API text can be reused verbatim."""
         self.fast = raw == encode(event)
 
-    def _splice(self, event: dict, raw: str) -> str | None:
-        if "\n" in raw or "\r" in raw or raw[-1] != "}":
-            return None
+    def fast_value(self, event: dict) -> str | bool | None:
+        """Whether this event can be spliced from its API text: False when it must be
+        serialised; otherwise the time text to move (None: nothing to move)."""
         for key in self.custom_keys:
             if key in event:
-                return None
+                return False
+        if not self.rename:
+            return None
+        value = event.get(self.src)
+        if value is None:
+            return None
+        if type(value) is not str or self.dst in event:
+            return False
+        return value
+
+    def splice(self, raw: str, value: str | None) -> str | None:
+        """The shaped event from the API's own text, or None when in doubt."""
+        if "\n" in raw or "\r" in raw or raw[-1] != "}":
+            return None
         extra = self.custom_text
         body = raw[:-1]
-        if self.rename:
-            value = event.get(self.src)
-            if value is not None:
-                if self.dst in event or type(value) is not str:
-                    return None
-                needle = self.src_key + '"' + value + '"'
-                idx = raw.find(needle)
-                if idx < 1 or raw.find(needle, idx + 1) >= 0:
-                    return None
-                end = idx + len(needle)
-                before = raw[idx - 1]
-                after = raw[end]
-                if before == ",":
-                    body = raw[: idx - 1] + raw[end:-1]
-                elif before == "{" and after == ",":
-                    body = raw[:idx] + raw[end + 1 : -1]
-                elif before == "{" and after == "}":
-                    body = "{"
-                else:
-                    return None
-                extra = "," + self.dst_key + '"' + value + '"' + extra
+        if value is not None:
+            needle = self.src_key + '"' + value + '"'
+            idx = raw.find(needle)
+            if idx < 1 or raw.find(needle, idx + 1) >= 0:
+                return None
+            end = idx + len(needle)
+            before = raw[idx - 1]
+            after = raw[end]
+            if before == ",":
+                body = raw[: idx - 1] + raw[end:-1]
+            elif before == "{" and after == ",":
+                body = raw[:idx] + raw[end + 1 : -1]
+            elif before == "{" and after == "}":
+                body = "{"
+            else:
+                return None
+            extra = "," + self.dst_key + '"' + value + '"' + extra
         if body == "{":
             return "{" + extra[1:] + "}" if extra else "{}"
         return body + extra + "}"
 
-    def shape(self, event: dict, raw: str | None, ts_ms: int | None) -> bytes:
-        """Shape and serialise one event (the dict may be modified). ts_ms: epoch ms."""
-        text = self._splice(event, raw) if self.fast and raw else None
-        if text is None:
-            if self.rename and self.src in event:
-                event[self.dst] = event.pop(self.src)
-            if self.custom:
-                event.update(self.custom)
-            text = encode(event)
+    def _serialise(self, event: dict) -> str:
+        if self.rename and self.src in event:
+            event[self.dst] = event.pop(self.src)
+        if self.custom:
+            event.update(self.custom)
+        return encode(event)
+
+    def wrap(self, text: str, ts_ms: int | None) -> bytes:
         if self.coralogix:
             ts = str(ts_ms if ts_ms is not None else now_ms())
             text = self.prefix + ts + ',"text":' + text + "}"
         return text.encode("utf-8")
+
+    def shape(self, event: dict, raw: str | None, ts_ms: int | None) -> bytes:
+        """Shape and serialise one event (the dict may be modified). ts_ms: epoch ms."""
+        text = None
+        if self.fast and raw:
+            value = self.fast_value(event)
+            if value is not False:
+                text = self.splice(raw, value)
+        if text is None:
+            text = self._serialise(event)
+        return self.wrap(text, ts_ms)
+
+    def shape_slice(self, page: str, start: int, end: int, value, ts_ms: int | None) -> bytes:
+        """Shape an event known to be spliceable (see fast_value) from the page text."""
+        raw = page[start:end]
+        text = self.splice(raw, value)
+        if text is None:
+            text = self._serialise(json.loads(raw))
+        return self.wrap(text, ts_ms)
