@@ -50,6 +50,7 @@ class Batcher:
         self.max_bytes = max_bytes
         self.framing = framing
         self.overhead = len(framing.head) + len(framing.tail)
+        self.sep_len = len(framing.sep)
         self.items: list[Item] = []
         self.size = self.overhead
 
@@ -58,20 +59,17 @@ class Batcher:
 
     def add(self, item: Item) -> list[Item] | None:
         """Add one item (it must fit alone); return the previous batch when it is full."""
-        n = len(item.data)
-        full = None
-        if self.items and (
-            len(self.items) >= self.max_count
-            or self.size + len(self.framing.sep) + n > self.max_bytes
-        ):
-            full = self.items
-            self.items = []
-            self.size = self.overhead
-        if self.items:
-            self.size += len(self.framing.sep)
-        self.items.append(item)
-        self.size += n
-        return full
+        items = self.items
+        size = self.size + self.sep_len + len(item[0])
+        if items and (len(items) >= self.max_count or size > self.max_bytes):
+            self.items = [item]
+            self.size = self.overhead + len(item[0])
+            return items
+        if not items:
+            size -= self.sep_len
+        items.append(item)
+        self.size = size
+        return None
 
     def pending(self) -> bool:
         return bool(self.items)

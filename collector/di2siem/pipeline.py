@@ -35,6 +35,19 @@ class BudgetReached(Exception):
     pass
 
 
+def peak_rss_mb() -> float | None:
+    """This process's own peak RSS (VmHWM; unlike ru_maxrss it excludes the pre-exec image
+    of the parent that forked us)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def tame_malloc() -> None:
     """Keep RSS flat on glibc: a fixed mmap threshold (so every page-sized buffer goes back
     to the kernel when freed, instead of glibc raising the threshold and growing the heap)
@@ -315,6 +328,9 @@ class Pipeline:
         }
         if o.deep:
             fields["deep"] = o.deep
+        peak = peak_rss_mb()
+        if peak is not None:
+            fields["peak_rss_mb"] = peak
         fields["status"] = o.status
         if o.status == "failed":
             self.log.error("run summary", **fields)
@@ -375,6 +391,7 @@ class Pipeline:
         recent = state.recent
         depth_limit = cfg.jumpcloud.json_depth
         shape_slice = self.shaper.shape_slice
+        new_item = tuple.__new__
         pending_ids: set[str] = set()
         # JumpCloud pages are fetched (and parsed) one page ahead, batches are posted (and
         # recorded) by a sender thread: network waits overlap with our own work.
@@ -403,7 +420,7 @@ class Pipeline:
                         data = value
                     else:
                         data = shape_slice(text, start_at, end_at, value, ts)
-                    item = Item(data, event_id, ts)
+                    item = new_item(Item, (data, event_id, ts))
                     if not batcher.fits_alone(len(data)):
                         sender.submit(SKIP, item)
                         continue

@@ -24,6 +24,9 @@ _LOAD_CHUNK = 4096
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
 class StateError(Exception):
     """The state file exists but cannot be used."""
 
@@ -200,7 +203,7 @@ class StateStore:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            _datasync(fd)
         finally:
             os.close(fd)
         os.replace(self.tmp_path, self.path)
