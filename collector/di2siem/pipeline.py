@@ -208,7 +208,11 @@ class Pipeline:
         self.clock = clock
         self.sleep = sleep
         self.deadline = clock() + cfg.run_time_budget_seconds
-        self.policy = RetryPolicy(
+        # one policy per side: each is used by one thread only (fetcher / sender)
+        self.jc_policy = RetryPolicy(
+            cfg.max_retries, cfg.retry_base_delay_seconds, cfg.retry_max_delay_seconds, sleep
+        )
+        self.sink_policy = RetryPolicy(
             cfg.max_retries, cfg.retry_base_delay_seconds, cfg.retry_max_delay_seconds, sleep
         )
         self.store = StateStore(cfg.state_dir)
@@ -217,6 +221,9 @@ class Pipeline:
         self._warnings = 0
 
     # -- helpers -----------------------------------------------------------------------------
+    def _retries(self) -> int:
+        return self.jc_policy.retries + self.sink_policy.retries
+
     def _on_retry(self, what: str, reason: str, attempt: int, wait: float) -> None:
         self.log.warning("retrying", call=what, reason=reason, attempt=attempt, wait_s=wait)
 
@@ -260,8 +267,8 @@ class Pipeline:
             except StateError as exc:
                 self.log.error(f"state file unusable: {exc}")
                 return 1
-            jc = JumpCloudClient(self.cfg.jumpcloud, self.policy, self._on_retry)
-            sink = Sink(self.cfg.siem, self.policy, self._on_retry, self.sleep)
+            jc = JumpCloudClient(self.cfg.jumpcloud, self.jc_policy, self._on_retry)
+            sink = Sink(self.cfg.siem, self.sink_policy, self._on_retry, self.sleep)
             try:
                 return self._run_orgs(jc, sink)
             finally:
@@ -291,7 +298,7 @@ class Pipeline:
                     floor=format_ms(state.floor_ms),
                 )
             orun = OrgRun(org, state)
-            retries_before = self.policy.retries
+            retries_before = self._retries()
             try:
                 self._run_org(orun, jc, sink)
             except BudgetReached:
@@ -309,7 +316,7 @@ class Pipeline:
                 orun.status = "failed"
                 self.log.error(f"state write failed: {exc}", org=org)
                 rc = 1
-            orun.retries = self.policy.retries - retries_before
+            orun.retries = self._retries() - retries_before
             self._summary(orun)
         return rc
 
@@ -436,6 +443,8 @@ class Pipeline:
                         if self.clock() >= self.deadline:
                             raise BudgetReached()
                 text = page = None  # release this page before the next one is taken
+                if self.clock() >= self.deadline:
+                    raise BudgetReached()  # also when pages hold nothing new to ship
             if batcher.pending():
                 sender.submit(BATCH, batcher.take())
             sender.finish()
