@@ -4,7 +4,8 @@ Invariants:
 - the cursor (and the ids it covers) are saved only after the SIEM accepted a batch, one
   batch at a time, so a failure or kill -9 at any instant re-sends at most the batch in flight;
 - every run re-reads ``overlap_seconds`` behind the cursor and drops already-shipped ids;
-- memory holds one page, one batch and the bounded recent-id memory, whatever the backlog.
+- memory holds at most two pages (one processed, the next fetched), two batches (one posted,
+  one queued) and the bounded recent-id memory, whatever the backlog.
 """
 
 from __future__ import annotations
