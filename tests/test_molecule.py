@@ -14,6 +14,7 @@ DI2SIEM_MOLECULE_SCENARIOS=default,timer picks scenarios; DI2SIEM_MOLECULE_TIMEO
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -70,7 +71,8 @@ class Run:
         self.elapsed = 0.0
         self.timed_out = False
         self._started: dict[str, float] = {}
-        self._thread = threading.Thread(target=self._run, name=f"molecule-{scenario}")
+        self.proc: subprocess.Popen | None = None
+        self._thread = threading.Thread(target=self._run, name=f"molecule-{scenario}", daemon=True)
 
     def start(self) -> Run:
         self._thread.start()
@@ -86,7 +88,7 @@ class Run:
         env.setdefault("ANSIBLE_NOCOLOR", "1")
         start = time.monotonic()
         with self.log_path.open("w", encoding="utf-8") as log:
-            proc = subprocess.Popen(
+            proc = self.proc = subprocess.Popen(
                 ["molecule", "test", "-s", self.scenario],
                 cwd=REPO,
                 env=env,
@@ -137,6 +139,16 @@ class Run:
 
 
 _RUNS: dict[str, Run] = {}
+
+
+@atexit.register
+def _stop_leftover_runs() -> None:
+    """An interrupted pytest must not leave Molecule running (the next run's destroy cleans
+    the targets)."""
+    for run in _RUNS.values():
+        if run.proc is not None and run.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.proc.pid, signal.SIGTERM)
 
 
 def _run_for(scenario: str, scenarios: list[str]) -> Run:
