@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -256,6 +257,9 @@ class Pipeline:
         """Exit code: 0 done / nothing new / lock held / budget reached; 1 failure."""
         self._prepare_state_dir()
         tame_malloc()
+        # three threads share the GIL (fetch+parse, batch, post+record); a short switch
+        # interval lets the I/O threads resume soon after their socket answers
+        sys.setswitchinterval(0.001)
         lock = InstanceLock(self.cfg.state_dir)
         try:
             lock.acquire()
