@@ -259,7 +259,14 @@ class Pipeline:
         tame_malloc()
         # three threads share the GIL (fetch+parse, batch, post+record); a short switch
         # interval lets the I/O threads resume soon after their socket answers
+        switch = sys.getswitchinterval()
         sys.setswitchinterval(0.001)
+        try:
+            return self._locked_run()
+        finally:
+            sys.setswitchinterval(switch)
+
+    def _locked_run(self) -> int:
         lock = InstanceLock(self.cfg.state_dir)
         try:
             lock.acquire()
