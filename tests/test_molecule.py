@@ -4,11 +4,12 @@ one plain pytest summary.
 Every scenario runs `molecule test -s NAME` in a subprocess; all scenarios start together (the
 run is mostly waiting for the minutely schedule) unless DI2SIEM_MOLECULE_PARALLEL=0. The full
 output goes to .cache/molecule-logs/NAME.log; on failure the test shows its tail. Timings of
-every Molecule action are printed.
+every Molecule action are printed. The scenarios run their playbooks with -v --diff: a log that
+shows a sandbox credential fails the scenario.
 
 Skipped when not root or systemd-nspawn/debootstrap are missing, unless
 DI2SIEM_REQUIRE_MOLECULE=1 (CI: .ci/run) turns that skip into a failure.
-DI2SIEM_MOLECULE_SCENARIOS=default,timer picks scenarios; DI2SIEM_MOLECULE_TIMEOUT (s, default
+DI2SIEM_MOLECULE_SCENARIOS=default,trixie picks scenarios; DI2SIEM_MOLECULE_TIMEOUT (s, default
 1200) bounds each one.
 """
 
@@ -39,6 +40,8 @@ ACTION = re.compile(
     r"(?:\[(?P<s1>\w+) > (?P<a1>\w+)\]|(?P<s2>\w+) \u279c (?P<a2>\w+):)"
     r" (?P<what>Executing|Executed: (?P<result>\w+))"
 )
+# The simulators' credentials the scenarios configure (molecule/shared/vars, molecule.yml).
+SECRETS = ("sandbox-jumpcloud-key", "sandbox-coralogix-key")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -180,3 +183,7 @@ def test_molecule_scenario(scenario: str, capsys: pytest.CaptureFixture) -> None
     if run.timed_out:
         pytest.fail(f"molecule test -s {scenario} timed out after {TIMEOUT_S:.0f} s\n{run.tail()}")
     assert run.rc == 0, f"molecule test -s {scenario} failed (log {run.log_path}):\n{run.tail()}"
+    # Every playbook runs with -v --diff (provisioner options): no credential may show.
+    log = run.log_path.read_text(encoding="utf-8", errors="replace")
+    leaked = [s for s in SECRETS if s in log]
+    assert not leaked, f"{len(leaked)} sandbox credential(s) in the Molecule output {run.log_path}"
