@@ -5,16 +5,22 @@ Reports:
   with ``di2siem run`` (one process, as cron runs it);
 - the ceiling: events/s of a raw page download + ``json.loads`` with no processing;
 - the collector's peak RSS with a 20k and a 200k backlog (it must stay flat);
-- wall time of an empty poll (a second run that finds nothing new).
+- wall time of an empty poll (a second run that finds nothing new);
+- CPU time per event of each process while shipping (collector, JumpCloud simulator, sink)
+  and of the ceiling's client: on a 2-core machine they compete for the same cores.
 
 Each simulator runs in a process of its own so that the collector's figures are its own.
-Usage: ``python benchmarks/bench.py [--backlog 200000] [--small-backlog 20000]``.
+Ship and ceiling rates are the median of ``--repeats`` runs (interleaved, the same pages from
+the same simulator; each ship run starts from empty state and an emptied sink).
+Usage: ``python benchmarks/bench.py [--backlog 200000] [--small-backlog 20000] [--repeats 3]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -24,6 +30,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from statistics import median
 
 import requests
 
@@ -51,25 +58,48 @@ def wait_until_listening(port: int, process: subprocess.Popen[bytes], timeout_s:
     raise RuntimeError(f"simulator on port {port} did not start within {timeout_s} s")
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a live process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 @contextmanager
-def simulator(only: str, port: int, backlog: int) -> Iterator[str]:
+def simulator(only: str, port: int, backlog: int) -> Iterator[tuple[str, int]]:
     port_flag = "--jumpcloud-port" if only == "jumpcloud" else "--coralogix-port"
     command = [
         sys.executable, "-m", "di2siem.sandbox", "--only", only, port_flag, str(port),
         "--jumpcloud-key", JUMPCLOUD_KEY, "--coralogix-key", CORALOGIX_KEY,
         "--backlog", str(backlog), "--backlog-days", "80", "--rate", "0",
     ]  # fmt: skip
+    if only == "coralogix":
+        # validate and count every record, but do not hoard 200k decoded events in memory
+        command.append("--sink-count-only")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     try:
         # generating a 200k backlog takes a few seconds before the port opens
         wait_until_listening(port, process, timeout_s=300)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
 def write_config(directory: Path, jumpcloud_url: str, sink_url: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     config = {
         "jumpcloud": {
             "api_key": JUMPCLOUD_KEY,
@@ -155,39 +185,61 @@ def raw_download(jumpcloud_url: str) -> tuple[float, int]:
     return time.perf_counter() - started, total
 
 
-def measure(backlog: int) -> dict[str, float]:
+def measure(backlog: int, repeats: int) -> dict[str, float]:
     jumpcloud_port, sink_port = free_port(), free_port()
     with (
-        simulator("jumpcloud", jumpcloud_port, backlog) as jumpcloud_url,
-        simulator("coralogix", sink_port, 0) as sink_url,
+        simulator("jumpcloud", jumpcloud_port, backlog) as (jumpcloud_url, jumpcloud_pid),
+        simulator("coralogix", sink_port, 0) as (sink_url, sink_pid),
         tempfile.TemporaryDirectory(prefix="di2siem-bench-") as tmp,
     ):
-        raw_seconds, raw_events = raw_download(jumpcloud_url)
-        config = write_config(Path(tmp), jumpcloud_url, sink_url)
-        ship_seconds, peak_kib = run_collector(config)
-        shipped = sink_count(sink_url)
-        if shipped != backlog or raw_events != backlog:
-            raise RuntimeError(f"expected {backlog} events, shipped {shipped}, raw {raw_events}")
+        raw_rates: list[float] = []
+        ship_rates: list[float] = []
+        peaks: list[int] = []
+        cpu = {"ceiling_client": 0.0, "collector": 0.0, "jumpcloud_sim": 0.0, "sink": 0.0}
+        for attempt in range(repeats):
+            before = own_cpu_s()
+            raw_seconds, raw_events = raw_download(jumpcloud_url)
+            cpu["ceiling_client"] += own_cpu_s() - before
+            if raw_events != backlog:
+                raise RuntimeError(f"expected {backlog} events, raw download saw {raw_events}")
+            raw_rates.append(raw_events / raw_seconds)
+
+            requests.post(f"{sink_url}/_sim/reset", timeout=10).raise_for_status()
+            config = write_config(Path(tmp) / f"run{attempt}", jumpcloud_url, sink_url)
+            before = (children_cpu_s(), process_cpu_s(jumpcloud_pid), process_cpu_s(sink_pid))
+            ship_seconds, peak_kib = run_collector(config)
+            cpu["collector"] += children_cpu_s() - before[0]
+            cpu["jumpcloud_sim"] += process_cpu_s(jumpcloud_pid) - before[1]
+            cpu["sink"] += process_cpu_s(sink_pid) - before[2]
+            shipped = sink_count(sink_url)
+            if shipped != backlog:
+                raise RuntimeError(f"expected {backlog} events, shipped {shipped}")
+            ship_rates.append(backlog / ship_seconds)
+            peaks.append(peak_kib)
         empty_polls = [run_collector(config)[0] for _ in range(5)]
         if sink_count(sink_url) != backlog:
             raise RuntimeError("an empty poll shipped events")
-    return {
+    figures: dict[str, float] = {
         "backlog": backlog,
-        "ship_events_per_s": backlog / ship_seconds,
-        "raw_events_per_s": raw_events / raw_seconds,
-        "peak_rss_mib": peak_kib / 1024,
+        "ship_events_per_s": median(ship_rates),
+        "raw_events_per_s": median(raw_rates),
+        "peak_rss_mib": max(peaks) / 1024,
         "empty_poll_s": sorted(empty_polls)[len(empty_polls) // 2],
     }
+    for name, seconds in cpu.items():
+        figures[f"cpu_us_per_event_{name}"] = seconds / (backlog * repeats) * 1e6
+    return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backlog", type=int, default=200_000)
     parser.add_argument("--small-backlog", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3, help="ship/ceiling runs (median)")
     args = parser.parse_args()
 
-    small = measure(args.small_backlog)
-    large = measure(args.backlog)
+    small = measure(args.small_backlog, args.repeats)
+    large = measure(args.backlog, args.repeats)
     ratio = large["ship_events_per_s"] / large["raw_events_per_s"]
     rss_growth = large["peak_rss_mib"] / small["peak_rss_mib"] - 1
     for figures in (small, large):
@@ -196,6 +248,13 @@ def main() -> int:
             f"raw_ceiling={figures['raw_events_per_s']:>9.0f} ev/s "
             f"peak_rss={figures['peak_rss_mib']:.1f} MiB "
             f"empty_poll={figures['empty_poll_s']:.3f} s"
+        )
+        print(
+            "  cpu us/event: "
+            f"collector={figures['cpu_us_per_event_collector']:.1f} "
+            f"sink={figures['cpu_us_per_event_sink']:.1f} "
+            f"jumpcloud_sim={figures['cpu_us_per_event_jumpcloud_sim']:.1f} "
+            f"(ceiling client={figures['cpu_us_per_event_ceiling_client']:.1f})"
         )
     targets = {
         "ship >= 20000 ev/s": large["ship_events_per_s"] >= 20_000,

@@ -248,6 +248,14 @@ def test_singles_accepts_and_records(cx: CoralogixSink) -> None:
         ([entry(severity=7)], "'severity'"),
         ([entry(timestamp="now")], "'timestamp'"),
         ([entry(colour="red")], "unknown field"),
+        ([entry(), entry(severity=True)], "entry 1: field 'severity'"),
+        ([entry(timestamp=False)], "'timestamp'"),
+        ([entry(timestamp=None)], "'timestamp'"),
+        ([entry(applicationName="")], "'applicationName'"),
+        ([entry(text=None)], "'text'"),
+        ([entry(text=[1])], "'text'"),
+        ([entry(className=5)], "'className'"),
+        ([5], "entry 0: must be a JSON object"),
     ],
 )
 def test_singles_rejects_bad_entries(cx: CoralogixSink, body: Any, needle: str) -> None:
@@ -255,6 +263,15 @@ def test_singles_rejects_bad_entries(cx: CoralogixSink, body: Any, needle: str) 
     assert response.status_code == 400
     assert needle in response.json()["message"]
     assert cx.received == []
+
+
+def test_singles_optional_fields_and_count_only_mode() -> None:
+    full = entry(className="c", threadId="t", timestamp=1, severity=6)
+    with CoralogixSink(keep_records=False) as sink:
+        assert post_singles(sink, [entry(), full]).status_code == 200
+        assert post_singles(sink, [entry(severity=0)]).status_code == 400
+        assert sink.received == [] and sink.stats["accepted_records"] == 2
+        assert sink.stats["stored_records"] == 0
 
 
 def test_sink_auth_and_size(cx: CoralogixSink) -> None:

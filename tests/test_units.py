@@ -44,6 +44,18 @@ def test_parse_ms_rejects(bad: str) -> None:
         parse_ms(bad)
 
 
+def test_parse_ms_hour_cache_agrees_with_the_full_parse() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        ms = rng.randrange(0, 4_102_444_800_000)
+        text = format_ms(ms)
+        assert parse_ms(text) == ms == parse_ms(text)  # first parse fills the hour cache
+    parse_ms("2022-12-18T14:00:00.000Z")
+    for bad in ("2022-12-18T14:60:03.801Z", "2022-12-18T14:57:61.801Z", "2022-12-18T14:5x:03.801Z"):
+        with pytest.raises(ValueError):
+            parse_ms(bad)
+
+
 def test_format_ms_round_trip() -> None:
     for ms in (0, 1671375423801, 1671375423000, 1764115200999):
         assert parse_ms(format_ms(ms)) == ms
@@ -115,6 +127,11 @@ def test_json_lines_body() -> None:
     items = [Item(b'{"a":1}', "1", 1), Item(b'{"b":2}', "2", 2)]
     assert JSON_LINES.body(items) == b'{"a":1}\n{"b":2}\n'
     assert JSON_ARRAY.body(items) == b'[{"a":1},{"b":2}]'
+    for framing in (JSON_LINES, JSON_ARRAY):
+        for n in range(4):
+            part = _items([3] * n)
+            expected = framing.head + framing.sep.join(i.data for i in part) + framing.tail
+            assert framing.body(part) == expected and len(expected) == framing.size(part)
 
 
 # -- pages -----------------------------------------------------------------------------------
@@ -179,7 +196,41 @@ def test_fast_and_slow_shaping_give_identical_bytes(fmt: str, event: dict) -> No
     fast.begin_page(json.loads(raw), raw)
     assert fast.fast
     slow = Shaper(cfg)
-    assert fast.shape(json.loads(raw), raw, 7) == slow.shape(json.loads(raw), None, 7)
+    expected = slow.shape(json.loads(raw), None, 7)
+    assert fast.shape(json.loads(raw), raw, 7) == expected
+    assert fast.fast_bytes(json.loads(raw), raw, 7) in (expected, None)
+
+
+@pytest.mark.parametrize("fmt", ["json_lines", "coralogix"])
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"id": "e1", "timestamp": "2022-12-18T14:57:03.801Z"},
+        {"timestamp": "2022-12-18T14:57:03.801Z", "id": "e1"},
+        {"timestamp": "2022-12-18T14:57:03.801Z"},
+        {"id": "e1"},
+        {},
+        {"id": "é", "x": {"y": [1, 2]}, "timestamp": "2022-12-18T14:57:03.801Z", "z": 1},
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("custom", [{}, {"reqHost": "h"}])
+def test_fast_bytes_gives_the_serialised_bytes(fmt: str, event: dict, custom: dict) -> None:
+    cfg = _cfg(format=fmt, custom_log_fields=custom)
+    raw = encode(event)
+    fast = Shaper(cfg)
+    fast.begin_page(json.loads(raw), raw)
+    assert fast.fast_bytes(json.loads(raw), raw, 7) == Shaper(cfg).shape(dict(event), None, 7)
+
+
+def test_a_null_time_is_moved_like_the_serialiser_does() -> None:
+    cfg = _cfg(format="json_lines", custom_log_fields={})
+    raw = encode({"id": "e1", "timestamp": None, "a": 1})
+    fast = Shaper(cfg)
+    fast.begin_page(json.loads(raw), raw)
+    slow = Shaper(cfg).shape(json.loads(raw), None, None)
+    assert json.loads(slow) == {"id": "e1", "a": 1, "jc_timestamp": None}
+    assert fast.fast_bytes(json.loads(raw), raw, None) is None
+    assert fast.shape(json.loads(raw), raw, None) == slow
 
 
 def test_legacy_shape_moves_the_timestamp_to_the_end_then_custom_fields() -> None:
@@ -240,6 +291,15 @@ def test_recent_ids_prune_and_cap_raise_the_floor() -> None:
     assert json.loads(rid.json()) == {
         f"{b}-{i}": b * 1000 + i for b in (7, 8, 9) for i in range(100)
     }
+
+
+def test_recent_ids_json_and_first_id_wins() -> None:
+    rid = RecentIds()
+    rid.add([("a", 1), ('q"é', 2), ("a", 3)])
+    rid.add([("b", 4), ("a", 5)])
+    assert rid.times == {"a": 1, 'q"é': 2, "b": 4}
+    assert rid.json() == '{"a":1,"q\\"é":2,"b":4}'
+    assert json.loads(rid.json()) == rid.times
 
 
 def test_recent_ids_never_evict_the_cursor_millisecond() -> None:

@@ -25,7 +25,7 @@ from .http import parse_retry_after as _retry_after
 SIDE = "JumpCloud"
 _WS = " \t\r\n"
 _decoder = json.JSONDecoder()
-_scan = _decoder.raw_decode
+_scan_once = _decoder.scan_once  # raises StopIteration where no JSON value starts
 Transform = Callable[[dict, str, int, int, int], Any]
 
 
@@ -60,6 +60,7 @@ def split_page(content: bytes, transform: Transform | None = None) -> tuple[str,
     i += 1
     out: list[Any] = []
     append = out.append
+    index = 0
     try:
         while text[i] in _WS:
             i += 1
@@ -67,14 +68,23 @@ def split_page(content: bytes, transform: Transform | None = None) -> tuple[str,
             i += 1
         else:
             while True:
-                event, end = _scan(text, i)
+                # the C scanner itself (raw_decode is a Python wrapper around it)
+                event, end = _scan_once(text, i)
                 if type(event) is not dict:
                     raise RetryableError("JumpCloud sent a malformed answer (non-object event)")
-                append(transform(event, text, i, end, len(out)))
+                append(transform(event, text, i, end, index))
+                index += 1
+                c = text[end]
+                if c == ",":  # compact pages: the next event starts right after the comma
+                    i = end + 1
+                    if text[i] in _WS:
+                        while text[i] in _WS:
+                            i += 1
+                    continue
                 i = end
-                while text[i] in _WS:
+                while c in _WS:
                     i += 1
-                c = text[i]
+                    c = text[i]
                 i += 1
                 if c == ",":
                     while text[i] in _WS:
@@ -83,7 +93,7 @@ def split_page(content: bytes, transform: Transform | None = None) -> tuple[str,
                     break
                 else:
                     raise ValueError("expected , or ]")
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, StopIteration):
         raise RetryableError("JumpCloud sent a malformed answer (not JSON)") from None
     if text[i:].strip(_WS):
         raise RetryableError("JumpCloud sent a malformed answer (data after the array)")

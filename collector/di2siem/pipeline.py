@@ -62,6 +62,7 @@ def tame_malloc() -> None:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD
         libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(-1, 16 * 1024 * 1024)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
 
@@ -357,43 +358,65 @@ class Pipeline:
             self.log.info("run summary", **fields)
 
     # -- one org -----------------------------------------------------------------------------
-    def _digest(self, o: OrgRun, start: int) -> Callable[..., tuple]:
-        """Per event, while the page is parsed, a small tuple:
-        (id, time ms, bytes to ship | splice value, start, end, too deep).
+    def _digest(self, o: OrgRun, start: int) -> Callable[..., object]:
+        """Per event, while the page is parsed (fetch thread): its shaped ``Item``, ready to
+        batch. Exceptions: ``SKIPPED`` (before the window) and ``(item, deep)`` for events
+        that need a warning once they are known not to be duplicates (no readable time, or
+        nested deeper than json_depth).
 
-        Events that can be spliced from the page text keep only offsets into it; the rest
-        (and only they) are serialised here. No per-event dict or text outlives the parse.
+        Events that can be spliced from the page text are never re-serialised; the rest
+        (and only they) are. No per-event dict or text outlives the parse.
         """
         shaper = self.shaper
         src = shaper.src
+        fast_bytes = shaper.fast_bytes
+        shape = shaper.shape
         depth_limit = self.cfg.jumpcloud.json_depth
         # the event object itself accounts for one bracket
         bracket_bound = depth_limit + 1
+        new_item = tuple.__new__
 
-        def digest(event: dict, text: str, s: int, e: int, index: int) -> tuple:
+        def digest(event: dict, text: str, s: int, e: int, index: int) -> object:
             if index == 0:
                 shaper.begin_page(event, text[s:e])
             event_id = event.get("id")
             if event_id is not None and type(event_id) is not str:
                 event_id = str(event_id)
             raw_ts = event.get(src)
-            try:
-                ts = parse_ms(raw_ts) if type(raw_ts) is str else None
-            except ValueError:
-                ts = None
-            if ts is not None and ts < start:
-                return (event_id, ts, SKIPPED, 0, 0, False)  # before the window
+            ts = None
+            if type(raw_ts) is str:
+                try:
+                    ts = parse_ms(raw_ts)
+                except ValueError:
+                    pass
+                else:
+                    if ts < start:
+                        return SKIPPED  # before the window
             # cheap bound first: fewer brackets than the limit means it cannot be too deep
             deep = text.count("{", s, e) + text.count("[", s, e) > bracket_bound and too_deep(
                 event, depth_limit
             )
-            if shaper.fast:
-                value = shaper.fast_value(event)
-                if value is not False:
-                    return (event_id, ts, value, s, e, deep)
-            return (event_id, ts, shaper.shape(event, None, ts), 0, 0, deep)
+            data = fast_bytes(event, text[s:e], ts) if shaper.fast else None
+            if data is None:
+                data = shape(event, None, ts)
+            item = new_item(Item, (data, event_id, ts))
+            if ts is None or deep:
+                return (item, deep)
+            return item
 
         return digest
+
+    def _flagged(self, o: OrgRun, item: Item, deep: bool) -> None:
+        """Warnings for a new (not duplicate) event that has no readable time or is deep."""
+        if item.ts_ms is None:
+            self._detail_warning("event without a readable time", id=item.event_id)
+        if deep:
+            o.deep += 1
+            self._detail_warning(
+                "event nested deeper than jumpcloud.json_depth; shipped whole",
+                id=item.event_id,
+                json_depth=self.cfg.jumpcloud.json_depth,
+            )
 
     def _run_org(self, o: OrgRun, jc: JumpCloudClient, sink: Sink) -> None:
         cfg = self.cfg
@@ -407,54 +430,54 @@ class Pipeline:
         self.log.debug("polling", org=o.org, start_time=format_ms(start))
 
         batcher = Batcher(cfg.siem.batch_size, cfg.siem.max_batch_bytes, sink.framing)
-        recent = state.recent
-        depth_limit = cfg.jumpcloud.json_depth
-        shape_slice = self.shaper.shape_slice
-        new_item = tuple.__new__
+        add = batcher.add
+        # the largest event that fits in a batch alone (see Batcher.fits_alone)
+        alone_max = batcher.max_bytes - batcher.overhead
+        # the id -> ms dict behind state.recent; the sender adds to it once a batch is accepted
+        shipped = state.recent.times
         pending_ids: set[str] = set()
-        # JumpCloud pages are fetched (and parsed) one page ahead, batches are posted (and
-        # recorded) by a sender thread: network waits overlap with our own work.
+        pending_add = pending_ids.add
+        pending_cap = 4 * cfg.siem.batch_size
+        # JumpCloud pages are fetched, parsed and shaped one page ahead, batches are posted
+        # (and recorded) by a sender thread: network waits overlap with our own work.
         pages = Prefetcher(jc.pages(format_ms(start), o.org, self._digest(o, start)))
         sender = Sender(self, o, sink)
         try:
-            for text, page in pages:
+            for _text, page in pages:
+                _text = None  # the items own their bytes; the page text is not needed
                 o.fetched += len(page)
-                for event_id, ts, value, start_at, end_at, deep in page:
-                    if event_id is not None and (event_id in recent or event_id in pending_ids):
-                        o.duplicates += 1
-                        continue
-                    if value is SKIPPED:
-                        o.duplicates += 1
-                        continue
-                    if ts is None:
-                        self._detail_warning("event without a readable time", id=event_id)
-                    if deep:
-                        o.deep += 1
-                        self._detail_warning(
-                            "event nested deeper than jumpcloud.json_depth; shipped whole",
-                            id=event_id,
-                            json_depth=depth_limit,
-                        )
-                    if type(value) is bytes:
-                        data = value
+                for item in page:
+                    if type(item) is not Item:
+                        if item is SKIPPED:
+                            o.duplicates += 1
+                            continue
+                        item, deep = item
+                        event_id = item[1]
+                        if event_id in shipped or event_id in pending_ids:
+                            o.duplicates += 1
+                            continue
+                        self._flagged(o, item, deep)
                     else:
-                        data = shape_slice(text, start_at, end_at, value, ts)
-                    item = new_item(Item, (data, event_id, ts))
-                    if not batcher.fits_alone(len(data)):
+                        event_id = item[1]
+                        # None is never in either set (ids are recorded only when present)
+                        if event_id in shipped or event_id in pending_ids:
+                            o.duplicates += 1
+                            continue
+                    if len(item[0]) > alone_max:
                         sender.submit(SKIP, item)
                         continue
                     if event_id is not None:
-                        pending_ids.add(event_id)
-                    full = batcher.add(item)
+                        pending_add(event_id)
+                    full = add(item)
                     if full is not None:
                         sender.submit(BATCH, full)
-                        if len(pending_ids) > 4 * cfg.siem.batch_size:
+                        if len(pending_ids) > pending_cap:
                             # ids of batches already handed over are in recent by now or
                             # will be before the next page: keep this set small
-                            pending_ids.intersection_update(i.event_id for i in batcher.items)
+                            pending_ids.intersection_update([i[1] for i in batcher.items])
                         if self.clock() >= self.deadline:
                             raise BudgetReached()
-                text = page = None  # release this page before the next one is taken
+                page = None  # release this page before the next one is taken
                 if self.clock() >= self.deadline:
                     raise BudgetReached()  # also when pages hold nothing new to ship
             if batcher.pending():
@@ -493,23 +516,30 @@ class Pipeline:
         pairs: list[tuple[str, int]] = []
         newest = state.cursor_ms
         fallback = None
-        for item in items:
-            ts = item.ts_ms
-            if ts is not None and (newest is None or ts > newest):
-                newest = ts
+        stamps = [item[2] for item in items]
+        timed = None not in stamps
+        if stamps:
+            latest = (
+                max(stamps) if timed else max((t for t in stamps if t is not None), default=None)
+            )
+            if latest is not None and (newest is None or latest > newest):
+                newest = latest
         if o.carry:
             for _, ts in o.carry:
                 if newest is None or ts > newest:
                     newest = ts
-        for item in items:
-            if item.event_id is None:
-                continue
-            ts = item.ts_ms
-            if ts is None:
-                if fallback is None:
-                    fallback = newest if newest is not None else now_ms()
-                ts = fallback
-            pairs.append((item.event_id, ts))
+        if timed:
+            pairs = [(item[1], item[2]) for item in items if item[1] is not None]
+        else:
+            for item in items:
+                if item.event_id is None:
+                    continue
+                ts = item.ts_ms
+                if ts is None:
+                    if fallback is None:
+                        fallback = newest if newest is not None else now_ms()
+                    ts = fallback
+                pairs.append((item.event_id, ts))
         if o.carry:
             pairs.extend(o.carry)
             o.carry = []

@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--late-delay-s", type=float, default=120.0, help="indexing delay of those")
     p.add_argument("--burst", type=int, default=0, help="events sharing one millisecond")
     p.add_argument("--sink-out", type=Path, help="append accepted records to this JSONL file")
+    p.add_argument(
+        "--sink-count-only",
+        action="store_true",
+        help="sink: validate and count accepted records but keep none (/_sim/received empty)",
+    )
     p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write-config", type=Path, help="write a collector config JSON here")
@@ -235,6 +240,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
                 max_body_bytes=args.max_body_bytes,
                 freeze_gc=True,
                 out_path=args.sink_out,
+                keep_records=not args.sink_count_only,
             )
             sims.append(cx.start())
             cx_url = cx.url
