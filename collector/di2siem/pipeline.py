@@ -172,22 +172,13 @@ class Sender:
                 if kind == SKIP:
                     p._oversize(o, payload)
                 else:
-                    items, body = payload
                     self.sink.ship(
-                        items,
-                        lambda acc: p._accepted(o, acc),
-                        lambda it: p._oversize(o, it),
-                        body,
+                        payload, lambda acc: p._accepted(o, acc), lambda it: p._oversize(o, it)
                     )
-                    items = body = None
             except BaseException as exc:
                 self.error = exc
-            payload = None  # do not hold a batch while waiting for the next
 
     def submit(self, kind: str, payload: object) -> None:
-        if kind == BATCH:
-            # the body is joined here, off the sender's post-and-save critical path
-            payload = (payload, self.sink.framing.body(payload))  # type: ignore[arg-type]
         while True:
             if self.error is not None:
                 raise self.error

@@ -99,21 +99,18 @@ class Sink:
         items: list[Item],
         on_accepted: Callable[[list[Item]], None],
         on_oversize: Callable[[Item], None],
-        body: bytes | None = None,
     ) -> None:
         """Deliver items in order. A 413 splits the batch in halves (in order); a single
-        event the SIEM still refuses as too large is reported via on_oversize and skipped.
-        ``body``: the items' body when the caller already built it."""
+        event the SIEM still refuses as too large is reported via on_oversize and skipped."""
         if not items:
             return
-        status = self._post(body if body is not None else self.framing.body(items))
+        status = self._post(self.framing.body(items))
         if status != 413:
             on_accepted(items)
             return
         if len(items) == 1:
             on_oversize(items[0])
             return
-        body = None  # refused as a whole: do not hold it while the halves go
         mid = len(items) // 2
         self.ship(items[:mid], on_accepted, on_oversize)
         self.ship(items[mid:], on_accepted, on_oversize)
