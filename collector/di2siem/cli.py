@@ -70,24 +70,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(path: str):
+    """The parsed config and a logger that redacts its secrets, or (None, None, exit code)."""
     from .config import ConfigError, load
+    from .log import Logger
 
     try:
-        return load(path), None
+        cfg = load(path)
     except ConfigError as exc:
-        return None, _config_error(exc, path)
+        return None, None, _config_error(exc, path)
+    log = Logger()
+    log.set_level(cfg.log_level)
+    log.set_secrets(cfg.secrets)
+    return cfg, log, EXIT_OK
 
 
 def cmd_run(path: str) -> int:
     from .config import ConfigError, permission_warning
-    from .log import Logger
 
-    log = Logger()
-    cfg, rc = _load(path)
+    cfg, log, rc = _load(path)
     if cfg is None:
-        return rc  # type: ignore[return-value]
-    log.set_level(cfg.log_level)
-    log.set_secrets(cfg.secrets)
+        return rc
     warning = permission_warning(cfg.path)
     if warning:
         log.warning(warning)
@@ -117,14 +119,10 @@ def _verdict(name: str, ok: bool | None, detail: str, log) -> None:
 
 def cmd_check(path: str, offline: bool) -> int:
     from .config import permission_warning
-    from .log import Logger
 
-    log = Logger()
-    cfg, rc = _load(path)
+    cfg, log, rc = _load(path)
     if cfg is None:
-        return rc  # type: ignore[return-value]
-    log.set_secrets(cfg.secrets)
-    log.set_level(cfg.log_level)
+        return rc
     orgs = ",".join(cfg.jumpcloud.org_ids) or "(single org)"
     _verdict(
         "config",

@@ -66,6 +66,17 @@ class Sink:
             )
         return FatalError(f"SIEM answered {status}: check siem.url{suffix}")
 
+    def _send(self, body: bytes):
+        return send(
+            self.session,
+            self.cfg.method,
+            self.cfg.url,
+            data=body,
+            headers=None,
+            timeout=self.cfg.timeout_seconds,
+            side=SIDE,
+        )
+
     def _post_once(self, body: bytes) -> int:
         """One POST; returns 2xx or 413, raises otherwise."""
         if self.delay_s and self._last_post:
@@ -74,15 +85,7 @@ class Sink:
                 self.sleep(wait)
         self.requests += 1
         try:
-            response = send(
-                self.session,
-                self.cfg.method,
-                self.cfg.url,
-                data=body,
-                headers=None,
-                timeout=self.cfg.timeout_seconds,
-                side=SIDE,
-            )
+            response = self._send(body)
         finally:
             self._last_post = time.monotonic()
         status = response.status_code
@@ -123,15 +126,7 @@ class Sink:
         body = b"" if self.framing.head == b"" else b"[]"
 
         def attempt() -> int:
-            response = send(
-                self.session,
-                self.cfg.method,
-                self.cfg.url,
-                data=body,
-                headers=None,
-                timeout=self.cfg.timeout_seconds,
-                side=SIDE,
-            )
+            response = self._send(body)
             status = response.status_code
             if 200 <= status < 300 or status in (400, 413, 422):
                 return status
