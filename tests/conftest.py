@@ -22,7 +22,9 @@ from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
 
 JC_KEY = "jc-secret-5f1a9c2e7b44d0"
 CX_KEY = "cx-secret-8d3b4e6f0a91c2"
-SECRETS = (JC_KEY, CX_KEY)
+SA_CLIENT_ID = "sa-client-3c7e91d0"
+SA_SECRET = "sa-secret-9e2b7a4c61f8d3"
+SECRETS = (JC_KEY, CX_KEY, SA_SECRET)
 ORG_A = "aaaaaaaaaaaaaaaaaaaaaaaa"
 ORG_B = "bbbbbbbbbbbbbbbbbbbbbbbb"
 

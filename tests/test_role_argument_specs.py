@@ -11,7 +11,13 @@ import pytest
 yaml = pytest.importorskip("yaml")
 
 ROLE = Path(__file__).resolve().parent.parent / "roles" / "di2siem"
-SECRETS = {"di2siem_jumpcloud_api_key", "di2siem_coralogix_api_key", "di2siem_siem_headers"}
+SECRETS = {
+    "di2siem_jumpcloud_api_key",
+    "di2siem_jumpcloud_client_id",
+    "di2siem_jumpcloud_client_secret",
+    "di2siem_coralogix_api_key",
+    "di2siem_siem_headers",
+}
 
 
 def load(relative):
@@ -57,7 +63,9 @@ def test_secrets_are_no_log_and_empty_by_default(defaults, options):
         assert options[name].get("no_log") is True, name
         assert not defaults[name], f"{name} must not have a real default"
     # anything that looks like a secret must be in SECRETS
-    suspicious = {n for n in options if n.endswith(("_key", "_password", "_token", "_headers"))}
+    suspicious = {
+        n for n in options if n.endswith(("_key", "_password", "_token", "_headers", "_secret"))
+    }
     assert suspicious <= SECRETS
 
 

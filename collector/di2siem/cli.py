@@ -124,12 +124,13 @@ def cmd_check(path: str, offline: bool) -> int:
     if cfg is None:
         return rc
     orgs = ",".join(cfg.jumpcloud.org_ids) or "(single org)"
+    auth = "service_account" if cfg.jumpcloud.service_account else "api_key"
     _verdict(
         "config",
         True,
         f"{cfg.path} is valid: format={cfg.siem.format} siem_url={cfg.siem.url} "
         f"jumpcloud_url={cfg.jumpcloud.base_url} services={','.join(cfg.jumpcloud.services)} "
-        f"orgs={orgs} state_dir={cfg.state_dir}",
+        f"orgs={orgs} auth={auth} state_dir={cfg.state_dir}",
         log,
     )
     warning = permission_warning(path)
@@ -163,16 +164,34 @@ def cmd_check(path: str, offline: bool) -> int:
     policy = RetryPolicy(
         min(cfg.max_retries, 2), cfg.retry_base_delay_seconds, min(cfg.retry_max_delay_seconds, 5)
     )
-    jc = JumpCloudClient(cfg.jumpcloud, policy)
+    jc = JumpCloudClient(cfg.jumpcloud, policy, on_secret=log.add_secret)
+    if cfg.jumpcloud.service_account:
+        accepted = "the service account token (jumpcloud.client_id)"
+    else:
+        accepted = "jumpcloud.api_key"
     try:
-        for org in cfg.org_keys:
+        orgs_to_probe = cfg.org_keys
+        if cfg.jumpcloud.service_account:
+            try:
+                jc.token()
+                _verdict(
+                    "jumpcloud token",
+                    True,
+                    f"{cfg.jumpcloud.token_url} issued a token for jumpcloud.client_id",
+                    log,
+                )
+            except (FatalError, GaveUpError) as exc:
+                _verdict("jumpcloud token", False, str(exc), log)
+                failed = True
+                orgs_to_probe = ()
+        for org in orgs_to_probe:
             label = "jumpcloud" if len(cfg.org_keys) == 1 else f"jumpcloud org={org}"
             try:
                 seen = jc.probe(format_ms(now_ms() - 3_600_000), org)
                 _verdict(
                     label,
                     True,
-                    f"{cfg.jumpcloud.events_url} accepted jumpcloud.api_key "
+                    f"{cfg.jumpcloud.events_url} accepted {accepted} "
                     f"(events in the last hour: {'some' if seen else 'none'})",
                     log,
                 )

@@ -85,6 +85,8 @@ SEVERITY_NAMES = {
     "critical": 6,
 }
 
+JUMPCLOUD_TOKEN_URL = "https://admin-oauth.id.jumpcloud.com/oauth2/token"
+
 FORMATS = ("json_lines", "json_array", "coralogix")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_ORG = "_default"
@@ -106,7 +108,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class JumpCloudConfig:
-    api_key: str
+    api_key: str | None
     base_url: str = JUMPCLOUD_REGIONS["us"]
     services: tuple[str, ...] = ("all",)
     org_ids: tuple[str, ...] = ()
@@ -117,10 +119,18 @@ class JumpCloudConfig:
     overlap_seconds: float = 300.0
     timeout_seconds: float = 30.0
     ca_bundle: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    token_url: str = JUMPCLOUD_TOKEN_URL
 
     @property
     def events_url(self) -> str:
         return self.base_url + "/insights/directory/v1/events"
+
+    @property
+    def service_account(self) -> bool:
+        """OAuth client credentials (Bearer token) instead of the admin API key."""
+        return bool(self.client_id)
 
 
 @dataclass(frozen=True)
@@ -329,7 +339,9 @@ def coralogix_domain(region: str, path: str) -> str:
 def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
     sec = _section(raw, "jumpcloud", "jumpcloud", required=True)
     p = "jumpcloud."
-    api_key = _secret(sec, "api_key", p + "api_key", required=True)
+    api_key, client_id, client_secret = _auth(sec, p)
+    token_url = _str(sec, "token_url", p + "token_url") or JUMPCLOUD_TOKEN_URL
+    token_url = check_url(token_url.strip(), p + "token_url")
     base_url = _str(sec, "base_url", p + "base_url")
     region = _str(sec, "region", p + "region")
     if base_url:
@@ -363,11 +375,17 @@ def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
     org_ids = _str_list(sec, "org_ids", p + "org_ids", ())
     if DEFAULT_ORG in org_ids:
         raise ConfigError(p + "org_ids", f"{DEFAULT_ORG} is reserved", "list real org ids")
+    if client_id and not org_ids:
+        raise ConfigError(
+            p + "org_ids",
+            "required with a service account (jumpcloud.client_id): the API needs x-org-id",
+            f"list the organisation id(s) the service account reads in {p}org_ids",
+        )
     tsf = _str(sec, "timestamp_field_name", p + "timestamp_field_name", "timestamp")
     if not tsf:
         raise ConfigError(p + "timestamp_field_name", "must not be empty", 'use "timestamp"')
     return JumpCloudConfig(
-        api_key=api_key,  # type: ignore[arg-type]
+        api_key=api_key,
         base_url=base_url,
         services=services,
         org_ids=org_ids,
@@ -380,7 +398,43 @@ def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
         ),
         timeout_seconds=float(_number(sec, "timeout_seconds", p + "timeout_seconds", 30, 0.1, 600)),
         ca_bundle=_ca_bundle(sec, p + "ca_bundle"),
+        client_id=client_id,
+        client_secret=client_secret,
+        token_url=token_url,
     )
+
+
+def _auth(sec: dict, p: str) -> tuple[str | None, str | None, str | None]:
+    """Exactly one mode: the admin API key, or a service account (client id + secret)."""
+    api_key = _secret(sec, "api_key", p + "api_key", required=False)
+    client_id = _secret(sec, "client_id", p + "client_id", required=False)
+    client_secret = _secret(sec, "client_secret", p + "client_secret", required=False)
+    both = f"set either {p}api_key or {p}client_id + {p}client_secret"
+    if api_key and (client_id or client_secret):
+        raise ConfigError(
+            p + "api_key",
+            f"set together with the service account keys ({p}client_id / {p}client_secret)",
+            f"use one auth mode: {both}, not both",
+        )
+    if not api_key and not client_id and not client_secret:
+        raise ConfigError(
+            p + "api_key",
+            "required, missing or empty",
+            f"set {p}api_key (admin API key), or {p}client_id + {p}client_secret (service account)",
+        )
+    if client_id and not client_secret:
+        raise ConfigError(
+            p + "client_secret",
+            f"required with {p}client_id, missing or empty",
+            f"set {p}client_secret (the service account's secret)",
+        )
+    if client_secret and not client_id:
+        raise ConfigError(
+            p + "client_id",
+            f"required with {p}client_secret, missing or empty",
+            f"set {p}client_id (the service account's client id)",
+        )
+    return api_key, client_id, client_secret
 
 
 def _parse_siem(raw: dict, jc: JumpCloudConfig) -> SiemConfig:
@@ -530,7 +584,7 @@ def parse(raw: Any, path: str) -> Config:
 
     base = _number(raw, "retry_base_delay_seconds", "retry_base_delay_seconds", 1.0, 0, 600)
     cap = _number(raw, "retry_max_delay_seconds", "retry_max_delay_seconds", 60.0, 0, 3600)
-    secrets = [jc.api_key] + [v for _, v in siem.headers if v]
+    secrets = [jc.api_key or "", jc.client_secret or ""] + [v for _, v in siem.headers if v]
     if siem.api_key:
         secrets.append(siem.api_key)
     return Config(

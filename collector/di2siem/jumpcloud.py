@@ -2,11 +2,15 @@
 
 One requests.Session (keep-alive) per run. Each page is fetched with retries; a page is
 yielded only once it parsed as a JSON array of objects, so callers never see partial data.
+Auth is the admin API key (``x-api-key``) or a service account: an OAuth client-credentials
+token (``Authorization: Bearer``), refreshed shortly before it expires and once on a 401.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -23,6 +27,8 @@ from .http import (
 from .http import parse_retry_after as _retry_after
 
 SIDE = "JumpCloud"
+SA_KEYS = "jumpcloud.client_id / jumpcloud.client_secret"
+TOKEN_REFRESH_MARGIN_S = 60.0  # refresh this long before expiry (at most 20% of the lifetime)
 _WS = " \t\r\n"
 _decoder = json.JSONDecoder()
 _scan_once = _decoder.scan_once  # raises StopIteration where no JSON value starts
@@ -100,12 +106,18 @@ def split_page(content: bytes, transform: Transform | None = None) -> tuple[str,
     return text, out
 
 
-def _status_error(status: int, response) -> Exception:
+def _status_error(status: int, response, service_account: bool = False) -> Exception:
     detail = body_excerpt(response)
     suffix = f" ({detail})" if detail else ""
     if status == 401:
-        return FatalError(f"JumpCloud answered 401: check jumpcloud.api_key{suffix}")
+        keys = SA_KEYS if service_account else "jumpcloud.api_key"
+        return FatalError(f"JumpCloud answered 401: check {keys}{suffix}")
     if status == 403:
+        if service_account:
+            return FatalError(
+                f"JumpCloud answered 403: check {SA_KEYS} (the service account must be "
+                f"allowed to read Directory Insights) and jumpcloud.org_ids{suffix}"
+            )
         return FatalError(
             "JumpCloud answered 403: check jumpcloud.api_key (it must be an administrator "
             f"API key allowed to read Directory Insights) and jumpcloud.org_ids{suffix}"
@@ -126,23 +138,97 @@ def _status_error(status: int, response) -> Exception:
     return FatalError(f"JumpCloud answered {status}: check jumpcloud.base_url{suffix}")
 
 
+def _token_status_error(status: int, response) -> Exception:
+    detail = body_excerpt(response)
+    suffix = f" ({detail})" if detail else ""
+    what = f"JumpCloud token endpoint answered {status}"
+    if status in (400, 401, 403):
+        return FatalError(f"{what}: check {SA_KEYS}{suffix}")
+    if status == 429 or status >= 500 or status == 408:
+        return RetryableError(what, _retry_after(response.headers.get("Retry-After")))
+    return FatalError(f"{what}: check jumpcloud.token_url{suffix}")
+
+
+def _parse_token(content: bytes) -> tuple[str, float]:
+    """(access_token, expires_in seconds) from a token answer; malformed -> RetryableError."""
+    try:
+        data = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise RetryableError("JumpCloud token endpoint sent a malformed answer") from None
+    token = data.get("access_token") if isinstance(data, dict) else None
+    if not isinstance(token, str) or not token or any(c in token for c in " \r\n"):
+        raise RetryableError("JumpCloud token endpoint sent no usable access_token")
+    expires_in = data.get("expires_in", 3600)
+    if isinstance(expires_in, str):
+        try:
+            expires_in = float(expires_in)
+        except ValueError:
+            expires_in = None
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
+        raise RetryableError("JumpCloud token endpoint sent a malformed expires_in")
+    return token, max(0.0, float(expires_in))
+
+
 class JumpCloudClient:
-    def __init__(self, cfg: JumpCloudConfig, policy: RetryPolicy, on_retry=None) -> None:
+    def __init__(
+        self,
+        cfg: JumpCloudConfig,
+        policy: RetryPolicy,
+        on_retry=None,
+        on_secret: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg = cfg
         self.policy = policy
         self.on_retry = on_retry
+        self.on_secret = on_secret
+        self.clock = clock
         self.url = cfg.events_url
-        self.session = make_session(
-            cfg.ca_bundle,
-            {
-                "x-api-key": cfg.api_key,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-        )
+        self.tokens_obtained = 0
+        self._token: str | None = None
+        self._token_refresh_at = 0.0
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if not cfg.service_account:
+            headers["x-api-key"] = cfg.api_key or ""
+        self.session = make_session(cfg.ca_bundle, headers)
 
     def close(self) -> None:
         self.session.close()
+
+    # -- service account token ----------------------------------------------------------------
+    def token(self, force: bool = False) -> str:
+        """A valid access token (service accounts), fetched with retries when due."""
+        if force or self._token is None or self.clock() >= self._token_refresh_at:
+            self._token = None
+            token, expires_in = self.policy.run(
+                self._token_attempt, "JumpCloud token", self.on_retry
+            )
+            if self.on_secret is not None:
+                self.on_secret(token)
+            margin = min(TOKEN_REFRESH_MARGIN_S, expires_in * 0.2)
+            self._token = token
+            self._token_refresh_at = self.clock() + expires_in - margin
+            self.tokens_obtained += 1
+        return self._token
+
+    def _token_attempt(self) -> tuple[str, float]:
+        cfg = self.cfg
+        basic = f"{cfg.client_id}:{cfg.client_secret}".encode()
+        response = send(
+            self.session,
+            "POST",
+            cfg.token_url,
+            data="grant_type=client_credentials&scope=api",
+            headers={
+                "Authorization": "Basic " + base64.b64encode(basic).decode("ascii"),
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            timeout=cfg.timeout_seconds,
+            side=SIDE,
+        )
+        if response.status_code != 200:
+            raise _token_status_error(response.status_code, response)
+        return _parse_token(response.content)
 
     def _headers(self, org: str) -> dict[str, str] | None:
         return None if org == DEFAULT_ORG else {"x-org-id": org}
@@ -154,19 +240,13 @@ class JumpCloudClient:
         limit: int,
         transform: Transform | None = None,
     ):
-        response = send(
-            self.session,
-            "POST",
-            self.url,
-            data=body,
-            headers=headers,
-            timeout=self.cfg.timeout_seconds,
-            side=SIDE,
-            stream=True,
-        )
+        if self.cfg.service_account:
+            response = self._post_bearer(body, headers)
+        else:
+            response = self._post(body, headers)
         status = response.status_code
         if status != 200:
-            raise _status_error(status, response)
+            raise _status_error(status, response, self.cfg.service_account)
         content = read_body(response, SIDE)
         response_headers = response.headers
         del response
@@ -191,6 +271,29 @@ class JumpCloudClient:
             if not isinstance(search_after, list) or not search_after:
                 raise RetryableError("JumpCloud sent a malformed X-Search_after header")
         return (text, events), search_after, page_limit
+
+    def _post(self, body: bytes, headers: dict[str, str] | None):
+        return send(
+            self.session,
+            "POST",
+            self.url,
+            data=body,
+            headers=headers,
+            timeout=self.cfg.timeout_seconds,
+            side=SIDE,
+            stream=True,
+        )
+
+    def _post_bearer(self, body: bytes, headers: dict[str, str] | None):
+        """POST with the current token; on a 401, one fresh token and one more try."""
+        refreshed = False
+        while True:
+            auth = {**(headers or {}), "Authorization": "Bearer " + self.token(force=refreshed)}
+            response = self._post(body, auth)
+            if response.status_code != 401 or refreshed:
+                return response
+            response.close()
+            refreshed = True
 
     def pages(
         self, start_time: str, org: str = DEFAULT_ORG, transform: Transform | None = None

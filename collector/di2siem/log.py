@@ -27,6 +27,11 @@ class Logger:
         # longest first so a secret containing another is redacted whole
         self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
+    def add_secret(self, secret: str) -> None:
+        """Redact a secret learnt at run time (a JumpCloud access token) from now on."""
+        if secret and secret not in self.secrets:
+            self.set_secrets((*self.secrets, secret))
+
     def set_level(self, level: str) -> None:
         self.threshold = LEVELS.get(level, 20)
 

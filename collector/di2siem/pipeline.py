@@ -280,7 +280,9 @@ class Pipeline:
             except StateError as exc:
                 self.log.error(f"state file unusable: {exc}")
                 return 1
-            jc = JumpCloudClient(self.cfg.jumpcloud, self.jc_policy, self._on_retry)
+            jc = JumpCloudClient(
+                self.cfg.jumpcloud, self.jc_policy, self._on_retry, self.log.add_secret
+            )
             sink = Sink(self.cfg.siem, self.sink_policy, self._on_retry, self.sleep)
             try:
                 return self._run_orgs(jc, sink)

@@ -32,7 +32,7 @@ from .coralogix import DATASTREAM_PATH, SINGLES_PATH, CoralogixSink
 from .coralogix import DEFAULT_API_KEY as DEFAULT_CORALOGIX_KEY
 from .events import DEFAULT_ORG_ID, burst_events, deep_event, generate_events, now_ms
 from .jumpcloud import DEFAULT_API_KEY as DEFAULT_JUMPCLOUD_KEY
-from .jumpcloud import JumpCloudSimulator
+from .jumpcloud import TOKEN_PATH, JumpCloudSimulator
 
 __all__ = [
     "DEFAULT_CORALOGIX_KEY",
@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--coralogix-port", type=int, default=8401, help="0 picks a free port")
     p.add_argument("--jumpcloud-key", default=DEFAULT_JUMPCLOUD_KEY)
     p.add_argument("--coralogix-key", default=DEFAULT_CORALOGIX_KEY)
+    p.add_argument("--client-id", help="also accept this service account at /oauth2/token")
+    p.add_argument("--client-secret", help="the service account's secret (with --client-id)")
+    p.add_argument("--token-ttl-s", type=float, default=3600.0, help="service account tokens")
     p.add_argument("--org-id", action="append", default=[], help="MSP organisation (repeatable)")
     p.add_argument("--backlog", type=int, default=2000, help="events per org at start")
     p.add_argument(
@@ -105,6 +108,10 @@ def _validate(args: argparse.Namespace) -> str | None:
             "so anyone who can reach it could read or inject events; bind to loopback, or "
             "pass --allow-remote on an isolated network"
         )
+    if bool(args.client_id) != bool(args.client_secret):
+        return "--client-id and --client-secret go together"
+    if args.token_ttl_s <= 0:
+        return "--token-ttl-s must be positive"
     if not 0 <= args.late_fraction <= 1:
         return "--late-fraction must be between 0 and 1"
     for name in ("backlog", "burst", "rate", "backlog_days", "late_delay_s"):
@@ -176,6 +183,13 @@ def _write_config(args: argparse.Namespace, jc_url: str, cx_url: str) -> None:
         # One day more than the backlog, so the first run sees all of it.
         -(math.ceil(args.backlog_days) + 1),
     )
+    if args.client_id:  # service account mode: client credentials instead of the key
+        jumpcloud = config["jumpcloud"]
+        del jumpcloud["api_key"]
+        jumpcloud["client_id"] = args.client_id
+        jumpcloud["client_secret"] = args.client_secret
+        jumpcloud["token_url"] = jc_url + TOKEN_PATH
+        jumpcloud["org_ids"] = list(args.org_id or [DEFAULT_ORG_ID])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -226,6 +240,8 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
                 late_fraction=args.late_fraction,
                 late_delay_s=args.late_delay_s,
                 seed=args.seed,
+                service_accounts={args.client_id: args.client_secret} if args.client_id else None,
+                token_ttl_s=args.token_ttl_s,
             )
             _seed_jumpcloud(jc, args)
             sims.append(jc.start())

@@ -2,22 +2,28 @@
 
 Faithful to docs/../shared/reference/jumpcloud-di-api.md: POST /insights/directory/v1/events,
 /events/count, /events/distinct with `x-api-key`, `x-org-id`, body validation, sorting by
-(timestamp ms, id), `search_after` paging and the X-* headers. Control API under /_sim/.
+(timestamp ms, id), `search_after` paging and the X-* headers. Service accounts: POST
+/oauth2/token (HTTP Basic client id:secret, client_credentials) issues Bearer tokens that
+expire after `token_ttl_s`. Control API under /_sim/.
 Events are kept sorted with their JSON pre-serialised, so a page is one bytes join.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import heapq
 import json
 import random
+import secrets
 import threading
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from ._common import BaseSimulator, Request, Response
 from .events import (
@@ -34,6 +40,7 @@ from .events import (
 )
 
 API_PREFIX = "/insights/directory/v1"
+TOKEN_PATH = "/oauth2/token"
 DEFAULT_API_KEY = "sandbox-jumpcloud-key"
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
@@ -282,8 +289,19 @@ class JumpCloudSimulator(BaseSimulator):
         late_delay_s: float = 120.0,
         seed: int = 0,
         retention_days: float | None = None,
+        service_accounts: Mapping[str, str] | None = None,
+        token_ttl_s: float = 3600.0,
+        token_reported_ttl_s: float | None = None,
     ) -> None:
+        """`service_accounts`: client id -> client secret for /oauth2/token; tokens live
+        `token_ttl_s` seconds and announce `token_reported_ttl_s` (default: the real TTL) as
+        expires_in, so a test can make a token expire before the client expects it."""
         super().__init__(host, port)
+        self.service_accounts = dict(service_accounts or {})
+        self.token_ttl_s = token_ttl_s
+        self.token_reported_ttl_s = token_reported_ttl_s
+        self._tokens: dict[str, float] = {}  # token -> monotonic expiry
+        self.issued_tokens: list[str] = []  # every token handed out (tests look for leaks)
         self.api_key = api_key
         self.non_admin_keys = frozenset(non_admin_keys)
         self.org_ids: list[str] = list(org_ids) if org_ids else [DEFAULT_ORG_ID]
@@ -467,6 +485,8 @@ class JumpCloudSimulator(BaseSimulator):
 
     # -- HTTP ------------------------------------------------------------------------------
     def handle_api(self, request: Request) -> Response:
+        if request.path == TOKEN_PATH:
+            return self._token(request)
         routes = {
             f"{API_PREFIX}/events": self._events,
             f"{API_PREFIX}/events/count": self._count,
@@ -496,7 +516,76 @@ class JumpCloudSimulator(BaseSimulator):
         )
         return response
 
+    def _token(self, request: Request) -> Response:
+        if request.method != "POST":
+            return Response.message(405, f"Method Not Allowed: use POST {TOKEN_PATH}")
+        try:
+            form = {k: v[-1] for k, v in parse_qs(request.body.decode("utf-8")).items()}
+        except UnicodeDecodeError:
+            form = {}
+        if form.get("grant_type") != "client_credentials":
+            return Response.json(
+                400, {"error": "unsupported_grant_type", "error_description": "client_credentials"}
+            )
+        if "api" not in (form.get("scope") or "").split():
+            return Response.json(400, {"error": "invalid_scope", "error_description": "use api"})
+        auth = request.header("Authorization") or ""
+        client_id = secret = None
+        if auth[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                decoded = ""
+            client_id, sep, secret = decoded.partition(":")
+            if not sep:
+                client_id = secret = None
+        if client_id is None or self.service_accounts.get(client_id) != secret:
+            self.stats_counter.incr("tokens_refused")
+            return Response.json(
+                401,
+                {"error": "invalid_client", "error_description": "client authentication failed"},
+            )
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
+            self._tokens[token] = now + self.token_ttl_s
+            self.issued_tokens.append(token)
+        self.stats_counter.incr("tokens_issued")
+        reported = (
+            self.token_ttl_s if self.token_reported_ttl_s is None else self.token_reported_ttl_s
+        )
+        expires_in: float = int(reported) if float(reported).is_integer() else reported
+        return Response.json(
+            200,
+            {
+                "access_token": token,
+                "token_type": "bearer",
+                "expires_in": expires_in,
+                "scope": "api",
+            },
+        )
+
+    def expire_tokens(self) -> None:
+        """Every issued token stops working now (as if all had expired)."""
+        with self._lock:
+            self._tokens.clear()
+
     def _authenticate(self, request: Request) -> Response | None:
+        auth = request.header("Authorization") or ""
+        if auth[:7].lower() == "bearer ":
+            with self._lock:
+                expiry = self._tokens.get(auth[7:].strip())
+            if expiry is None:
+                return Response.message(401, "Unauthorized: unknown access token")
+            if time.monotonic() >= expiry:
+                self.stats_counter.incr("expired_tokens_refused")
+                return Response.message(401, "Unauthorized: access token expired")
+            if not [v for v in request.header_all("x-org-id") if v.strip()]:
+                return Response.message(
+                    400, "x-org-id header is required with a service account token"
+                )
+            return None
         key = request.header("x-api-key")
         if not key:
             return Response.message(401, "Unauthorized: missing x-api-key header")
