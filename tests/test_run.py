@@ -444,6 +444,39 @@ def test_msp_two_orgs_two_cursors(tmp_path, msp: JumpCloudSimulator, sink, capsy
     assert {r["org"] for r in msp.requests} == {ORG_A, ORG_B}
 
 
+def test_msp_budget_takes_turns_between_orgs(
+    tmp_path, msp: JumpCloudSimulator, sink, capsys
+) -> None:
+    """A backlog of org A larger than one run's budget does not starve org B."""
+    env = Env(tmp_path, msp, sink)
+    end = now_ms() - 1000
+    a = generate_events(400, end - 60 * MIN, end - 5 * MIN, seed=1, org=ORG_A)
+    b = generate_events(40, end - 60 * MIN, end, seed=2, org=ORG_B)
+    msp.add_events(a, org=ORG_A)
+    msp.add_events(b, org=ORG_B)
+    cfg = legacy_config(msp.url, sink.url, batch_size=10)
+    cfg["jumpcloud"]["org_ids"] = [ORG_A, ORG_B]
+    env.write(cfg, run_time_budget_seconds=1)
+    sink.inject_fault(None, count=-1, delay_s=0.1)  # slow sink: A alone uses up the budget
+
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    assert "remaining orgs wait for the next run" in err
+    assert env.state()["orgs"][ORG_A]["cursor"] is not None
+    assert not any(r["record"]["organization"] == ORG_B for r in sink.received)
+
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    first = next(line for line in err.splitlines() if "run summary" in line)
+    assert f"org={ORG_B}" in first  # B was served first this time
+    assert any(r["record"]["organization"] == ORG_B for r in sink.received)
+
+    sink.clear_faults()
+    env.write(cfg, run_time_budget_seconds=60)
+    assert env.run(capsys)[0] == 0
+    assert_exactly_once(env, a + b)
+
+
 def test_coralogix_singles_format(env: Env, capsys) -> None:
     events = recent(30)
     env.jc.add_events(events)

@@ -295,7 +295,7 @@ class Pipeline:
 
     def _run_orgs(self, jc: JumpCloudClient, sink: Sink) -> int:
         rc = 0
-        orgs = list(self.cfg.org_keys)
+        orgs = self._serving_order()
         for index, org in enumerate(orgs):
             if self.clock() >= self.deadline:
                 self.log.info(
@@ -305,6 +305,7 @@ class Pipeline:
                 break
             fresh = not self.store.has(org)
             state = self.store.org(org)
+            state.served_ms = now_ms()  # saved with the org's first accepted batch
             if fresh and self.cfg.legacy_end_time_ms is not None:
                 state.floor_ms = self.cfg.legacy_end_time_ms
                 self.log.info(
@@ -334,6 +335,14 @@ class Pipeline:
             orun.retries = self._retries() - retries_before
             self._summary(orun)
         return rc
+
+    def _serving_order(self) -> list[str]:
+        """Least recently served org first (never served: first of all, in config order), so
+        that a long backfill of one org, cut by the run time budget, cannot starve the others:
+        orgs that use up the budget take turns."""
+        orgs = list(self.cfg.org_keys)
+        served = {org: self.store.orgs[org].served_ms for org in orgs if self.store.has(org)}
+        return sorted(orgs, key=lambda org: served.get(org) or -1)
 
     def _summary(self, o: OrgRun) -> None:
         cursor = format_ms(o.state.cursor_ms) if o.state.cursor_ms is not None else "none"

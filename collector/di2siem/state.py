@@ -1,7 +1,8 @@
 """Atomic state store: ``<state_dir>/state.json``.
 
 Per org: ``cursor`` (time of the newest event the SIEM accepted), ``floor`` (exclusive lower
-bound: events at or before it count as shipped) and ``recent_ids`` (id -> epoch ms of shipped
+bound: events at or before it count as shipped), ``served`` (wall time a run last began
+reading it; the least recently served org goes first) and ``recent_ids`` (id -> epoch ms of shipped
 events within the overlap window behind the cursor, capped). When the cap forces ids out, the
 floor rises to the newest evicted time, so a forgotten id can never be re-read and re-sent.
 
@@ -127,10 +128,12 @@ class OrgState:
         cursor_ms: int | None = None,
         floor_ms: int | None = None,
         recent: RecentIds | None = None,
+        served_ms: int | None = None,
     ) -> None:
         self.cursor_ms = cursor_ms
         self.floor_ms = floor_ms
         self.recent = recent if recent is not None else RecentIds()
+        self.served_ms = served_ms
 
     def start_ms(self, overlap_ms: int) -> int | None:
         """max(cursor - overlap, floor + 1 ms); None when the org has no state yet."""
@@ -144,7 +147,11 @@ class OrgState:
     def json(self) -> str:
         cursor = "null" if self.cursor_ms is None else f'"{format_ms(self.cursor_ms)}"'
         floor = "null" if self.floor_ms is None else f'"{format_ms(self.floor_ms)}"'
-        return f'{{"cursor":{cursor},"floor":{floor},"recent_ids":{self.recent.json()}}}'
+        served = "null" if self.served_ms is None else f'"{format_ms(self.served_ms)}"'
+        return (
+            f'{{"cursor":{cursor},"floor":{floor},"served":{served},'
+            f'"recent_ids":{self.recent.json()}}}'
+        )
 
 
 def _parse_org(name: str, data: Any, path: str) -> OrgState:
@@ -153,14 +160,15 @@ def _parse_org(name: str, data: Any, path: str) -> OrgState:
     try:
         cursor = parse_ms(data["cursor"]) if data.get("cursor") else None
         floor = parse_ms(data["floor"]) if data.get("floor") else None
+        served = parse_ms(data["served"]) if data.get("served") else None
     except (ValueError, TypeError):
-        raise StateError(f"{path}: orgs.{name} has an unreadable cursor or floor") from None
+        raise StateError(f"{path}: orgs.{name} has an unreadable cursor, floor or served") from None
     ids = data.get("recent_ids") or {}
     if not isinstance(ids, dict) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in ids.values()
     ):
         raise StateError(f"{path}: orgs.{name}.recent_ids is not an object of id -> epoch ms")
-    return OrgState(cursor, floor, RecentIds.from_mapping(ids))
+    return OrgState(cursor, floor, RecentIds.from_mapping(ids), served)
 
 
 class StateStore:
