@@ -545,6 +545,27 @@ def test_time_budget_stops_between_batches_and_resumes(env: Env, capsys) -> None
     assert_exactly_once(env, events)
 
 
+def test_retry_wait_past_the_time_budget_fails_fast_state_untouched(env: Env, capsys) -> None:
+    events = recent(20)
+    env.jc.add_events(events)
+    env.write(
+        legacy_config(env.jc.url, env.cx.url),
+        run_time_budget_seconds=2,
+        retry_max_delay_seconds=60,
+    )
+    env.jc.inject_fault(429, count=1, retry_after=30, path="/events")
+    started = time.monotonic()
+    rc, _, err = env.run(capsys)
+    assert rc == 1
+    assert time.monotonic() - started < 10  # did not sleep the 30 s Retry-After
+    assert "run_time_budget_seconds" in err
+    assert not env.state_file.exists() or env.state()["orgs"]["_default"]["cursor"] is None
+    assert env.cx.received == []
+    rc, _, err = env.run(capsys)  # the next run resumes
+    assert rc == 0, err
+    assert_exactly_once(env, events)
+
+
 def test_state_dir_defaults_next_to_the_config(env: Env, capsys) -> None:
     env.jc.add_events(recent(3))
     cfg = legacy_config(env.jc.url, env.cx.url)

@@ -367,3 +367,23 @@ def test_logger_redacts_and_formats_key_values() -> None:
     line = stream.getvalue().strip()
     assert "s3cr3t" not in line and "[redacted]" in line
     assert ' info di2siem run summary org=_default note="has [redacted] inside" n=3 t=0.500' in line
+
+
+def test_retry_policy_gives_up_rather_than_wait_past_the_deadline() -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    policy = RetryPolicy(
+        5, base_delay=1.0, max_delay=60.0, sleep=sleep, deadline=110.0, clock=lambda: now[0]
+    )
+
+    def throttled() -> None:
+        raise RetryableError("JumpCloud answered 429", retry_after=4.0)
+
+    with pytest.raises(GaveUpError, match="run_time_budget_seconds"):
+        policy.run(throttled, "JumpCloud page")
+    assert slept == [4.0, 4.0]  # a third wait would end at 112 > 110

@@ -63,12 +63,17 @@ class RetryPolicy:
         max_delay: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_retries = max_retries
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.sleep = sleep
         self.rng = rng or random.Random()
+        # the run's time budget (clock() value): no wait may end past it
+        self.deadline = deadline
+        self.clock = clock
         self.retries = 0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
@@ -89,6 +94,11 @@ class RetryPolicy:
                         f"{what}: {exc} (gave up after {attempt + 1} attempts)"
                     ) from None
                 wait = self.delay(attempt, exc.retry_after)
+                if self.deadline is not None and self.clock() + wait > self.deadline:
+                    raise GaveUpError(
+                        f"{what}: {exc} (the next attempt, in {wait:.1f}s, would pass "
+                        "run_time_budget_seconds; the next run resumes)"
+                    ) from None
                 if on_retry is not None:
                     on_retry(what, str(exc), attempt + 1, wait)
                 self.retries += 1

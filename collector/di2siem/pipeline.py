@@ -212,11 +212,16 @@ class Pipeline:
         self.sleep = sleep
         self.deadline = clock() + cfg.run_time_budget_seconds
         # one policy per side: each is used by one thread only (fetcher / sender)
-        self.jc_policy = RetryPolicy(
-            cfg.max_retries, cfg.retry_base_delay_seconds, cfg.retry_max_delay_seconds, sleep
-        )
-        self.sink_policy = RetryPolicy(
-            cfg.max_retries, cfg.retry_base_delay_seconds, cfg.retry_max_delay_seconds, sleep
+        self.jc_policy, self.sink_policy = (
+            RetryPolicy(
+                cfg.max_retries,
+                cfg.retry_base_delay_seconds,
+                cfg.retry_max_delay_seconds,
+                sleep,
+                deadline=self.deadline,
+                clock=clock,
+            )
+            for _ in range(2)
         )
         self.store = StateStore(cfg.state_dir)
         self.shaper = Shaper(cfg)
