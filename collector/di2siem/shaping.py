@@ -55,7 +55,6 @@ class Shaper:
         )
         self.src_key = encode(self.src) + ":"
         self.dst_key = encode(self.dst) + ":"
-        self.depth_limit = cfg.jumpcloud.json_depth
         self.coralogix = cfg.siem.format == "coralogix"
         self.fast = False
         s = cfg.siem
@@ -73,26 +72,10 @@ class Shaper:
         """Decide once per page whether the API text can be reused verbatim."""
         self.fast = raw == encode(event)
 
-    def fast_value(self, event: dict) -> str | bool | None:
-        """Whether this event can be spliced from its API text: False when it must be
-        serialised; otherwise the time text to move (None: nothing to move)."""
-        for key in self.custom_keys:
-            if key in event:
-                return False
-        if not self.rename:
-            return None
-        value = event.get(self.src)
-        if value is None:
-            # a null time is moved by the serialiser (as legacy did): let it do so
-            return False if self.src in event else None
-        if type(value) is not str or self.dst in event:
-            return False
-        return value
-
     def fast_bytes(self, event: dict, raw: str, ts_ms: int | None) -> bytes | None:
-        """``fast_value`` + ``splice`` + ``wrap`` in one step (the hot path of a page that
-        passed ``begin_page``): the shaped bytes from the API's own text of the event, or
-        None when this event must be serialised. Same bytes as ``shape``."""
+        """The hot path of a page that passed ``begin_page``: the shaped bytes spliced from
+        the API's own text of the event (time member moved, custom fields appended), or None
+        when in doubt and this event must be serialised. Same bytes as serialising."""
         for key in self.custom_keys:
             if key in event:
                 return None
@@ -125,37 +108,7 @@ class Shaper:
         text = f"{body}{extra}}}"
         if body == "{":  # the event held only the moved time (or nothing)
             text = "{" + extra[1:] + "}" if extra else "{}"
-        if self.coralogix:
-            ts = ts_ms if ts_ms is not None else now_ms()
-            return f'{self.prefix}{ts},"text":{text}}}'.encode()
-        return text.encode()
-
-    def splice(self, raw: str, value: str | None) -> str | None:
-        """The shaped event from the API's own text, or None when in doubt."""
-        if "\n" in raw or "\r" in raw or raw[-1] != "}":
-            return None
-        extra = self.custom_text
-        body = raw[:-1]
-        if value is not None:
-            needle = self.src_key + '"' + value + '"'
-            idx = raw.find(needle)
-            if idx < 1 or raw.find(needle, idx + 1) >= 0:
-                return None
-            end = idx + len(needle)
-            before = raw[idx - 1]
-            after = raw[end]
-            if before == ",":
-                body = raw[: idx - 1] + raw[end:-1]
-            elif before == "{" and after == ",":
-                body = raw[:idx] + raw[end + 1 : -1]
-            elif before == "{" and after == "}":
-                body = "{"
-            else:
-                return None
-            extra = "," + self.dst_key + '"' + value + '"' + extra
-        if body == "{":
-            return "{" + extra[1:] + "}" if extra else "{}"
-        return body + extra + "}"
+        return self.wrap(text, ts_ms)
 
     def _serialise(self, event: dict) -> str:
         if self.rename and self.src in event:
@@ -172,19 +125,8 @@ class Shaper:
 
     def shape(self, event: dict, raw: str | None, ts_ms: int | None) -> bytes:
         """Shape and serialise one event (the dict may be modified). ts_ms: epoch ms."""
-        text = None
         if self.fast and raw:
-            value = self.fast_value(event)
-            if value is not False:
-                text = self.splice(raw, value)
-        if text is None:
-            text = self._serialise(event)
-        return self.wrap(text, ts_ms)
-
-    def shape_slice(self, page: str, start: int, end: int, value, ts_ms: int | None) -> bytes:
-        """Shape an event known to be spliceable (see fast_value) from the page text."""
-        raw = page[start:end]
-        text = self.splice(raw, value)
-        if text is None:
-            text = self._serialise(json.loads(raw))
-        return self.wrap(text, ts_ms)
+            data = self.fast_bytes(event, raw, ts_ms)
+            if data is not None:
+                return data
+        return self.wrap(self._serialise(event), ts_ms)
