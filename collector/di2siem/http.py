@@ -53,6 +53,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
+def transient_status_error(status: int, response, message: str) -> RetryableError | None:
+    """408, 429 and 5xx are worth retrying (honouring Retry-After); None for the others."""
+    if status in (408, 429) or status >= 500:
+        return RetryableError(message, parse_retry_after(response.headers.get("Retry-After")))
+    return None
+
+
 class RetryPolicy:
     """Exponential backoff with full jitter; Retry-After wins when present (capped)."""
 

@@ -23,8 +23,8 @@ from .http import (
     make_session,
     read_body,
     send,
+    transient_status_error,
 )
-from .http import parse_retry_after as _retry_after
 
 SIDE = "JumpCloud"
 SA_KEYS = "jumpcloud.client_id / jumpcloud.client_secret"
@@ -131,10 +131,9 @@ def _status_error(status: int, response, service_account: bool = False) -> Excep
         return FatalError(
             f"JumpCloud answered 404: check jumpcloud.base_url / jumpcloud.region{suffix}"
         )
-    if status == 429 or status >= 500 or status == 408:
-        return RetryableError(
-            f"JumpCloud answered {status}", _retry_after(response.headers.get("Retry-After"))
-        )
+    transient = transient_status_error(status, response, f"JumpCloud answered {status}")
+    if transient is not None:
+        return transient
     return FatalError(f"JumpCloud answered {status}: check jumpcloud.base_url{suffix}")
 
 
@@ -144,8 +143,9 @@ def _token_status_error(status: int, response) -> Exception:
     what = f"JumpCloud token endpoint answered {status}"
     if status in (400, 401, 403):
         return FatalError(f"{what}: check {SA_KEYS}{suffix}")
-    if status == 429 or status >= 500 or status == 408:
-        return RetryableError(what, _retry_after(response.headers.get("Retry-After")))
+    transient = transient_status_error(status, response, what)
+    if transient is not None:
+        return transient
     return FatalError(f"{what}: check jumpcloud.token_url{suffix}")
 
 

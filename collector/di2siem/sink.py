@@ -7,8 +7,14 @@ from typing import Callable
 
 from .batching import Item, framing_for
 from .config import SiemConfig
-from .http import FatalError, RetryableError, RetryPolicy, body_excerpt, make_session, send
-from .http import parse_retry_after as _retry_after
+from .http import (
+    FatalError,
+    RetryPolicy,
+    body_excerpt,
+    make_session,
+    send,
+    transient_status_error,
+)
 
 SIDE = "SIEM"
 
@@ -60,10 +66,9 @@ class Sink:
             )
         if status in (404, 405):
             return FatalError(f"SIEM answered {status}: check siem.url and siem.method{suffix}")
-        if status == 429 or status >= 500 or status == 408:
-            return RetryableError(
-                f"SIEM answered {status}", _retry_after(response.headers.get("Retry-After"))
-            )
+        transient = transient_status_error(status, response, f"SIEM answered {status}")
+        if transient is not None:
+            return transient
         return FatalError(f"SIEM answered {status}: check siem.url{suffix}")
 
     def _send(self, body: bytes):
