@@ -175,7 +175,10 @@ BAD_CONFIGS = {
     "page_size": (_set("jumpcloud.page_size", 20000), "jumpcloud.page_size: must be an integer"),
     "overlap": (_set("jumpcloud.overlap_seconds", -5), "jumpcloud.overlap_seconds: must be"),
     "days-back": (_set("jumpcloud.initial_days_back", 3), "jumpcloud.initial_days_back: must"),
-    "services": (_set("jumpcloud.services", ["bogus"]), "jumpcloud.services: unknown service"),
+    "services": (
+        _set("jumpcloud.services", ["Bogus Name"]),
+        'jumpcloud.services: not a service name "Bogus Name"',
+    ),
     "org_ids": (_set("jumpcloud.org_ids", [1]), "jumpcloud.org_ids: must be a list"),
     "headers": (_set("siem.headers", ["x"]), "siem.headers: must be an object"),
     "header-value": (_set("siem.headers.private_key", 5), "siem.headers.private_key: must be"),

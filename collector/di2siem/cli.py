@@ -93,6 +93,8 @@ def cmd_run(path: str) -> int:
     warning = permission_warning(cfg.path)
     if warning:
         log.warning(warning)
+    for note in cfg.warnings:
+        log.warning(note)
     try:
         from .pipeline import Pipeline
 
@@ -136,6 +138,8 @@ def cmd_check(path: str, offline: bool) -> int:
     warning = permission_warning(path)
     if warning:
         _verdict("permissions", None, warning, log)
+    for note in cfg.warnings:
+        _verdict("config", None, note, log)
     if offline:
         return EXIT_OK
     failed = False

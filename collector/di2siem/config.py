@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,9 @@ JUMPCLOUD_REGIONS = {
     "in": "https://api.in.jumpcloud.com",
 }
 
+# The service enum of the DI API's EventQuery today (the reference lists it). JumpCloud adds
+# services over time: a well-formed name not in this list is sent anyway (``check`` warns) and
+# the API's own 400, which lists the supported values, stays the authority.
 JUMPCLOUD_SERVICES = frozenset(
     {
         "all",
@@ -34,6 +38,7 @@ JUMPCLOUD_SERVICES = frozenset(
         "notifications",
         "object_storage",
         "password_manager",
+        "password_vault",
         "radius",
         "reports",
         "saas_app_management",
@@ -43,8 +48,13 @@ JUMPCLOUD_SERVICES = frozenset(
         "access_management",
         "asset_management",
         "workflows",
+        "genai",
+        "aigw",
+        "ai_admin",
+        "generic_di",
     }
 )
+SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 # region code -> Coralogix domain; the UI hosts users often know map to the same domain.
 CORALOGIX_REGIONS = {
@@ -85,7 +95,13 @@ SEVERITY_NAMES = {
     "critical": 6,
 }
 
-JUMPCLOUD_TOKEN_URL = "https://admin-oauth.id.jumpcloud.com/oauth2/token"
+# Service accounts: the OAuth token host follows the API region.
+JUMPCLOUD_TOKEN_URLS = {
+    "us": "https://admin-oauth.id.jumpcloud.com/oauth2/token",
+    "eu": "https://admin-oauth.id.eu.jumpcloud.com/oauth2/token",
+    "in": "https://admin-oauth.id.in.jumpcloud.com/oauth2/token",
+}
+JUMPCLOUD_TOKEN_URL = JUMPCLOUD_TOKEN_URLS["us"]
 
 FORMATS = ("json_lines", "json_array", "coralogix")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -167,6 +183,8 @@ class Config:
     log_level: str = "info"
     legacy_end_time_ms: int | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    # things worth telling the user that do not stop a run (check prints them, run logs them)
+    warnings: tuple[str, ...] = ()
 
     @property
     def org_keys(self) -> tuple[str, ...]:
@@ -340,38 +358,10 @@ def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
     sec = _section(raw, "jumpcloud", "jumpcloud", required=True)
     p = "jumpcloud."
     api_key, client_id, client_secret = _auth(sec, p)
-    token_url = _str(sec, "token_url", p + "token_url") or JUMPCLOUD_TOKEN_URL
+    base_url, region = _jumpcloud_base_url(sec, p)
+    token_url = _str(sec, "token_url", p + "token_url") or JUMPCLOUD_TOKEN_URLS[region]
     token_url = check_url(token_url.strip(), p + "token_url")
-    base_url = _str(sec, "base_url", p + "base_url")
-    region = _str(sec, "region", p + "region")
-    if base_url:
-        base_url = check_url(base_url.strip(), p + "base_url").rstrip("/")
-        for suffix in ("/insights/directory/v1/events", "/insights/directory/v1"):
-            if base_url.endswith(suffix):
-                base_url = base_url[: -len(suffix)]
-    elif region:
-        key = region.strip().lower()
-        if key not in JUMPCLOUD_REGIONS:
-            raise ConfigError(
-                p + "region",
-                f"must be one of us, eu, in (got {_json_repr(region)})",
-                f"fix {p}region or set {p}base_url",
-            )
-        base_url = JUMPCLOUD_REGIONS[key]
-    else:
-        base_url = JUMPCLOUD_REGIONS["us"]
-    services = _str_list(sec, "services", p + "services", ("all",))
-    if not services:
-        raise ConfigError(p + "services", "must not be empty", 'use ["all"]')
-    unknown = [s for s in services if s not in JUMPCLOUD_SERVICES]
-    if unknown:
-        raise ConfigError(
-            p + "services",
-            f"unknown service {_json_repr(unknown[0])}",
-            "use names from: " + ", ".join(sorted(JUMPCLOUD_SERVICES)),
-        )
-    if "all" in services and len(services) > 1:
-        services = ("all",)
+    services = _services(sec, p + "services")
     org_ids = _str_list(sec, "org_ids", p + "org_ids", ())
     if DEFAULT_ORG in org_ids:
         raise ConfigError(p + "org_ids", f"{DEFAULT_ORG} is reserved", "list real org ids")
@@ -402,6 +392,57 @@ def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
         client_secret=client_secret,
         token_url=token_url,
     )
+
+
+def _jumpcloud_base_url(sec: dict, p: str) -> tuple[str, str]:
+    """(API base URL, region code). ``base_url`` wins over ``region``; the region (which picks
+    the service-account token host) is the explicit ``region``, else the one whose API host
+    ``base_url`` names, else us."""
+    base_url = _str(sec, "base_url", p + "base_url")
+    region_raw = _str(sec, "region", p + "region")
+    region = None
+    if region_raw:
+        region = region_raw.strip().lower()
+        if region not in JUMPCLOUD_REGIONS:
+            raise ConfigError(
+                p + "region",
+                f"must be one of us, eu, in (got {_json_repr(region_raw)})",
+                f"fix {p}region or set {p}base_url",
+            )
+    if base_url:
+        base_url = check_url(base_url.strip(), p + "base_url").rstrip("/")
+        for suffix in ("/insights/directory/v1/events", "/insights/directory/v1"):
+            if base_url.endswith(suffix):
+                base_url = base_url[: -len(suffix)]
+        if region is None:
+            host = (urlsplit(base_url).hostname or "").rstrip(".")
+            by_host = {urlsplit(url).hostname: code for code, url in JUMPCLOUD_REGIONS.items()}
+            region = by_host.get(host, "us")
+        return base_url, region
+    region = region or "us"
+    return JUMPCLOUD_REGIONS[region], region
+
+
+def _services(sec: dict, path: str) -> tuple[str, ...]:
+    """Service names as given: a malformed name is refused, an unknown well-formed one is
+    kept (JumpCloud adds services; its 400 lists the supported ones), see unknown_services."""
+    services = _str_list(sec, "services", path, ("all",))
+    if not services:
+        raise ConfigError(path, "must not be empty", 'use ["all"]')
+    for name in services:
+        if not SERVICE_NAME.fullmatch(name):
+            raise ConfigError(
+                path,
+                f"not a service name {_json_repr(name)} (lower-case letters, digits, _)",
+                "use names from: " + ", ".join(sorted(JUMPCLOUD_SERVICES)),
+            )
+    if "all" in services and len(services) > 1:
+        services = ("all",)
+    return services
+
+
+def unknown_services(services: tuple[str, ...]) -> list[str]:
+    return [s for s in services if s not in JUMPCLOUD_SERVICES]
 
 
 def _auth(sec: dict, p: str) -> tuple[str | None, str | None, str | None]:
@@ -604,7 +645,19 @@ def parse(raw: Any, path: str) -> Config:
         log_level=log_level,
         legacy_end_time_ms=legacy_end,
         secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
+        warnings=tuple(_warnings(jc)),
     )
+
+
+def _warnings(jc: JumpCloudConfig) -> list[str]:
+    unknown = unknown_services(jc.services)
+    if not unknown:
+        return []
+    return [
+        f"jumpcloud.services: {', '.join(unknown)} not in the services this version knows "
+        "(JumpCloud adds services over time); sent as given, and JumpCloud answers 400 "
+        "listing the supported values if a name is wrong"
+    ]
 
 
 def load(path: str) -> Config:

@@ -20,7 +20,7 @@ from typing import Any, Union
 
 DEFAULT_ORG_ID = "637212c33f396457d287dad6"
 
-# Services the DI API accepts in a query ("all" and "workflows" are query-only values).
+# Services the generator draws from by default (weighted below).
 EVENT_SERVICES: tuple[str, ...] = (
     "alerts",
     "directory",
@@ -38,7 +38,10 @@ EVENT_SERVICES: tuple[str, ...] = (
     "access_management",
     "asset_management",
 )
-QUERY_SERVICES: tuple[str, ...] = ("all", *EVENT_SERVICES, "workflows")
+# Services that exist but that the generator only draws when asked (`services=`).
+RECENT_SERVICES: tuple[str, ...] = ("password_vault", "genai", "aigw", "ai_admin", "generic_di")
+# The enum of the API's EventQuery.service today ("all" and "workflows" are query-only).
+QUERY_SERVICES: tuple[str, ...] = ("all", *EVENT_SERVICES, "workflows", *RECENT_SERVICES)
 
 TimeLike = Union[datetime, str, int]
 
@@ -80,6 +83,11 @@ _EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "systems": ("login_attempt", "user_lockout", "sudo_attempt"),
     "access_management": ("access_request_created", "access_request_approved"),
     "asset_management": ("asset_created", "asset_updated"),
+    "password_vault": ("password_vault_item_access",),
+    "genai": ("genai_prompt",),
+    "aigw": ("aigw_request",),
+    "ai_admin": ("ai_admin_update",),
+    "generic_di": ("generic_event",),
 }
 
 _GEOIPS: tuple[dict[str, Any], ...] = (
