@@ -27,6 +27,13 @@ SA_SECRET = "sa-secret-9e2b7a4c61f8d3"
 SECRETS = (JC_KEY, CX_KEY, SA_SECRET)
 ORG_A = "aaaaaaaaaaaaaaaaaaaaaaaa"
 ORG_B = "bbbbbbbbbbbbbbbbbbbbbbbb"
+# the enum of the DI API's EventQuery.service today (shared/reference/jumpcloud-di-api.md)
+REFERENCE_SERVICES = (
+    "all", "alerts", "directory", "ldap", "mdm", "notifications", "object_storage",
+    "password_manager", "password_vault", "radius", "reports", "saas_app_management",
+    "software", "sso", "systems", "access_management", "asset_management", "workflows",
+    "genai", "aigw", "ai_admin", "generic_di",
+)  # fmt: skip
 
 
 def di2siem_executable() -> str:

@@ -3,21 +3,28 @@ adds over time, 402 for an org without Directory Insights, MSP portal activity."
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
-from conftest import JC_KEY, Env, legacy_config, recent_events
-from di2siem.config import JUMPCLOUD_SERVICES, parse
+from conftest import (
+    CX_KEY,
+    JC_KEY,
+    ORG_A,
+    ORG_B,
+    REFERENCE_SERVICES,
+    Env,
+    legacy_config,
+    recent_events,
+)
+from di2siem.config import JUMPCLOUD_SERVICES, ConfigError, parse
+from di2siem.sandbox import JumpCloudSimulator
 from di2siem.sandbox.events import QUERY_SERVICES
+from di2siem.timeutil import format_ms, parse_ms
 
-# the enum of the API's EventQuery.service today (shared/reference/jumpcloud-di-api.md)
-REFERENCE_SERVICES = {
-    "all", "alerts", "directory", "ldap", "mdm", "notifications", "object_storage",
-    "password_manager", "password_vault", "radius", "reports", "saas_app_management",
-    "software", "sso", "systems", "access_management", "asset_management", "workflows",
-    "genai", "aigw", "ai_admin", "generic_di",
-}  # fmt: skip
+PROVIDER = "5f0c1b2a3d4e5f6a7b8c9d0e"
+
 US_TOKEN = "https://admin-oauth.id.jumpcloud.com/oauth2/token"
 EU_TOKEN = "https://admin-oauth.id.eu.jumpcloud.com/oauth2/token"
 IN_TOKEN = "https://admin-oauth.id.in.jumpcloud.com/oauth2/token"
@@ -51,12 +58,12 @@ def test_token_url_follows_the_region(jc: dict[str, Any], token_url: str) -> Non
 
 
 def test_known_services_are_todays_enum_and_the_simulator_agrees() -> None:
-    assert set(JUMPCLOUD_SERVICES) == REFERENCE_SERVICES
-    assert set(QUERY_SERVICES) == REFERENCE_SERVICES
+    assert set(JUMPCLOUD_SERVICES) == set(REFERENCE_SERVICES)
+    assert set(QUERY_SERVICES) == set(REFERENCE_SERVICES)
 
 
 def test_every_known_service_is_accepted_without_warning() -> None:
-    raw = sa_raw(services=sorted(REFERENCE_SERVICES - {"all"}))
+    raw = sa_raw(services=[s for s in REFERENCE_SERVICES if s != "all"])
     cfg = parse(raw, "/c.json")
     assert cfg.warnings == () and len(cfg.jumpcloud.services) == len(REFERENCE_SERVICES) - 1
 
@@ -94,3 +101,140 @@ def test_new_services_reach_the_simulator_and_ship(env: Env, capsys) -> None:
     assert rc == 0, err
     assert sorted(env.shipped_ids()) == sorted(e["id"] for e in events)
     assert JC_KEY not in err
+
+
+def test_whole_second_timestamps_ship_once_in_order(env: Env, capsys) -> None:
+    # the generator writes every 7th event without milliseconds; paging 7 at a time puts
+    # page boundaries among them, and a second run re-reads the overlap
+    events = recent_events(120, seed=8, minutes=2)
+    bare = [e for e in events if len(e["timestamp"]) == 20]
+    assert len(bare) >= 10
+    env.jc.add_events(events)
+    cfg = legacy_config(env.jc.url, env.cx.url)
+    cfg["jumpcloud"]["page_size"] = 7
+    env.write(cfg)
+    assert env.run(capsys)[0] == 0
+    assert env.run(capsys)[0] == 0
+    shipped = env.shipped()
+    assert sorted(e["id"] for e in shipped) == sorted(e["id"] for e in events)
+    by_id = {e["id"]: e["timestamp"] for e in events}
+    assert all(e["jc_timestamp"] == by_id[e["id"]] for e in shipped)  # verbatim
+    stamps = [parse_ms(e["jc_timestamp"]) for e in shipped]
+    assert stamps == sorted(stamps)
+    assert env.state()["orgs"]["_default"]["cursor"] == format_ms(max(stamps))
+
+
+def test_whole_second_timestamp_in_coralogix_format(env: Env, capsys) -> None:
+    events = recent_events(14, seed=9, minutes=1)
+    env.jc.add_events(events)
+    cfg = legacy_config(env.jc.url, env.cx.url)
+    cfg["siem"] = {"format": "coralogix", "url": env.cx.url + "/logs/v1/singles",
+                   "api_key": CX_KEY}  # fmt: skip
+    env.write(cfg)
+    assert env.run(capsys)[0] == 0
+    entries = [r["record"] for r in env.cx.received]
+    assert len(entries) == 14
+    for entry in entries:
+        assert entry["timestamp"] == parse_ms(entry["text"]["jc_timestamp"])
+    assert any(len(e["text"]["jc_timestamp"]) == 20 for e in entries)
+
+
+# -- 402: Directory Insights not enabled for an org -------------------------------------------
+
+
+def msp_env(tmp_path, sink, **kwargs: Any) -> Env:
+    sim = JumpCloudSimulator(api_key=JC_KEY, org_ids=[ORG_A, ORG_B], **kwargs).start()
+    return Env(tmp_path, sim, sink)
+
+
+def test_402_names_the_org_and_the_plan_and_the_other_orgs_still_ship(
+    tmp_path, sink, capsys
+) -> None:
+    env = msp_env(tmp_path, sink, insights_disabled=[ORG_A])
+    try:
+        events_a, events_b = recent_events(30, seed=1), recent_events(40, seed=2)
+        env.jc.add_events(events_a, org=ORG_A)
+        env.jc.add_events(events_b, org=ORG_B)
+        cfg = legacy_config(env.jc.url, env.cx.url)
+        cfg["jumpcloud"]["org_ids"] = [ORG_A, ORG_B]
+        env.write(cfg)
+        started = time.monotonic()
+        rc, _, err = env.run(capsys)
+        assert rc == 1
+        assert time.monotonic() - started < 10
+        assert sorted(env.shipped_ids()) == sorted(e["id"] for e in events_b)
+        lines = [line for line in err.splitlines() if "402" in line]
+        assert len(lines) == 1, err
+        assert (
+            f"org {ORG_A}: Directory Insights is not enabled for this organization (JumpCloud "
+            "402): enable Directory Insights on its plan or remove it from jumpcloud.org_ids"
+        ) in lines[0]
+        assert "base_url" not in lines[0] and "retrying" not in err
+        # not transient: asked once, never retried
+        refused = [r for r in env.jc.stats["by_path"].values() if "402" in r]
+        assert sum(r["402"] for r in refused) == 1
+        state = env.state()["orgs"]
+        assert state[ORG_B]["cursor"] is not None
+        assert state.get(ORG_A, {}).get("cursor") is None
+        # check names it too, per org
+        rc, out, _ = env.run(capsys, command="check")
+        assert rc == 1
+        assert f"di2siem check jumpcloud org={ORG_A}: FAILED - org {ORG_A}: Directory" in out
+        assert f"di2siem check jumpcloud org={ORG_B}: ok" in out
+        # once enabled, the org ships from its own start
+        env.jc.set_insights(ORG_A, enabled=True)
+        rc, _, err = env.run(capsys)
+        assert rc == 0, err
+        assert sorted(env.shipped_ids()) == sorted(e["id"] for e in events_a + events_b)
+    finally:
+        env.jc.stop()
+
+
+# -- MSP portal activity (x-provider-id) ------------------------------------------------------
+
+
+def test_provider_activity_is_its_own_stream_beside_the_orgs(tmp_path, sink, capsys) -> None:
+    env = msp_env(tmp_path, sink, provider_id=PROVIDER)
+    try:
+        org_events = recent_events(25, seed=3)
+        portal = recent_events(15, seed=4)
+        for event in portal:
+            event["provider"] = PROVIDER
+        env.jc.add_events(org_events, org=ORG_A)
+        env.jc.add_events(portal, org=env.jc.provider_store)
+        cfg = legacy_config(env.jc.url, env.cx.url)
+        cfg["jumpcloud"].update(org_ids=[ORG_A, ORG_B], provider_id=PROVIDER, page_size=4)
+        env.write(cfg)
+        rc, _, err = env.run(capsys)
+        assert rc == 0, err
+        ids = env.shipped_ids()
+        assert sorted(ids) == sorted(e["id"] for e in org_events + portal)
+        assert len(ids) == len(set(ids))
+        state = env.state()["orgs"]
+        key = "provider:" + PROVIDER
+        assert set(state) == {ORG_A, ORG_B, key}
+        newest = max(parse_ms(e["timestamp"]) for e in portal)
+        assert state[key]["cursor"] == format_ms(newest)
+        assert set(state[key]["recent_ids"]) == {e["id"] for e in portal}
+        portal_requests = [r for r in env.jc.requests if r["org"] == "provider:" + PROVIDER]
+        assert len(portal_requests) == 4  # 15 events, 4 per page
+        assert f"org={key}" in err
+        # new portal events later: only they ship, under the provider's own cursor
+        more = recent_events(3, seed=5, minutes=1)
+        for event in more:
+            event["provider"] = PROVIDER
+        env.jc.add_events(more, org=env.jc.provider_store)
+        rc, _, err = env.run(capsys)
+        assert rc == 0, err
+        assert sorted(env.shipped_ids()) == sorted(e["id"] for e in org_events + portal + more)
+        assert f"provider={PROVIDER}" in env.run(capsys, "--offline", command="check")[1]
+    finally:
+        env.jc.stop()
+
+
+def test_provider_id_must_look_like_an_id() -> None:
+    raw = sa_raw(provider_id="not an id!")
+    with pytest.raises(ConfigError, match=r"jumpcloud\.provider_id: not a provider id"):
+        parse(raw, "/c.json")
+    assert parse(sa_raw(provider_id=""), "/c.json").org_keys == ("o1",)
+    assert parse(sa_raw(provider_id=PROVIDER), "/c.json").org_keys == ("o1", "provider:" + PROVIDER)

@@ -25,6 +25,7 @@ from conftest import (
 )
 from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
 from di2siem.sandbox.events import burst_events, deep_event, format_ts, generate_events
+from di2siem.sandbox.jumpcloud import tiebreaker
 from di2siem.timeutil import now_ms, parse_ms
 
 MIN = 60_000
@@ -58,7 +59,8 @@ def test_legacy_config_drop_in(env: Env, capsys) -> None:
     assert c["duplicates"] == 0 and c["skipped"] == 0
     assert_exactly_once(env, events)
     shipped = env.shipped()
-    events.sort(key=lambda e: (e["timestamp"], e["id"]))  # the API's order (id breaks ties)
+    # the API's order: event time, then its opaque tie-breaker (not the id)
+    events.sort(key=lambda e: (parse_ms(e["timestamp"]), tiebreaker(e["id"])))
     assert [e["id"] for e in shipped] == [e["id"] for e in events]
     for event, source in zip(shipped[:200], events):
         assert "timestamp" not in event and event["jc_timestamp"] == source["timestamp"]

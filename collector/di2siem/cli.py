@@ -126,6 +126,8 @@ def cmd_check(path: str, offline: bool) -> int:
     if cfg is None:
         return rc
     orgs = ",".join(cfg.jumpcloud.org_ids) or "(single org)"
+    if cfg.jumpcloud.provider_id:
+        orgs += f" provider={cfg.jumpcloud.provider_id}"
     auth = "service_account" if cfg.jumpcloud.service_account else "api_key"
     _verdict(
         "config",

@@ -106,6 +106,7 @@ JUMPCLOUD_TOKEN_URL = JUMPCLOUD_TOKEN_URLS["us"]
 FORMATS = ("json_lines", "json_array", "coralogix")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_ORG = "_default"
+PROVIDER_PREFIX = "provider:"  # state key prefix of the MSP portal's own stream
 
 
 class ConfigError(Exception):
@@ -138,6 +139,7 @@ class JumpCloudConfig:
     client_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)
     token_url: str = JUMPCLOUD_TOKEN_URL
+    provider_id: str | None = None
 
     @property
     def events_url(self) -> str:
@@ -188,7 +190,10 @@ class Config:
 
     @property
     def org_keys(self) -> tuple[str, ...]:
-        return self.jumpcloud.org_ids or (DEFAULT_ORG,)
+        """Streams with a cursor each: the orgs, then the MSP portal's own activity."""
+        orgs = self.jumpcloud.org_ids or (DEFAULT_ORG,)
+        provider = self.jumpcloud.provider_id
+        return orgs + ((PROVIDER_PREFIX + provider,) if provider else ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,8 +368,12 @@ def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
     token_url = check_url(token_url.strip(), p + "token_url")
     services = _services(sec, p + "services")
     org_ids = _str_list(sec, "org_ids", p + "org_ids", ())
-    if DEFAULT_ORG in org_ids:
-        raise ConfigError(p + "org_ids", f"{DEFAULT_ORG} is reserved", "list real org ids")
+    if DEFAULT_ORG in org_ids or any(o.startswith(PROVIDER_PREFIX) for o in org_ids):
+        raise ConfigError(
+            p + "org_ids",
+            f"{DEFAULT_ORG} and {PROVIDER_PREFIX}... are reserved",
+            f"list real org ids (the MSP portal: {p}provider_id)",
+        )
     if client_id and not org_ids:
         raise ConfigError(
             p + "org_ids",
@@ -391,6 +400,7 @@ def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
         client_id=client_id,
         client_secret=client_secret,
         token_url=token_url,
+        provider_id=_provider_id(sec, p + "provider_id"),
     )
 
 
@@ -421,6 +431,19 @@ def _jumpcloud_base_url(sec: dict, p: str) -> tuple[str, str]:
         return base_url, region
     region = region or "us"
     return JUMPCLOUD_REGIONS[region], region
+
+
+def _provider_id(sec: dict, path: str) -> str | None:
+    """MSP: the provider id whose Multi-Tenant Portal activity is read (x-provider-id)."""
+    value = _str(sec, "provider_id", path)
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", value):
+        raise ConfigError(
+            path, f"not a provider id {_json_repr(value)}", "copy the id from the MSP portal"
+        )
+    return value
 
 
 def _services(sec: dict, path: str) -> tuple[str, ...]:

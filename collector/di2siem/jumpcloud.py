@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from .config import DEFAULT_ORG, JumpCloudConfig
+from .config import DEFAULT_ORG, PROVIDER_PREFIX, JumpCloudConfig
 from .http import (
     FatalError,
     RetryableError,
@@ -106,7 +106,29 @@ def split_page(content: bytes, transform: Transform | None = None) -> tuple[str,
     return text, out
 
 
-def _status_error(status: int, response, service_account: bool = False) -> Exception:
+def _insights_disabled(org: str) -> FatalError:
+    """402: a plan/licence problem of that org, not a transient error nor a wrong URL."""
+    if org == DEFAULT_ORG:
+        return FatalError(
+            "Directory Insights is not enabled for this organization (JumpCloud 402): enable "
+            "Directory Insights on the organization's plan"
+        )
+    if org.startswith(PROVIDER_PREFIX):
+        return FatalError(
+            f"provider {org[len(PROVIDER_PREFIX) :]}: Directory Insights is not enabled for the "
+            "MSP portal (JumpCloud 402): enable it or remove jumpcloud.provider_id"
+        )
+    return FatalError(
+        f"org {org}: Directory Insights is not enabled for this organization (JumpCloud 402): "
+        "enable Directory Insights on its plan or remove it from jumpcloud.org_ids"
+    )
+
+
+def _status_error(
+    status: int, response, service_account: bool = False, org: str = DEFAULT_ORG
+) -> Exception:
+    if status == 402:
+        return _insights_disabled(org)
     detail = body_excerpt(response)
     suffix = f" ({detail})" if detail else ""
     if status == 401:
@@ -231,7 +253,11 @@ class JumpCloudClient:
         return _parse_token(response.content)
 
     def _headers(self, org: str) -> dict[str, str] | None:
-        return None if org == DEFAULT_ORG else {"x-org-id": org}
+        if org == DEFAULT_ORG:
+            return None
+        if org.startswith(PROVIDER_PREFIX):  # the MSP portal's own activity
+            return {"x-provider-id": org[len(PROVIDER_PREFIX) :]}
+        return {"x-org-id": org}
 
     def _fetch(
         self,
@@ -239,6 +265,7 @@ class JumpCloudClient:
         headers: dict[str, str] | None,
         limit: int,
         transform: Transform | None = None,
+        org: str = DEFAULT_ORG,
     ):
         if self.cfg.service_account:
             response = self._post_bearer(body, headers)
@@ -246,7 +273,7 @@ class JumpCloudClient:
             response = self._post(body, headers)
         status = response.status_code
         if status != 200:
-            raise _status_error(status, response, self.cfg.service_account)
+            raise _status_error(status, response, self.cfg.service_account, org)
         content = read_body(response, SIDE)
         response_headers = response.headers
         del response
@@ -311,7 +338,7 @@ class JumpCloudClient:
         while True:
             body = json.dumps(query, separators=(",", ":")).encode()
             page, search_after, page_limit = self.policy.run(
-                lambda b=body: self._fetch(b, headers, self.cfg.page_size, transform),
+                lambda b=body: self._fetch(b, headers, self.cfg.page_size, transform, org),
                 what,
                 self.on_retry,
             )
@@ -333,6 +360,8 @@ class JumpCloudClient:
         }
         body = json.dumps(query, separators=(",", ":")).encode()
         page, _, _ = self.policy.run(
-            lambda: self._fetch(body, self._headers(org), 1), "JumpCloud probe", self.on_retry
+            lambda: self._fetch(body, self._headers(org), 1, org=org),
+            "JumpCloud probe",
+            self.on_retry,
         )
         return len(page[1])

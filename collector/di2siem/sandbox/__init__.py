@@ -12,6 +12,8 @@ Control API (no auth, loopback only), on both simulators unless noted:
                         {"generate": N, "days"|"start"/"end", "seed", "org", "services",
                         "deep_every", "visible_after_s"} | {"burst": N, "at", "org"}
   GET  /_sim/received   sink: [{"endpoint", "record"}]; ?offset=N&endpoint=singles&events=1
+  POST /_sim/insights   JumpCloud: {"org": "<id>", "enabled": false} answers 402 ("Directory
+                        Insights is not enabled for your organization") for that org; true undoes
 """
 
 from __future__ import annotations

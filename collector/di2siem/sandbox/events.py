@@ -1,7 +1,9 @@
 """Deterministic generator of realistic JumpCloud Directory Insights events.
 
 Events follow the shape of the legacy recipe's example (see docs): 24-hex `id`, RFC 3339 UTC
-`timestamp` with milliseconds and `Z`, `event_type`, `service`, `organization`,
+`timestamp` with milliseconds and `Z` (but, as the API sometimes does, every
+`WHOLE_SECOND_EVERY`th generated event falls on a whole second written without them:
+`2022-12-18T14:57:03Z`), `event_type`, `service`, `organization`,
 `initiated_by{}`, `geoip{}`, `useragent{}`, `success`, `mfa`, `client_ip`, `"@version": "1"`,
 sometimes `resource{}` / `changes[]`; `alerts` events carry `"severity": "Medium"`.
 The same arguments always give the same events (ids included).
@@ -19,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, Union
 
 DEFAULT_ORG_ID = "637212c33f396457d287dad6"
+WHOLE_SECOND_EVERY = 7
 
 # Services the generator draws from by default (weighted below).
 EVENT_SERVICES: tuple[str, ...] = (
@@ -188,6 +191,14 @@ def format_ts(epoch_ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
 
+def format_event_ts(epoch_ms: int, whole_second: bool = False) -> str:
+    """An event's timestamp: with milliseconds, or (`whole_second`) truncated to the second
+    and written without them, `2022-12-18T14:57:03Z`."""
+    if whole_second:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch_ms) // 1000))
+    return format_ts(epoch_ms)
+
+
 def parse_ts(value: str) -> int:
     """RFC 3339 timestamp -> epoch milliseconds (fraction truncated). Raises ValueError."""
     match = _RFC3339.match(value) if isinstance(value, str) else None
@@ -244,7 +255,7 @@ def _service_fields(rng: random.Random, service: str, event_type: str, ts: str) 
         extra["severity"] = "Medium"
         extra["message"] = "Multiple failed login attempts detected"
     elif service == "systems":
-        extra["system_timestamp"] = ts[:-1] + "+00:00"
+        extra["system_timestamp"] = ts[:-1] + "+00:00"  # device local time, here UTC
         extra["system"] = {
             "id": make_id("system", rng.randrange(50)),
             "hostname": f"host-{rng.randrange(50):02d}",
@@ -275,11 +286,13 @@ def make_event(
     event_id: str,
     org: str = DEFAULT_ORG_ID,
     service: str | None = None,
+    whole_second: bool = False,
 ) -> dict[str, Any]:
-    """One realistic event at `epoch_ms` (all randomness drawn from `rng`)."""
+    """One realistic event at `epoch_ms` (all randomness drawn from `rng`); `whole_second`:
+    its timestamp carries no milliseconds (`epoch_ms` must then be a whole second)."""
     service = service or rng.choice(_WEIGHTED_SERVICES)
     event_type = rng.choice(_EVENT_TYPES.get(service, ("event",)))
-    ts = format_ts(epoch_ms)
+    ts = format_event_ts(epoch_ms, whole_second)
     admin = event_type.startswith("admin") or service == "alerts"
     name, email = _person(rng)
     success = rng.random() > 0.1
@@ -322,10 +335,17 @@ def iter_timed_events(
         raise ValueError("end must not be before start")
     rng = random.Random(f"{seed}:{org}")
     stamps = sorted(rng.randint(start_ms, end_ms) for _ in range(count))
+    # every Nth event on a whole second, written without milliseconds (kept inside the range)
+    timed = sorted(
+        (ms - ms % 1000, True)
+        if i % WHOLE_SECOND_EVERY == WHOLE_SECOND_EVERY - 1 and ms - ms % 1000 >= start_ms
+        else (ms, False)
+        for i, ms in enumerate(stamps)
+    )
     namespace = f"{seed}:{org}:{start_ms}:{end_ms}:{count}"
-    for index, epoch_ms in enumerate(stamps):
+    for index, (epoch_ms, whole) in enumerate(timed):
         service = rng.choice(services) if services else None
-        event = make_event(rng, epoch_ms, make_id(namespace, index), org, service)
+        event = make_event(rng, epoch_ms, make_id(namespace, index), org, service, whole)
         if deep_every and index % deep_every == deep_every - 1:
             event["resource"] = nested_object(12)
         yield epoch_ms, event

@@ -1,10 +1,14 @@
 """JumpCloud Directory Insights API simulator (a real HTTP server on loopback).
 
-Faithful to docs/../shared/reference/jumpcloud-di-api.md: POST /insights/directory/v1/events,
-/events/count, /events/distinct with `x-api-key`, `x-org-id`, body validation, sorting by
-(timestamp ms, id), `search_after` paging and the X-* headers. Service accounts: POST
-/oauth2/token (HTTP Basic client id:secret, client_credentials) issues Bearer tokens that
-expire after `token_ttl_s`. Control API under /_sim/.
+Faithful to shared/reference/jumpcloud-di-api.md: POST /insights/directory/v1/events,
+/events/count, /events/distinct with `x-api-key`, `x-org-id` (several in one request mix those
+orgs' events), `x-provider-id` (the MSP portal's own events), body validation (an invalid
+`limit` or `sort` silently falls back to 1000 / ASC, an unknown service is a 400 listing the
+supported values), sorting by (timestamp ms, opaque tie-breaker), `search_after` paging with
+an opaque tie-breaker that is not the event id, the X-* headers, and 402 for an org whose
+plan lacks Directory Insights. Service accounts: POST /oauth2/token (HTTP Basic client
+id:secret, client_credentials) issues Bearer tokens that expire after `token_ttl_s`.
+Control API under /_sim/.
 Events are kept sorted with their JSON pre-serialised, so a page is one bytes join.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import heapq
 import json
 import random
@@ -46,10 +51,13 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
 _DAY_MS = 86_400_000
 _SERVICES_TEXT = ", ".join(QUERY_SERVICES)
+INSIGHTS_DISABLED = "Directory Insights is not enabled for your organization"
+PROVIDER_PREFIX = "provider:"  # store key of an MSP provider's own events
+_TIEBREAK_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
-Key = tuple[int, str]  # (epoch ms, id): the sort order and the search_after tuple
+Key = tuple[int, str]  # (epoch ms, tie-breaker): the sort order and the search_after tuple
 Entry = tuple[Key, bytes, str]  # key, serialised event, service
 
 
@@ -69,11 +77,22 @@ class Query:
     field: str | None = None
 
 
+def tiebreaker(event_id: str) -> str:
+    """The opaque second member of X-Search_after (like the API's "DZrPyW8BNsa9iKWoOm7h"):
+    unique per event, stable, and NOT its id, so a client that took it for the id breaks."""
+    number = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=15).digest(), "big")
+    chars = []
+    for _ in range(20):
+        number, digit = divmod(number, 62)
+        chars.append(_TIEBREAK_ALPHABET[digit])
+    return "".join(chars)
+
+
 def _entry(event: dict[str, Any], epoch_ms: int | None = None) -> Entry:
     try:
         if epoch_ms is None:
             epoch_ms = parse_ts(event["timestamp"])
-        key = (epoch_ms, str(event["id"]))
+        key = (epoch_ms, tiebreaker(str(event["id"])))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"event needs an RFC 3339 'timestamp' and an 'id': {exc}") from None
     blob = _ENCODER.encode(event).encode()
@@ -81,13 +100,14 @@ def _entry(event: dict[str, Any], epoch_ms: int | None = None) -> Entry:
 
 
 class _OrgStore:
-    """One organisation's events, sorted by (timestamp ms, id); late events wait in a heap."""
+    """One organisation's events, sorted by (timestamp ms, tie-breaker); late events wait in
+    a heap. Tie-breakers derive from ids, so they identify events as well as ids do."""
 
     def __init__(self) -> None:
         self.keys: list[Key] = []
         self.blobs: list[bytes] = []
         self.services: list[str] = []
-        self.ids: set[str] = set()
+        self.ids: set[str] = set()  # tie-breakers stored
         self.pending: list[tuple[float, int, Entry]] = []
         self._pending_seq = 0
 
@@ -202,19 +222,20 @@ def _parse_window(body: dict[str, Any]) -> tuple[int, int | None]:
 
 
 def _parse_limit(body: dict[str, Any]) -> int:
+    """Like the API: a nonsensical limit (0, negative, above the maximum, not a number) is no
+    error, it silently becomes the default; X-Limit tells what was applied."""
     limit = body.get("limit", DEFAULT_LIMIT)
-    if limit is None:
-        return DEFAULT_LIMIT
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise QueryError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+        return DEFAULT_LIMIT
     return limit
 
 
 def _parse_sort(body: dict[str, Any]) -> str:
-    sort = body.get("sort") or "ASC"
-    if not isinstance(sort, str) or sort.upper() not in ("ASC", "DESC"):
-        raise QueryError(f"sort must be ASC or DESC, got {sort!r}")
-    return sort.upper()
+    """ASC or DESC in any case; anything else silently becomes ASC."""
+    sort = body.get("sort")
+    if isinstance(sort, str) and sort.upper() in ("ASC", "DESC"):
+        return sort.upper()
+    return "ASC"
 
 
 def _parse_search_after(body: dict[str, Any]) -> tuple[Key | None, list[Any] | None]:
@@ -292,11 +313,17 @@ class JumpCloudSimulator(BaseSimulator):
         service_accounts: Mapping[str, str] | None = None,
         token_ttl_s: float = 3600.0,
         token_reported_ttl_s: float | None = None,
+        provider_id: str | None = None,
+        insights_disabled: Sequence[str] = (),
     ) -> None:
         """`service_accounts`: client id -> client secret for /oauth2/token; tokens live
         `token_ttl_s` seconds and announce `token_reported_ttl_s` (default: the real TTL) as
-        expires_in, so a test can make a token expire before the client expects it."""
+        expires_in, so a test can make a token expire before the client expects it.
+        `provider_id`: the MSP provider whose portal events `x-provider-id` reads (store them
+        with `org=sim.provider_store`). `insights_disabled`: orgs answered with 402."""
         super().__init__(host, port)
+        self.provider_id = provider_id
+        self.insights_disabled: set[str] = set(insights_disabled)
         self.service_accounts = dict(service_accounts or {})
         self.token_ttl_s = token_ttl_s
         self.token_reported_ttl_s = token_reported_ttl_s
@@ -311,9 +338,17 @@ class JumpCloudSimulator(BaseSimulator):
         self.seed = seed
         self.retention_days = retention_days
         self._lock = threading.Lock()
-        self._stores: dict[str, _OrgStore] = {org: _OrgStore() for org in self.org_ids}
+        self._stores: dict[str, _OrgStore] = {key: _OrgStore() for key in self._store_keys()}
         self._live_stop = threading.Event()
         self._live_thread: threading.Thread | None = None
+
+    @property
+    def provider_store(self) -> str | None:
+        """The store key of the provider's own events (pass it as `org=` to add/generate)."""
+        return PROVIDER_PREFIX + self.provider_id if self.provider_id else None
+
+    def _store_keys(self) -> list[str]:
+        return self.org_ids + ([self.provider_store] if self.provider_store else [])
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> JumpCloudSimulator:
@@ -348,7 +383,7 @@ class JumpCloudSimulator(BaseSimulator):
             target = org or event.get("organization")
             if target not in self._stores:
                 if org is not None:
-                    raise ValueError(f"unknown org {org!r}; configured: {self.org_ids}")
+                    raise ValueError(f"unknown org {org!r}; configured: {self._store_keys()}")
                 target = self.org_ids[0]
             grouped.setdefault(target, []).append(_entry(event))
         visible_at = time.monotonic() + visible_after_s if visible_after_s > 0 else None
@@ -377,7 +412,7 @@ class JumpCloudSimulator(BaseSimulator):
         added = 0
         for target in [org] if org else self.org_ids:
             if target not in self._stores:
-                raise ValueError(f"unknown org {target!r}; configured: {self.org_ids}")
+                raise ValueError(f"unknown org {target!r}; configured: {self._store_keys()}")
             stream = iter_timed_events(
                 count,
                 start_ms,
@@ -417,7 +452,7 @@ class JumpCloudSimulator(BaseSimulator):
 
     def clear_events(self) -> None:
         with self._lock:
-            self._stores = {org: _OrgStore() for org in self.org_ids}
+            self._stores = {key: _OrgStore() for key in self._store_keys()}
 
     def event_count(self, org: str | None = None, include_pending: bool = False) -> int:
         with self._lock:
@@ -500,19 +535,22 @@ class JumpCloudSimulator(BaseSimulator):
         denied = self._authenticate(request)
         if denied is not None:
             return denied
-        org_or_error = self._resolve_org(request)
-        if isinstance(org_or_error, Response):
-            return org_or_error
+        scope = self._resolve_scope(request)
+        if isinstance(scope, Response):
+            return scope
+        disabled = [key for key in scope if key in self.insights_disabled]
+        if disabled:
+            return Response.message(402, INSIGHTS_DISABLED)
         try:
             body = request.json()
         except ValueError as exc:
             return Response.message(400, str(exc))
         try:
-            response = route(org_or_error, body)
+            response = route(scope, body)
         except QueryError as exc:
             response = Response.message(400, str(exc))
         self.request_log.append(
-            {"path": request.path, "org": org_or_error, "status": response.status, "body": body}
+            {"path": request.path, "org": ",".join(scope), "status": response.status, "body": body}
         )
         return response
 
@@ -581,7 +619,10 @@ class JumpCloudSimulator(BaseSimulator):
             if time.monotonic() >= expiry:
                 self.stats_counter.incr("expired_tokens_refused")
                 return Response.message(401, "Unauthorized: access token expired")
-            if not [v for v in request.header_all("x-org-id") if v.strip()]:
+            if (
+                not [v for v in request.header_all("x-org-id") if v.strip()]
+                and not (request.header("x-provider-id") or "").strip()
+            ):
                 return Response.message(
                     400, "x-org-id header is required with a service account token"
                 )
@@ -595,22 +636,34 @@ class JumpCloudSimulator(BaseSimulator):
             return Response.message(401, "Unauthorized: invalid x-api-key")
         return None
 
-    def _resolve_org(self, request: Request) -> str | Response:
-        given = {v.strip() for v in request.header_all("x-org-id") if v.strip()}
-        if len(given) > 1:
-            return Response.message(400, "send one x-org-id per request (one organization)")
+    def _resolve_scope(self, request: Request) -> tuple[str, ...] | Response:
+        """The stores one request reads: the provider's (x-provider-id), or the orgs named by
+        its x-org-id headers (several allowed: the answer mixes their events), or the key's
+        only org."""
+        provider = (request.header("x-provider-id") or "").strip()
+        if provider:
+            if provider != self.provider_id:
+                return Response.message(403, f"Forbidden: provider {provider} is not accessible")
+            return (PROVIDER_PREFIX + provider,)
+        given: list[str] = []
+        for value in request.header_all("x-org-id"):
+            # one header may also carry a comma-separated list (HTTP folds repeated headers)
+            for org in value.split(","):
+                org = org.strip()
+                if org and org not in given:
+                    given.append(org)
         if not given:
             if len(self.org_ids) == 1:
-                return self.org_ids[0]
+                return (self.org_ids[0],)
             return Response.message(
                 400,
                 "x-org-id header is required: this key administers several organizations "
                 f"({', '.join(self.org_ids)})",
             )
-        org = given.pop()
-        if org not in self._stores:
-            return Response.message(403, f"Forbidden: organization {org} is not accessible")
-        return org
+        for org in given:
+            if org not in self.org_ids:
+                return Response.message(403, f"Forbidden: organization {org} is not accessible")
+        return tuple(given)
 
     def _effective(self, query: Query) -> Query:
         if self.retention_days is None:
@@ -620,14 +673,19 @@ class JumpCloudSimulator(BaseSimulator):
             return query
         return dataclasses.replace(query, start_ms=floor)
 
-    def _events(self, org: str, body: Any) -> Response:
+    def _events(self, scope: tuple[str, ...], body: Any) -> Response:
         query = self._effective(parse_query(body))
+        picked: list[tuple[Key, bytes]] = []
         with self._lock:
-            store = self._stores[org]
-            store.promote(time.monotonic())
-            indexes = store.page(query)
-            blobs = [store.blobs[i] for i in indexes]
-            last = store.keys[indexes[-1]] if indexes else None
+            for key in scope:
+                store = self._stores[key]
+                store.promote(time.monotonic())
+                picked.extend((store.keys[i], store.blobs[i]) for i in store.page(query))
+        if len(scope) > 1:  # merge the orgs' pages into one stream, then cut at the limit
+            picked.sort(key=lambda kb: kb[0], reverse=query.sort == "DESC")
+            del picked[query.limit :]
+        blobs = [blob for _, blob in picked]
+        last = picked[-1][0] if picked else None
         if last is not None:
             search_after = _compact([last[0], last[1]])
         else:
@@ -642,26 +700,30 @@ class JumpCloudSimulator(BaseSimulator):
         }
         return Response(200, b"[" + b",".join(blobs) + b"]", headers)
 
-    def _count(self, org: str, body: Any) -> Response:
+    def _count(self, scope: tuple[str, ...], body: Any) -> Response:
         query = self._effective(parse_query(body))
+        count = 0
         with self._lock:
-            store = self._stores[org]
-            store.promote(time.monotonic())
-            count = len(store.matching(query))
+            for key in scope:
+                store = self._stores[key]
+                store.promote(time.monotonic())
+                count += len(store.matching(query))
         return Response.json(200, {"count": count})
 
-    def _distinct(self, org: str, body: Any) -> Response:
+    def _distinct(self, scope: tuple[str, ...], body: Any) -> Response:
         query = self._effective(parse_query(body, need_field=True))
         assert query.field is not None
+        values: list[Any] = []
+        blobs: list[bytes] = []
         with self._lock:
-            store = self._stores[org]
-            store.promote(time.monotonic())
-            indexes = store.matching(query)
-            if query.field == "service":
-                values: list[Any] = [store.services[i] for i in indexes]
-            else:
-                blobs = [store.blobs[i] for i in indexes]
-                values = []
+            for key in scope:
+                store = self._stores[key]
+                store.promote(time.monotonic())
+                indexes = store.matching(query)
+                if query.field == "service":
+                    values.extend(store.services[i] for i in indexes)
+                else:
+                    blobs.extend(store.blobs[i] for i in indexes)
         if query.field != "service":
             values = [_dig(json.loads(b), query.field) for b in blobs]
         counts: dict[str, tuple[Any, int]] = {}
@@ -682,6 +744,8 @@ class JumpCloudSimulator(BaseSimulator):
 
     # -- control ---------------------------------------------------------------------------
     def extra_control(self, request: Request) -> Response:
+        if (request.method, request.path) == ("POST", "/_sim/insights"):
+            return self._control_insights(request)
         if (request.method, request.path) != ("POST", "/_sim/events"):
             return super().extra_control(request)
         try:
@@ -689,6 +753,25 @@ class JumpCloudSimulator(BaseSimulator):
         except (ValueError, TypeError) as exc:
             return Response.message(400, str(exc))
         return Response.json(200, {"added": added, "stored": self.stats["events_stored"]})
+
+    def set_insights(self, org: str, enabled: bool) -> None:
+        """Switch Directory Insights off (402 for every request naming the org) or back on."""
+        if org not in self._stores:
+            raise ValueError(f"unknown org {org!r}; configured: {self._store_keys()}")
+        if enabled:
+            self.insights_disabled.discard(org)
+        else:
+            self.insights_disabled.add(org)
+
+    def _control_insights(self, request: Request) -> Response:
+        try:
+            data = request.json()
+            if not isinstance(data, dict) or not isinstance(data.get("enabled"), bool):
+                raise ValueError('expected {"org": "<org id>", "enabled": true|false}')
+            self.set_insights(str(data.get("org")), data["enabled"])
+        except ValueError as exc:
+            return Response.message(400, str(exc))
+        return Response.json(200, {"insights_disabled": sorted(self.insights_disabled)})
 
     def _control_events(self, data: Any) -> int:
         if isinstance(data, list):
