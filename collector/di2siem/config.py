@@ -288,10 +288,12 @@ def _str_list(sec: dict, key: str, path: str, default: tuple[str, ...]) -> tuple
 
 
 def is_loopback_host(host: str | None) -> bool:
+    """Literal 127.0.0.0/8, ::1 and ``localhost`` only: ``x.localhost`` is resolved through
+    DNS like any other name, so it gets no plain-http or no-proxy exemption."""
     if not host:
         return False
-    host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    host = host.strip("[]").lower()
+    if host in ("localhost", "localhost."):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -1,16 +1,24 @@
 """HTTP plumbing shared by both sides: sessions, TLS rules, retries with backoff.
 
 ``requests`` is imported lazily so ``di2siem --version``, ``check --offline`` and config
-errors do not pay for it. TLS verification is always on (optionally against a CA bundle);
-proxies come from the standard environment variables, as requests does by default.
+errors do not pay for it. TLS verification is always on, against the configured CA bundle
+(else certifi's); the environment can only add proxies, and never for loopback hosts. Every
+exchange has a wall-clock deadline, never follows redirects and caps what an answer may
+inflate to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
+import threading
 import time
+import zlib
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from . import __version__
 
@@ -83,6 +91,11 @@ class RetryPolicy:
         self.clock = clock
         self.retries = 0
 
+    @property
+    def exchange_deadline(self) -> float | None:
+        """The run deadline on the clock send() measures (time.monotonic), if any."""
+        return self.deadline if self.clock is time.monotonic else None
+
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_delay)
@@ -113,12 +126,72 @@ class RetryPolicy:
                 self.sleep(wait)
 
 
+# What one answer may hold once decoded. A JumpCloud page (at most 10,000 events) is far
+# below this; a compressed "bomb" is cut here instead of inflating into gigabytes.
+MAX_PAGE_BYTES = 256 * 1024 * 1024
+# Every other answer (SIEM acknowledgements, error bodies, tokens) is only looked at briefly.
+MAX_ANSWER_BYTES = 64 * 1024
+# An exchange in flight when run_time_budget_seconds runs out may use this much longer to
+# finish (the batch already handed to the SIEM); none runs longer.
+BUDGET_GRACE_S = 5.0
+_CHUNK = 1024 * 1024
+ACCEPT_ENCODING = "gzip, deflate"  # only what we decode ourselves, with a size cap
+
+
+class BudgetExceeded(Exception):
+    """An exchange was cut at the run time budget (plus BUDGET_GRACE_S): a stalled peer."""
+
+
+class Answer:
+    """A fully read HTTP answer: the subset of ``requests.Response`` the callers use."""
+
+    __slots__ = ("content", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: Any, content: bytes | bytearray) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.content = content
+
+    def close(self) -> None:
+        """Nothing to release: the connection was handled while reading."""
+
+
+def _no_proxy_needed(url: str) -> bool:
+    from .config import is_loopback_host
+
+    return is_loopback_host(urlsplit(url).hostname)
+
+
+def _proxies_for(url: str) -> dict[str, str]:
+    """Loopback never goes through a proxy (the key would travel in clear to it); other
+    hosts use HTTP(S)_PROXY / ALL_PROXY / NO_PROXY from the environment, as curl does."""
+    if _no_proxy_needed(url):
+        return {}
+    from requests.utils import get_environ_proxies
+
+    return dict(get_environ_proxies(url))
+
+
+def _default_ca_bundle() -> str:
+    from requests.certs import where
+
+    return where()
+
+
 def make_session(ca_bundle: str | None, headers: dict[str, str] | None = None):
+    """A session that takes nothing from the environment implicitly: no REQUESTS_CA_BUNDLE /
+    CURL_CA_BUNDLE (the configured bundle, else certifi's, is always the one verified
+    against), no ~/.netrc credentials. Proxies are passed per request (_proxies_for)."""
     import requests
 
     session = requests.Session()
-    session.verify = ca_bundle if ca_bundle else True
+    session.trust_env = False
+    session.verify = ca_bundle if ca_bundle else _default_ca_bundle()
     session.headers["User-Agent"] = USER_AGENT
+    session.headers["Accept-Encoding"] = ACCEPT_ENCODING
+    adapter = _guarded_adapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     if headers:
         session.headers.update(headers)
     return session
@@ -133,45 +206,285 @@ def send(
     headers: Any,
     timeout: float,
     side: str,
-    stream: bool = False,
-):
-    """One HTTP exchange; transport problems become RetryableError / FatalError."""
+    url_key: str,
+    deadline: float | None = None,
+    limit: int = MAX_ANSWER_BYTES,
+    whole: bool = False,
+) -> Answer:
+    """One HTTP exchange (connect, request, answer and its body) that ends by
+    ``min(now + timeout, deadline + BUDGET_GRACE_S)`` whatever the peer does.
+
+    Redirects are never followed: a 3xx is a FatalError naming where it pointed, so no
+    request (with its credentials) ever reaches a host other than the configured one.
+    The body is decoded by us with a cap: ``whole`` answers (JumpCloud pages) larger than
+    ``limit`` fail, other answers are cut to ``limit`` bytes.
+    """
     import requests
 
+    started = time.monotonic()
+    ends = started + timeout
+    by_budget = False
+    if deadline is not None and deadline + BUDGET_GRACE_S < ends:
+        ends = deadline + BUDGET_GRACE_S
+        by_budget = True
+    remaining = ends - started
+    if remaining <= 0:
+        raise BudgetExceeded(f"{side}: run_time_budget_seconds used up before the request")
+    guard = _Guard(ends)
     try:
-        return session.request(
-            method, url, data=data, headers=headers, timeout=timeout, stream=stream
-        )
-    except requests.exceptions.SSLError as exc:
-        key = "jumpcloud.ca_bundle" if side == "JumpCloud" else "siem.ca_bundle"
-        raise FatalError(
-            f"{side} TLS verification failed ({_short(exc)}): check the URL or set {key}"
+        with guard:
+            try:
+                response = session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=(remaining, remaining),
+                    stream=True,
+                    allow_redirects=False,
+                    proxies=_proxies_for(url),
+                )
+            except requests.exceptions.SSLError as exc:
+                if guard.fired:
+                    raise
+                key = "jumpcloud.ca_bundle" if side == "JumpCloud" else "siem.ca_bundle"
+                raise FatalError(
+                    f"{side} TLS verification failed ({_short(exc)}): check the URL or set {key}"
+                ) from None
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
+                raise FatalError(f"{side} URL is invalid: {_short(exc)}") from None
+            try:
+                status = response.status_code
+                if 300 <= status < 400:
+                    raise FatalError(_redirect_message(side, status, response, url_key))
+                content = _read(response, side, limit, whole)
+            finally:
+                response.close()
+            return Answer(status, response.headers, content)
+    except (FatalError, RetryableError, requests.exceptions.RequestException) as exc:
+        if not guard.fired:
+            raise _transport_error(exc, side, timeout) from None
+    # the guard cut the exchange
+    took = time.monotonic() - started
+    if by_budget:
+        raise BudgetExceeded(
+            f"{side} did not finish answering within run_time_budget_seconds "
+            f"(+{BUDGET_GRACE_S:g}s grace; cut after {took:.1f}s): a stalled or very slow peer"
         ) from None
-    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
-        raise FatalError(f"{side} URL is invalid: {_short(exc)}") from None
-    except requests.exceptions.Timeout:
-        raise RetryableError(f"{side} timed out after {timeout:g}s") from None
-    except requests.exceptions.RequestException as exc:
-        raise RetryableError(f"{side} connection failed: {_short(exc)}") from None
+    raise RetryableError(
+        f"{side} did not finish answering within {timeout:g}s ({url_key.split('.')[0]}"
+        ".timeout_seconds bounds the whole exchange)"
+    ) from None
 
 
-def read_body(response, side: str) -> bytes:
-    """The whole body of a ``stream=True`` response in one read.
+def _transport_error(exc: Exception, side: str, timeout: float) -> Exception:
+    import requests
 
-    One large read lets the socket hand over big chunks: requests' own ``.content`` reads
-    10 KB at a time, and every small read has to win the GIL back from the busy threads.
-    """
+    if isinstance(exc, requests.exceptions.Timeout):
+        return RetryableError(f"{side} timed out after {timeout:g}s")
+    if isinstance(exc, requests.exceptions.RequestException):
+        return RetryableError(f"{side} connection failed: {_short(exc)}")
+    return exc
+
+
+def _redirect_message(side: str, status: int, response, url_key: str) -> str:
+    location = response.headers.get("Location") or ""
+    return (
+        f"{side} answered {status} redirecting to {_describe_location(location)}: di2siem "
+        f"never follows redirects (credentials stay with the configured host); set {url_key} "
+        "to the final URL"
+    )
+
+
+def _describe_location(location: str) -> str:
+    """Scheme, host and path of a redirect target; never its query, fragment or userinfo."""
+    if not location:
+        return "(no Location)"
     try:
-        data = response.raw.read(decode_content=True)
-    except Exception as exc:  # urllib3 timeouts, protocol errors, resets
-        response.close()
-        raise RetryableError(f"{side} answer could not be read ({_short(exc)})") from None
+        parts = urlsplit(location.strip())
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an invalid Location)"
+    text = f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else parts.path
+    text = "".join(c if c.isprintable() and c not in ' "' else "?" for c in text)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _read(response, side: str, limit: int, whole: bool) -> bytes | bytearray:
+    """The body, decoded (gzip/deflate) incrementally so no more than ``limit`` bytes are
+    ever held. ``whole``: more than ``limit`` is an error; otherwise the rest is dropped."""
+    raw = response.raw
+    encoding = (response.headers.get("Content-Encoding") or "").strip().lower()
+    if encoding in ("", "identity"):
+        decoder = None
+    elif encoding in ("gzip", "x-gzip", "deflate"):
+        decoder = _Inflater(side)
+    else:
+        raise RetryableError(
+            f"{side} answered with Content-Encoding {_describe_location(encoding)!r}, "
+            f"which was not asked for (Accept-Encoding: {ACCEPT_ENCODING})"
+        )
     expected = response.headers.get("Content-Length")
-    encoded = response.headers.get("Content-Encoding")
-    if expected and expected.isdigit() and not encoded and int(expected) != len(data):
-        response.close()
+    length = int(expected) if expected and expected.isdigit() else None
+    if whole and decoder is None and length is not None and length > limit:
+        raise RetryableError(_too_large(side, limit))
+    out = bytearray()
+    try:
+        while True:
+            chunk = raw.read(_CHUNK, decode_content=False)
+            if not chunk:
+                break
+            for piece in (chunk,) if decoder is None else decoder.feed(chunk):
+                out += piece
+                if len(out) > limit:
+                    if whole:
+                        raise RetryableError(_too_large(side, limit))
+                    del out[limit:]
+                    return out
+    except RetryableError:
+        raise
+    except Exception as exc:  # urllib3 protocol errors, resets, timeouts
+        raise RetryableError(f"{side} answer could not be read ({_short(exc)})") from None
+    if decoder is not None and not decoder.complete and out:
+        raise RetryableError(f"{side} answer was cut short (compressed stream incomplete)")
+    if decoder is None and length is not None and length != len(out):
         raise RetryableError(f"{side} answer was cut short")
-    return data
+    return out
+
+
+class _Inflater:
+    """gzip (also concatenated members) or zlib data, decoded a bounded piece at a time."""
+
+    def __init__(self, side: str) -> None:
+        self.side = side
+        # 32+: a zlib or a gzip header, detected (servers send either for "deflate")
+        self.decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)
+
+    @property
+    def complete(self) -> bool:
+        return self.decoder.eof
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        """The decoded bytes of ``chunk``, in pieces of at most _CHUNK bytes."""
+        data = chunk
+        try:
+            while data:
+                piece = self.decoder.decompress(data, _CHUNK)
+                data = self.decoder.unconsumed_tail
+                if not data and self.decoder.eof and self.decoder.unused_data:
+                    data = self.decoder.unused_data  # a concatenated gzip member follows
+                    self.decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)
+                if piece:
+                    yield piece
+        except zlib.error:
+            raise RetryableError(f"{self.side} answer is not valid gzip/deflate data") from None
+
+
+def _too_large(side: str, limit: int) -> str:
+    return (
+        f"{side} answer is larger than {limit // (1024 * 1024)} MiB once decoded (a page never "
+        "is; a compression bomb or a broken proxy); the page was not used"
+    )
+
+
+class _Guard:
+    """Shuts the sockets of one exchange down at its deadline, wherever it blocks (connect,
+    headers, a body that trickles one byte a second): socket timeouts alone are per read."""
+
+    def __init__(self, ends: float) -> None:
+        self.ends = ends
+        self.lock = threading.Lock()
+        self.connections: list[Any] = []
+        self.fired = False
+        self.armed = False
+        self.timer: threading.Timer | None = None
+
+    def __enter__(self) -> _Guard:
+        self.armed = True
+        self.timer = threading.Timer(max(0.0, self.ends - time.monotonic()), self.fire)
+        self.timer.daemon = True
+        self.timer.start()
+        _current.guard = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current.guard = None
+        with self.lock:
+            self.armed = False
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def attach(self, connection: Any) -> None:
+        with self.lock:
+            if self.fired:
+                _shut(connection)
+            else:
+                self.connections.append(connection)
+
+    def fire(self) -> None:
+        with self.lock:
+            if not self.armed:
+                return
+            self.fired = True
+            for connection in self.connections:
+                _shut(connection)
+
+
+_current = threading.local()
+
+
+def _shut(connection: Any) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_ADAPTER_CLASS: Any = None
+
+
+def _guarded_adapter():
+    """An HTTPAdapter whose connections join the current exchange's _Guard."""
+    global _ADAPTER_CLASS
+    if _ADAPTER_CLASS is None:
+        from requests.adapters import HTTPAdapter
+        from urllib3.connection import HTTPConnection, HTTPSConnection
+        from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+        def _attached(cls):
+            class Guarded(cls):
+                def request(self, *args: Any, **kwargs: Any) -> Any:
+                    guard = getattr(_current, "guard", None)
+                    if guard is not None:
+                        guard.attach(self)
+                    return super().request(*args, **kwargs)
+
+            Guarded.__name__ = "Guarded" + cls.__name__
+            return Guarded
+
+        class GuardedHTTPPool(HTTPConnectionPool):
+            ConnectionCls = _attached(HTTPConnection)
+
+        class GuardedHTTPSPool(HTTPSConnectionPool):
+            ConnectionCls = _attached(HTTPSConnection)
+
+        pools = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
+        class GuardedAdapter(HTTPAdapter):
+            def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+                super().init_poolmanager(*args, **kwargs)
+                self.poolmanager.pool_classes_by_scheme = pools
+
+            def proxy_manager_for(self, proxy: str, **kwargs: Any):
+                manager = super().proxy_manager_for(proxy, **kwargs)
+                if not proxy.lower().startswith("socks"):
+                    manager.pool_classes_by_scheme = pools
+                return manager
+
+        _ADAPTER_CLASS = GuardedAdapter
+    return _ADAPTER_CLASS()
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 from .config import DEFAULT_ORG, PROVIDER_PREFIX, JumpCloudConfig
 from .http import (
+    MAX_PAGE_BYTES,
     FatalError,
     RetryableError,
     RetryPolicy,
     body_excerpt,
     make_session,
-    read_body,
     send,
     transient_status_error,
 )
@@ -247,6 +247,8 @@ class JumpCloudClient:
             },
             timeout=cfg.timeout_seconds,
             side=SIDE,
+            url_key="jumpcloud.token_url",
+            deadline=self.policy.exchange_deadline,
         )
         if response.status_code != 200:
             raise _token_status_error(response.status_code, response)
@@ -274,7 +276,7 @@ class JumpCloudClient:
         status = response.status_code
         if status != 200:
             raise _status_error(status, response, self.cfg.service_account, org)
-        content = read_body(response, SIDE)
+        content = response.content
         response_headers = response.headers
         del response
         text, events = split_page(content, transform)
@@ -308,7 +310,10 @@ class JumpCloudClient:
             headers=headers,
             timeout=self.cfg.timeout_seconds,
             side=SIDE,
-            stream=True,
+            url_key="jumpcloud.base_url",
+            deadline=self.policy.exchange_deadline,
+            limit=MAX_PAGE_BYTES,
+            whole=True,
         )
 
     def _post_bearer(self, body: bytes, headers: dict[str, str] | None):

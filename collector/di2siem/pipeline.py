@@ -20,7 +20,7 @@ from typing import Callable
 
 from .batching import Batcher, Item
 from .config import DEFAULT_ORG, Config, ConfigError
-from .http import FatalError, GaveUpError, RetryPolicy
+from .http import BudgetExceeded, FatalError, GaveUpError, RetryPolicy
 from .jumpcloud import JumpCloudClient
 from .lock import InstanceLock, LockHeld
 from .log import Logger
@@ -329,6 +329,16 @@ class Pipeline:
                     org=org,
                     budget_s=self.cfg.run_time_budget_seconds,
                 )
+            except BudgetExceeded as exc:
+                # an exchange was cut at the budget: fine once progress is saved, loud when
+                # a stalled peer kept this run from shipping anything
+                if orun.batches:
+                    orun.status = "budget"
+                    self.log.warning(f"{exc}; progress saved, next run resumes", org=org)
+                else:
+                    orun.status = "failed"
+                    self.log.error(f"{exc}; nothing shipped this run", org=org)
+                    rc = 1
             except (FatalError, GaveUpError) as exc:
                 orun.status = "failed"
                 self.log.error(str(exc), org=org)

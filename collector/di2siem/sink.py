@@ -80,6 +80,8 @@ class Sink:
             headers=None,
             timeout=self.cfg.timeout_seconds,
             side=SIDE,
+            url_key="siem.url",
+            deadline=self.policy.exchange_deadline,
         )
 
     def _post_once(self, body: bytes) -> int:

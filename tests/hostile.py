@@ -1,0 +1,145 @@
+"""Hostile HTTP peers of our own, on loopback, for tests.
+
+``HostilePeer(behave)`` is a threaded HTTP server on 127.0.0.1 (port 0, optionally TLS) that
+records every request it receives and lets ``behave(exchange)`` answer however it likes:
+a redirect, a body that trickles one byte a second, a compression bomb, an error body that
+echoes the key. Nothing here ever talks to a non-loopback address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    """One request as the peer saw it (header names lower-cased)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes = field(repr=False)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Exchange:
+    """What ``behave`` gets: the request, and ways to answer (well or badly)."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler, peer: HostilePeer, got: Received):
+        self._handler = handler
+        self.peer = peer
+        self.request = got
+
+    def reply(
+        self, status: int, body: bytes | str | Any = b"", headers: dict[str, str] | None = None
+    ) -> None:
+        """A complete, well-formed answer (a str is UTF-8, anything else not bytes is JSON)."""
+        if isinstance(body, str):
+            body = body.encode()
+        elif not isinstance(body, (bytes, bytearray)):
+            body = json.dumps(body).encode()
+        h = self._handler
+        h.send_response(status)
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        all_headers.setdefault("Content-Length", str(len(body)))
+        for name, value in all_headers.items():
+            h.send_header(name, value)
+        h.end_headers()
+        h.wfile.write(body)
+        h.wfile.flush()
+
+    def write(self, data: bytes) -> None:
+        """Raw bytes on the socket (status line and headers included, if any)."""
+        self._handler.wfile.write(data)
+        self._handler.wfile.flush()
+
+    def trickle(self, data: bytes, every_s: float = 1.0) -> None:
+        """``data`` one byte at a time, ``every_s`` apart, until sent or the peer stops."""
+        for i in range(len(data)):
+            if self.peer.stopping.wait(every_s if i else 0):
+                return
+            try:
+                self.write(data[i : i + 1])
+            except OSError:
+                return
+
+
+Behaviour = Callable[[Exchange], None]
+
+
+class HostilePeer:
+    def __init__(self, behave: Behaviour, tls: tuple[str, str] | None = None) -> None:
+        self.behave = behave
+        self.received: list[Received] = []
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                got = Received(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                )
+                with peer._lock:
+                    peer.received.append(got)
+                with contextlib.suppress(OSError):
+                    peer.behave(Exchange(self, peer, got))
+                self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_CONNECT = do_HEAD = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "https" if tls else "http"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> HostilePeer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def requests(self) -> list[Received]:
+        with self._lock:
+            return list(self.received)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = fn()
+    return result, time.monotonic() - started
