@@ -349,17 +349,31 @@ def test_oversize_event_is_reported_and_skipped_once(env: Env, capsys) -> None:
     assert rc == 0 and counts(err)["skipped"] == 0 and big["id"] not in err
 
 
-def test_event_the_sink_refuses_as_too_large_is_skipped(tmp_path, jcsim, capsys) -> None:
+def test_event_the_sink_refuses_below_the_cap_stops_the_run_skips_nothing(
+    tmp_path, jcsim, capsys
+) -> None:
+    """Only siem.max_batch_bytes, measured here, makes an event oversize: a 413 for one
+    event within it is the SIEM's failure (exit 1, cursor kept), never a silent skip."""
+    events = recent(12)
+    big = dict(events[5], id="c" * 24, message="y" * 5000)
+    jcsim.add_events([*events, big])
     with CoralogixSink(api_key=CX_KEY, max_body_bytes=4000) as small:
         env = Env(tmp_path, jcsim, small)
-        events = recent(12)
-        big = dict(events[5], id="c" * 24, message="y" * 5000)
-        jcsim.add_events([*events, big])
         env.write(legacy_config(jcsim.url, small.url, batch_size=4))
         rc, _, err = env.run(capsys)
+        assert rc == 1, err
+        assert "SIEM answered 413" in err and "siem.max_batch_bytes=1500000" in err
+        assert counts(err)["skipped"] == 0 and summary(err)["status"] == "failed"
+        before = {e["id"] for e in small.events()}
+        assert before < {e["id"] for e in events} and big["id"] not in before
+    with CoralogixSink(api_key=CX_KEY) as roomy:  # the SIEM is fixed: the next run resumes
+        env = Env(tmp_path, jcsim, roomy)
+        env.write(legacy_config(jcsim.url, roomy.url, batch_size=4))
+        rc, _, err = env.run(capsys)
         assert rc == 0, err
-        assert counts(err)["skipped"] == 1 and big["id"] in err
-        assert_exactly_once(env, events)
+        after = {e["id"] for e in roomy.events()}
+        assert not before & after, "an accepted batch was sent again"
+        assert before | after == {e["id"] for e in [*events, big]}
 
 
 # -- state ----------------------------------------------------------------------------------
@@ -376,9 +390,8 @@ def test_legacy_state_end_time_seeds_the_first_run(env: Env, capsys) -> None:
     assert rc == 0, err
     assert "legacy state.end_time" in err
     assert_exactly_once(env, events[30:])
-    assert env.jc.requests[0]["body"]["start_time"] == format_ts(
-        parse_ms(events[29]["timestamp"]) + 1
-    )
+    queries = [r["body"] for r in env.jc.requests if r["body"]["limit"] != 1]  # not the probe
+    assert queries[0]["start_time"] == format_ts(parse_ms(events[29]["timestamp"]) + 1)
     assert path.read_bytes() == before
     # later runs go by state.json, not by the legacy value
     rc, _, err = env.run(capsys)

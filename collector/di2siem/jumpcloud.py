@@ -25,6 +25,7 @@ from .http import (
     send,
     transient_status_error,
 )
+from .timeutil import http_date_ms, now_ms
 
 SIDE = "JumpCloud"
 SA_KEYS = "jumpcloud.client_id / jumpcloud.client_secret"
@@ -207,6 +208,8 @@ class JumpCloudClient:
         self.clock = clock
         self.url = cfg.events_url
         self.tokens_obtained = 0
+        # JumpCloud's own clock: (server ms from the last answer's Date header, host ms then)
+        self.server_clock: tuple[int, int] | None = None
         self._token: str | None = None
         self._token_refresh_at = 0.0
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -274,6 +277,7 @@ class JumpCloudClient:
         else:
             response = self._post(body, headers)
         status = response.status_code
+        self._note_date(response.headers.get("Date"))
         if status != 200:
             raise _status_error(status, response, self.cfg.service_account, org)
         content = response.content
@@ -300,6 +304,19 @@ class JumpCloudClient:
             if not isinstance(search_after, list) or not search_after:
                 raise RetryableError("JumpCloud sent a malformed X-Search_after header")
         return (text, events), search_after, page_limit
+
+    def _note_date(self, value: str | None) -> None:
+        server = http_date_ms(value)
+        if server is not None:
+            self.server_clock = (server, now_ms())
+
+    def server_now_ms(self) -> int | None:
+        """JumpCloud's current time as its last Date header tells it (1 s resolution,
+        rounded down), or None when no answer carried a usable one."""
+        if self.server_clock is None:
+            return None
+        server, seen = self.server_clock
+        return server + max(0, now_ms() - seen)
 
     def _post(self, body: bytes, headers: dict[str, str] | None):
         return send(

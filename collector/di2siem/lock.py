@@ -2,12 +2,15 @@
 
 The kernel drops the lock when the process dies (even on kill -9), so it is never stale.
 The file itself stays; it is never deleted (deleting a flock file races with a waiter).
+The holder writes its pid and start time (epoch ms) into it, so a run that finds the lock
+held can tell a stuck holder from a busy one.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 
 LOCK_FILE = "di2siem.lock"
 
@@ -33,10 +36,25 @@ class InstanceLock:
             raise
         try:
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            os.write(fd, f"{os.getpid()} {int(time.time() * 1000)}\n".encode())
         except OSError:
             pass
         self.fd = fd
+
+    def holder(self) -> tuple[int, int | None] | None:
+        """(pid, start epoch ms or None) of the run holding the lock, None when unreadable
+        (an older version wrote only the pid; a holder may be writing it right now)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                fields = os.read(fd, 100).split()
+            finally:
+                os.close(fd)
+            pid = int(fields[0])
+            started = int(fields[1]) if len(fields) > 1 else None
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid, started
 
     def release(self) -> None:
         if self.fd is not None:

@@ -4,12 +4,18 @@ Invariants:
 - the cursor (and the ids it covers) are saved only after the SIEM accepted a batch, one
   batch at a time, so a failure or kill -9 at any instant re-sends at most the batch in flight;
 - every run re-reads ``overlap_seconds`` behind the cursor and drops already-shipped ids;
+- every event has an identity: the API's id, else a digest of its exact text (``event_key``);
+  identities handed to the sender stay remembered until they are recorded;
+- the cursor only moves to event times the fetch really covered: never past JumpCloud's own
+  clock (the Date header of its last answer), never for an event whose time cannot be read
+  or represented; the host clock never sets it;
 - memory holds at most two pages (one processed, the next fetched), two batches (one posted,
   one queued) and the bounded recent-id memory, whatever the backlog.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import sys
@@ -26,11 +32,27 @@ from .lock import InstanceLock, LockHeld
 from .log import Logger
 from .shaping import Shaper, too_deep
 from .sink import Sink
-from .state import OrgState, StateError, StateStore
-from .timeutil import format_ms, now_ms, parse_ms
+from .state import OrgState, StateError, StateStore, StateWriteError
+from .timeutil import MAX_MS, format_ms, now_ms, parse_ms
 
 DAY_MS = 86_400_000
 MAX_DETAIL_WARNINGS = 10
+SKEW_WARN_MS = 30_000
+PROBE_MARGIN_MS = 3_600_000  # warn when JumpCloud's clock and ours differ by more than this
+DIGEST_PREFIX = "blake2b:"  # event keys of id-less events; JumpCloud ids are 24 hex digits
+
+
+def event_key(event_id: object, raw: str) -> str:
+    """An event's identity: its id, else a digest of its exact text (a stable key for
+    events the API sends without one, so the id memory covers them too)."""
+    if type(event_id) is str and event_id:
+        return event_id
+    if type(event_id) is int:
+        return str(event_id)
+    return (
+        DIGEST_PREFIX
+        + hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    )
 
 
 class BudgetReached(Exception):
@@ -80,10 +102,13 @@ class OrgRun:
         self.deep = 0
         self.batches = 0
         self.retries = 0
+        self.resent = 0
+        self.untimed = 0
         self.started = time.monotonic()
         self.status = "ok"
-        # ids of events we skipped (oversize) or could not time; recorded with the next save
-        self.carry: list[tuple[str, int]] = []
+        # keys handed to the sender and not yet recorded in the state (read by the main
+        # thread, emptied by the sender once the state holds them)
+        self.pending: set[str] = set()
 
 
 BATCH = "batch"
@@ -172,9 +197,7 @@ class Sender:
                 if kind == SKIP:
                     p._oversize(o, payload)
                 else:
-                    self.sink.ship(
-                        payload, lambda acc: p._accepted(o, acc), lambda it: p._oversize(o, it)
-                    )
+                    self.sink.ship(payload, lambda acc: p._accepted(o, acc))
             except BaseException as exc:
                 self.error = exc
 
@@ -227,6 +250,8 @@ class Pipeline:
         self.shaper = Shaper(cfg)
         self.overlap_ms = int(cfg.jumpcloud.overlap_seconds * 1000)
         self._warnings = 0
+        self._skew_warned = False
+        self.jc: JumpCloudClient | None = None
 
     # -- helpers -----------------------------------------------------------------------------
     def _retries(self) -> int:
@@ -257,6 +282,22 @@ class Pipeline:
                 f"{self.cfg.state_dir} is not writable by this user",
                 "fix its owner/mode or set state_dir",
             )
+        # others must not be able to plant or swap files where the cursor lives
+        st = os.stat(self.cfg.state_dir)
+        if st.st_uid != os.geteuid():
+            raise ConfigError(
+                "state_dir",
+                f"{self.cfg.state_dir} is owned by uid {st.st_uid}, not by this user "
+                f"(uid {os.geteuid()})",
+                "run di2siem as the directory's owner, chown the directory, or set state_dir",
+            )
+        if st.st_mode & 0o022:
+            raise ConfigError(
+                "state_dir",
+                f"{self.cfg.state_dir} is writable by group or others "
+                f"(mode {st.st_mode & 0o7777:04o})",
+                f"chmod 700 {self.cfg.state_dir}",
+            )
 
     # -- entry point -------------------------------------------------------------------------
     def run(self) -> int:
@@ -277,15 +318,18 @@ class Pipeline:
         try:
             lock.acquire()
         except LockHeld:
-            self.log.info("another run holds the lock; exiting", lock=lock.path)
-            return 0
+            return self._lock_held(lock)
         try:
             try:
                 self.store.load()
+                self.store.check_writable()
             except StateError as exc:
                 self.log.error(f"state file unusable: {exc}")
                 return 1
-            jc = JumpCloudClient(
+            except StateWriteError as exc:
+                self.log.error(str(exc))
+                return 1
+            jc = self.jc = JumpCloudClient(
                 self.cfg.jumpcloud, self.jc_policy, self._on_retry, self.log.add_secret
             )
             sink = Sink(self.cfg.siem, self.sink_policy, self._on_retry, self.sleep)
@@ -297,6 +341,35 @@ class Pipeline:
                 self.store.close()
         finally:
             lock.release()
+
+    def _lock_held(self, lock: InstanceLock) -> int:
+        """Another run holds the lock: fine (exit 0) unless it has held it far longer than
+        any run may take, which means it is stuck: say so, with a failing status."""
+        holder = lock.holder()
+        stale_s = 2 * self.cfg.run_time_budget_seconds
+        if holder is not None and holder[1] is not None:
+            pid, started_ms = holder
+            age_s = round(max(0, now_ms() - started_ms) / 1000, 1)
+            if age_s > stale_s:
+                self.log.warning(
+                    "another run has held the lock for longer than twice "
+                    "run_time_budget_seconds: it looks stuck; check that process (kill it "
+                    "to resume, the state keeps every accepted batch)",
+                    lock=lock.path,
+                    holder_pid=pid,
+                    holder_age_s=age_s,
+                    run_time_budget_seconds=self.cfg.run_time_budget_seconds,
+                )
+                return 1
+            self.log.info(
+                "another run holds the lock; exiting",
+                lock=lock.path,
+                holder_pid=pid,
+                holder_age_s=age_s,
+            )
+            return 0
+        self.log.info("another run holds the lock; exiting", lock=lock.path)
+        return 0
 
     def _run_orgs(self, jc: JumpCloudClient, sink: Sink) -> int:
         rc = 0
@@ -320,6 +393,8 @@ class Pipeline:
                 )
             orun = OrgRun(org, state)
             retries_before = self._retries()
+            resent_before = sink.resent
+            stop = False
             try:
                 self._run_org(orun, jc, sink)
             except BudgetReached:
@@ -343,13 +418,35 @@ class Pipeline:
                 orun.status = "failed"
                 self.log.error(str(exc), org=org)
                 rc = 1
-            except OSError as exc:
+            except StateWriteError as exc:
+                # every later batch (and org) would be delivered and not recorded either
                 orun.status = "failed"
-                self.log.error(f"state write failed: {exc}", org=org)
+                self.log.error(str(exc), org=org)
                 rc = 1
+                stop = True
             orun.retries = self._retries() - retries_before
+            orun.resent = sink.resent - resent_before
+            self._check_skew(jc)
             self._summary(orun)
+            if stop:
+                break
         return rc
+
+    def _check_skew(self, jc: JumpCloudClient) -> None:
+        """Warn once per run when the host clock and JumpCloud's (its Date header) differ.
+        Correctness does not depend on it (windows and cursor follow JumpCloud's times)."""
+        if self._skew_warned or jc.server_clock is None:
+            return
+        server, host = jc.server_clock
+        skew = server - host  # the Date header is rounded down to the second
+        if abs(skew) > SKEW_WARN_MS:
+            self._skew_warned = True
+            self.log.warning(
+                "the host clock differs from JumpCloud's (HTTP Date header); di2siem follows "
+                "JumpCloud's times, but fix the host's time synchronisation (NTP)",
+                host_clock=("behind" if skew > 0 else "ahead"),
+                skew_s=round(abs(skew) / 1000),
+            )
 
     def _serving_order(self) -> list[str]:
         """Least recently served org first (never served: first of all, in config order), so
@@ -369,11 +466,14 @@ class Pipeline:
             "skipped": o.skipped,
             "batches": o.batches,
             "retries": o.retries,
+            "resent": o.resent,
             "duration_s": round(time.monotonic() - o.started, 3),
             "cursor": cursor,
         }
         if o.deep:
             fields["deep"] = o.deep
+        if o.untimed:
+            fields["untimed"] = o.untimed
         peak = peak_rss_mb()
         if peak is not None:
             fields["peak_rss_mb"] = peak
@@ -406,8 +506,8 @@ class Pipeline:
             if index == 0:
                 shaper.begin_page(event, text[s:e])
             event_id = event.get("id")
-            if event_id is not None and type(event_id) is not str:
-                event_id = str(event_id)
+            if type(event_id) is not str or not event_id:
+                event_id = event_key(event_id, text[s:e])
             raw_ts = event.get(src)
             ts = None
             if type(raw_ts) is str:
@@ -418,6 +518,8 @@ class Pipeline:
                 else:
                     if ts < start:
                         return SKIPPED  # before the window
+                    if ts > MAX_MS:
+                        ts = None  # past 9999-12-31: not a time the state can hold
             # cheap bound first: fewer brackets than the limit means it cannot be too deep
             deep = text.count("{", s, e) + text.count("[", s, e) > bracket_bound and too_deep(
                 event, depth_limit
@@ -435,7 +537,11 @@ class Pipeline:
     def _flagged(self, o: OrgRun, item: Item, deep: bool) -> None:
         """Warnings for a new (not duplicate) event that has no readable time or is deep."""
         if item.ts_ms is None:
-            self._detail_warning("event without a readable time", id=item.event_id)
+            o.untimed += 1
+            self._detail_warning(
+                "event without a readable time; shipped, remembered, the cursor does not move",
+                id=item.event_id,
+            )
         if deep:
             o.deep += 1
             self._detail_warning(
@@ -447,23 +553,43 @@ class Pipeline:
     def _run_org(self, o: OrgRun, jc: JumpCloudClient, sink: Sink) -> None:
         cfg = self.cfg
         state = o.state
-        now = now_ms()
         start = state.start_ms(self.overlap_ms)
         first = start is None
-        if start is None:
+        host_now = now_ms()
+        if first:
+            start = host_now + int(cfg.jumpcloud.initial_days_back * DAY_MS)
+        if jc.server_clock is None and start > host_now - PROBE_MARGIN_MS:
+            # a window starting near or after the host's now: ask JumpCloud's time (the Date
+            # of a one-event query), since a host clock ahead of it would ask for the future
+            # and one behind it would re-read (and re-send) what is already shipped
+            jc.probe(format_ms(host_now - DAY_MS), o.org)
+        now = jc.server_now_ms() or now_ms()
+        if first and jc.server_clock is not None:
             start = now + int(cfg.jumpcloud.initial_days_back * DAY_MS)
-        start = min(start, now)  # never ask for the future
+        start = min(start, now)  # never ask for the future (JumpCloud's, not ours)
+        if state.cursor_ms is not None and state.cursor_ms > now:
+            # left by an older version that let future-stamped events move it
+            self.log.warning(
+                "cursor is ahead of JumpCloud's clock; pulled back to it",
+                org=o.org,
+                cursor=format_ms(state.cursor_ms),
+                now=format_ms(now),
+            )
+            state.cursor_ms = now
+            if state.floor_ms is not None and state.floor_ms >= now:
+                state.floor_ms = now - 1
         self.log.debug("polling", org=o.org, start_time=format_ms(start))
 
         batcher = Batcher(cfg.siem.batch_size, cfg.siem.max_batch_bytes, sink.framing)
         add = batcher.add
         # the largest event that fits in a batch alone (see Batcher.fits_alone)
         alone_max = batcher.max_bytes - batcher.overhead
-        # the id -> ms dict behind state.recent; the sender adds to it once a batch is accepted
+        # the key -> ms dict behind state.recent; the sender adds to it once a batch is
+        # accepted, and only then drops the batch's keys from o.pending (so a key is always
+        # in one of them: test pending first)
         shipped = state.recent.times
-        pending_ids: set[str] = set()
+        pending_ids = o.pending
         pending_add = pending_ids.add
-        pending_cap = 4 * cfg.siem.batch_size
         # JumpCloud pages are fetched, parsed and shaped one page ahead, batches are posted
         # (and recorded) by a sender thread: network waits overlap with our own work.
         pages = Prefetcher(jc.pages(format_ms(start), o.org, self._digest(o, start)))
@@ -478,29 +604,23 @@ class Pipeline:
                             o.duplicates += 1
                             continue
                         item, deep = item
-                        event_id = item[1]
-                        if event_id in shipped or event_id in pending_ids:
+                        key = item[1]
+                        if key in pending_ids or key in shipped:
                             o.duplicates += 1
                             continue
                         self._flagged(o, item, deep)
                     else:
-                        event_id = item[1]
-                        # None is never in either set (ids are recorded only when present)
-                        if event_id in shipped or event_id in pending_ids:
+                        key = item[1]
+                        if key in pending_ids or key in shipped:
                             o.duplicates += 1
                             continue
+                    pending_add(key)
                     if len(item[0]) > alone_max:
                         sender.submit(SKIP, item)
                         continue
-                    if event_id is not None:
-                        pending_add(event_id)
                     full = add(item)
                     if full is not None:
                         sender.submit(BATCH, full)
-                        if len(pending_ids) > pending_cap:
-                            # ids of batches already handed over are in recent by now or
-                            # will be before the next page: keep this set small
-                            pending_ids.intersection_update([i[1] for i in batcher.items])
                         if self.clock() >= self.deadline:
                             raise BudgetReached()
                 page = None  # release this page before the next one is taken
@@ -513,62 +633,55 @@ class Pipeline:
             pages.stop()
             sender.finish()  # what was handed over is shipped (or the sender's error wins)
             raise
-        if o.carry:
-            self._record(o, [])
         if first and state.cursor_ms is None and state.floor_ms is None:
             # pin the first window so later runs do not slide past late events
             state.floor_ms = start - 1
             self.store.save()
 
     def _oversize(self, o: OrgRun, item: Item) -> None:
+        """An event that alone exceeds siem.max_batch_bytes (measured here): reported,
+        remembered as handled, never posted."""
         o.skipped += 1
         self.log.warning(
-            "event larger than siem.max_batch_bytes (or refused by the SIEM as too large); skipped",
+            "event larger than siem.max_batch_bytes; skipped",
             org=o.org,
             id=item.event_id,
             bytes=len(item.data),
             max_batch_bytes=self.cfg.siem.max_batch_bytes,
         )
-        if item.event_id is not None:
-            o.carry.append((item.event_id, item.ts_ms if item.ts_ms is not None else now_ms()))
+        self._record(o, [item])
+        o.pending.discard(item[1])
 
     def _accepted(self, o: OrgRun, items: list[Item]) -> None:
         o.shipped += len(items)
         o.batches += 1
         self._record(o, items)
+        o.pending.difference_update([item[1] for item in items])
+
+    def _bound(self) -> int:
+        """The latest time the fetch has covered: JumpCloud's clock at its last answer (the
+        host's when its answers carry no Date header)."""
+        jc = self.jc
+        if jc is not None and jc.server_clock is not None:
+            return jc.server_clock[0]
+        return now_ms()
 
     def _record(self, o: OrgRun, items: list[Item]) -> None:
+        """Remember the items' keys and move the cursor to their newest time, but never past
+        the covered bound; untimed items are remembered at the bound and move nothing."""
         state = o.state
-        pairs: list[tuple[str, int]] = []
-        newest = state.cursor_ms
-        fallback = None
+        bound = self._bound()
         stamps = [item[2] for item in items]
-        timed = None not in stamps
-        if stamps:
-            latest = (
-                max(stamps) if timed else max((t for t in stamps if t is not None), default=None)
-            )
-            if latest is not None and (newest is None or latest > newest):
-                newest = latest
-        if o.carry:
-            for _, ts in o.carry:
-                if newest is None or ts > newest:
-                    newest = ts
-        if timed:
-            pairs = [(item[1], item[2]) for item in items if item[1] is not None]
+        if None in stamps:
+            stamps = [t for t in stamps if t is not None]
+            pairs = [(item[1], bound if item[2] is None else item[2]) for item in items]
         else:
-            for item in items:
-                if item.event_id is None:
-                    continue
-                ts = item.ts_ms
-                if ts is None:
-                    if fallback is None:
-                        fallback = newest if newest is not None else now_ms()
-                    ts = fallback
-                pairs.append((item.event_id, ts))
-        if o.carry:
-            pairs.extend(o.carry)
-            o.carry = []
+            pairs = [(item[1], item[2]) for item in items]
+        newest = state.cursor_ms
+        if stamps:
+            latest = min(max(stamps), bound)
+            if newest is None or latest > newest:
+                newest = latest
         state.cursor_ms = newest
         recent = state.recent
         recent.add(pairs)

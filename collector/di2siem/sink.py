@@ -1,4 +1,15 @@
-"""The SIEM side: one keep-alive session, retry classes, 413 split, oversize skip."""
+"""The SIEM side: one keep-alive session, retry classes, 413 split, bounded resends.
+
+Promises kept here:
+- a 413 halves the batch (in order), since the SIEM's own limit may be lower than
+  siem.max_batch_bytes; a single event within siem.max_batch_bytes that the SIEM still refuses
+  is a SIEM-side failure (FatalError: the run stops, the cursor stays), never a skip. Only
+  the pipeline skips events, and only those that alone exceed siem.max_batch_bytes;
+- a POST that may have reached the SIEM but got no answer (connection dropped or timed out
+  after the request was sent) is resent at most ``MAX_RESENDS`` times per batch and run, so a
+  SIEM that keeps a batch and then drops the connection receives at most
+  ``MAX_RESENDS + 1`` copies of it per run; every such resend is counted (``resent``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,7 @@ from .batching import Item, framing_for
 from .config import SiemConfig
 from .http import (
     FatalError,
+    RetryableError,
     RetryPolicy,
     body_excerpt,
     make_session,
@@ -17,6 +29,24 @@ from .http import (
 )
 
 SIDE = "SIEM"
+MAX_RESENDS = 2
+
+
+def maybe_delivered(exc: BaseException) -> bool:
+    """Could a POST that failed with ``exc`` (a RetryableError raised by http.send) have
+    reached the SIEM? False only when no connection was made (refused, DNS, connect timeout)."""
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    cause = exc.__context__  # http.send raises ``from None``: the context is still kept
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(cause, requests.exceptions.ConnectionError):
+        reason = cause.args[0] if cause.args else None
+        reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+        if isinstance(reason, (NewConnectionError, ConnectTimeoutError)):
+            return False
+    return True
 
 
 class Sink:
@@ -43,6 +73,8 @@ class Sink:
         self.delay_s = cfg.batch_delay_milliseconds / 1000.0
         self._last_post = 0.0
         self.requests = 0
+        self.resent = 0  # POSTs repeated after an attempt that may have been delivered
+        self._unanswered = 0  # such attempts for the batch being posted
 
     def close(self) -> None:
         self.session.close()
@@ -90,9 +122,22 @@ class Sink:
             wait = self._last_post + self.delay_s - time.monotonic()
             if wait > 0:
                 self.sleep(wait)
+        if self._unanswered:
+            if self._unanswered > MAX_RESENDS:
+                raise FatalError(
+                    f"SIEM dropped the connection without answering {self._unanswered} times "
+                    f"after a {len(body)}-byte batch was sent, so it may hold "
+                    f"{self._unanswered} copies; stopping here rather than sending more (the "
+                    "next run resends it): check the SIEM and siem.timeout_seconds"
+                )
+            self.resent += 1
         self.requests += 1
         try:
             response = self._send(body)
+        except RetryableError as exc:
+            if maybe_delivered(exc):
+                self._unanswered += 1
+            raise
         finally:
             self._last_post = time.monotonic()
         status = response.status_code
@@ -101,29 +146,32 @@ class Sink:
         raise self._status_error(status, response)
 
     def _post(self, body: bytes) -> int:
+        self._unanswered = 0
         return self.policy.run(lambda: self._post_once(body), "SIEM post", self.on_retry)
 
     # -- shipping ------------------------------------------------------------------------------
-    def ship(
-        self,
-        items: list[Item],
-        on_accepted: Callable[[list[Item]], None],
-        on_oversize: Callable[[Item], None],
-    ) -> None:
+    def ship(self, items: list[Item], on_accepted: Callable[[list[Item]], None]) -> None:
         """Deliver items in order. A 413 splits the batch in halves (in order); a single
-        event the SIEM still refuses as too large is reported via on_oversize and skipped."""
+        event the SIEM still refuses is a SIEM-side failure (every item here fits
+        siem.max_batch_bytes: the pipeline skips the ones that do not)."""
         if not items:
             return
-        status = self._post(self.framing.body(items))
+        body = self.framing.body(items)
+        status = self._post(body)
         if status != 413:
             on_accepted(items)
             return
         if len(items) == 1:
-            on_oversize(items[0])
-            return
+            raise FatalError(
+                f"SIEM answered 413 for a {len(body)}-byte batch of one event, below "
+                f"siem.max_batch_bytes={self.cfg.max_batch_bytes}: lower siem.max_batch_bytes "
+                "to the SIEM's limit or check the SIEM (nothing was skipped; the next run "
+                "resends it)"
+            )
+        del body
         mid = len(items) // 2
-        self.ship(items[:mid], on_accepted, on_oversize)
-        self.ship(items[mid:], on_accepted, on_oversize)
+        self.ship(items[:mid], on_accepted)
+        self.ship(items[mid:], on_accepted)
 
     def probe(self) -> int:
         """Prove URL and credentials without shipping an event: POST an empty body

@@ -8,13 +8,21 @@ floor rises to the newest evicted time, so a forgotten id can never be re-read a
 
 Writes happen after every accepted batch, so they must stay cheap: ids are kept in chunks
 (one per accepted batch) whose JSON fragment is built once and re-joined on every write.
-The file is replaced atomically: temp file in state_dir, fsync, os.replace, fsync dir.
+The file is replaced atomically: temp file in state_dir, fsync, os.replace, fsync dir. The
+temp file gets a fresh name, created with O_EXCL|O_NOFOLLOW (never an existing file or a
+symlink someone planted), and is removed when a write fails; leftovers of killed runs are
+removed on load (under the run lock). A write that fails raises StateWriteError naming
+state_dir and the cause: the caller must stop, since every later batch would be delivered
+and not recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import secrets
 from typing import Any
 
 from .timeutil import format_ms, parse_ms
@@ -31,6 +39,20 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 
 class StateError(Exception):
     """The state file exists but cannot be used."""
+
+
+class StateWriteError(Exception):
+    """The state file cannot be written (disk full, read-only, permissions...)."""
+
+
+_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EFBIG: "the file size limit was reached",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
 
 
 class _Chunk:
@@ -175,12 +197,22 @@ class StateStore:
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, STATE_FILE)
-        self.tmp_path = os.path.join(state_dir, f".{STATE_FILE}.tmp")
+        self.tmp_prefix = f".{STATE_FILE}."
         self.orgs: dict[str, OrgState] = {}
         self._dir_fd: int | None = None
         self.writes = 0
 
+    def _remove_stale_temps(self) -> None:
+        try:
+            names = os.listdir(self.state_dir)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(self.tmp_prefix) and name.endswith(".tmp"):
+                _unlink_quietly(os.path.join(self.state_dir, name))
+
     def load(self) -> dict[str, OrgState]:
+        self._remove_stale_temps()
         try:
             with open(self.path, "rb") as fh:
                 raw = fh.read()
@@ -211,24 +243,64 @@ class StateStore:
         orgs = ",".join(f"{_encode(name)}:{st.json()}" for name, st in self.orgs.items())
         return f'{{"version":{VERSION},"orgs":{{{orgs}}}}}\n'.encode()
 
-    def save(self) -> None:
-        data = self.serialize()
-        fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    def _write_temp(self, data: bytes, sync: bool) -> str:
+        """data in a new temp file in state_dir; its path. Removed again on failure."""
+        tmp = os.path.join(self.state_dir, f"{self.tmp_prefix}{secrets.token_hex(6)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600)
         try:
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            _datasync(fd)
-        finally:
+            if sync:
+                _datasync(fd)
+        except BaseException:
             os.close(fd)
-        os.replace(self.tmp_path, self.path)
-        if self._dir_fd is None:
-            self._dir_fd = os.open(self.state_dir, os.O_RDONLY)
-        os.fsync(self._dir_fd)
+            _unlink_quietly(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    def _write_error(self, exc: OSError) -> StateWriteError:
+        cause = _HINTS.get(exc.errno or 0, exc.strerror or str(exc))
+        return StateWriteError(
+            f"cannot write the state in state_dir {self.state_dir}: {cause} "
+            f"({exc.strerror or exc}); accepted batches cannot be recorded, so the run stops "
+            "here and every run fails until this is fixed (the last unrecorded batch is sent "
+            "again then)"
+        )
+
+    def check_writable(self) -> None:
+        """Before anything is shipped: prove that the current state can be written in
+        state_dir (a temp file of the same size, removed again)."""
+        try:
+            _unlink_quietly(self._write_temp(self.serialize(), sync=False))
+        except OSError as exc:
+            raise self._write_error(exc) from None
+
+    def save(self) -> None:
+        data = self.serialize()
+        try:
+            tmp = self._write_temp(data, sync=True)
+            try:
+                os.replace(tmp, self.path)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+            if self._dir_fd is None:
+                self._dir_fd = os.open(self.state_dir, os.O_RDONLY)
+            os.fsync(self._dir_fd)
+        except OSError as exc:
+            raise self._write_error(exc) from None
         self.writes += 1
 
     def close(self) -> None:
         if self._dir_fd is not None:
             os.close(self._dir_fd)
             self._dir_fd = None
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

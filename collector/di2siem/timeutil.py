@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# the latest time format_ms (and the state file) can represent: 9999-12-31T23:59:59.999Z
+MAX_MS = 253_402_300_799_999
 _day_cache: dict[str, int] = {}
 # "YYYY-MM-DDTHH:" -> epoch ms of that hour, for the API's exact shape (…T14:57:03.801Z)
 _hour_cache: dict[str, int] = {}
@@ -80,6 +83,29 @@ def _slow_parse(text: str) -> int:
         d = d.replace(tzinfo=timezone.utc)
     delta = d - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def representable(ms: int | None) -> bool:
+    """Whether ms is a time the state can hold (1970-01-01 .. 9999-12-31)."""
+    return ms is not None and 0 <= ms <= MAX_MS
+
+
+def http_date_ms(value: str | None) -> int | None:
+    """An HTTP Date header (RFC 7231 IMF-fixdate and the obsolete forms) as epoch ms, or None
+    when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    delta = when - _EPOCH
+    ms = (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    return ms if representable(ms) else None
 
 
 def format_ms(ms: int) -> str:
