@@ -169,6 +169,13 @@ class SiemConfig:
     custom_log_fields: tuple[tuple[str, Any], ...] = ()
     timeout_seconds: float = 30.0
     ca_bundle: str | None = None
+    # coralogix format: per-event severity, and the entry fields taken from the event
+    severity_auto: bool = False
+    category_field: str | None = "service"
+    class_name_field: str | None = "event_type"
+    computer_name_field: str | None = "organization"
+    # every format: ship {"<nest_under>": event} instead of the flat event
+    nest_under: str | None = None
 
 
 @dataclass(frozen=True)
@@ -336,25 +343,33 @@ def _ca_bundle(sec: dict, path: str) -> str | None:
 
 
 def coralogix_domain(region: str, path: str) -> str:
-    """Region code, Coralogix domain or UI host -> Coralogix domain."""
+    """Region code, Coralogix domain, UI host or a team's login URL -> Coralogix domain.
+
+    A login URL (``https://acme.app.eu2.coralogix.com/#/dashboards``, ``acme.coralogix.com``)
+    loses its scheme, path, query, fragment and port; then the first label (the team name) is
+    dropped when what is left is a known host."""
     text = region.strip().lower()
-    for prefix in ("https://", "http://"):
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
-    text = text.split("/")[0].rstrip(".")
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    for sep in "/?#":
+        text = text.split(sep, 1)[0]
+    text = text.rsplit("@", 1)[-1].split(":", 1)[0].rstrip(".")
     if text.startswith("ingress."):
         text = text[len("ingress.") :]
-    if text in CORALOGIX_REGIONS:
-        return CORALOGIX_REGIONS[text]
-    if text in CORALOGIX_REGIONS.values():
-        return text
-    if text in CORALOGIX_UI_HOSTS:
-        return CORALOGIX_UI_HOSTS[text]
+    team_dropped = text.split(".", 1)[1] if text.count(".") >= 2 else ""
+    for host in (text, team_dropped):
+        if host in CORALOGIX_REGIONS:
+            return CORALOGIX_REGIONS[host]
+        if host in CORALOGIX_REGIONS.values():
+            return host
+        if host in CORALOGIX_UI_HOSTS:
+            return CORALOGIX_UI_HOSTS[host]
     codes = ", ".join(c.upper() for c in CORALOGIX_REGIONS)
     raise ConfigError(
         path,
         f"unknown Coralogix region {_json_repr(region)}",
-        f"use a region code ({codes}), its domain (e.g. eu1.coralogix.com) or the UI host",
+        f"use a region code ({codes}), its domain (e.g. eu1.coralogix.com), the UI host or "
+        "your team's login URL (e.g. https://acme.app.coralogix.us/)",
     )
 
 
@@ -552,19 +567,11 @@ def _parse_siem(raw: dict, jc: JumpCloudConfig) -> SiemConfig:
     if method not in ("POST", "PUT", "PATCH"):
         raise ConfigError(p + "method", f"must be POST, PUT or PATCH (got {_json_repr(method)})")
 
-    severity_raw = sec.get("severity", 3)
-    if isinstance(severity_raw, str) and severity_raw.strip().lower() in SEVERITY_NAMES:
-        severity = SEVERITY_NAMES[severity_raw.strip().lower()]
-    elif isinstance(severity_raw, str) and severity_raw.strip().isdigit():
-        severity = int(severity_raw.strip())
+    severity_auto = isinstance(sec.get("severity"), str) and sec["severity"].strip() == "auto"
+    if severity_auto:
+        severity = _severity(sec, "severity_default", p + "severity_default", auto=False)
     else:
-        severity = severity_raw
-    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 6:
-        raise ConfigError(
-            p + "severity",
-            f"must be 1..6 or debug/verbose/info/warning/error/critical "
-            f"(got {_json_repr(severity_raw)})",
-        )
+        severity = _severity(sec, "severity", p + "severity", auto=True)
 
     custom = sec.get("custom_log_fields")
     if custom is None:
@@ -606,7 +613,49 @@ def _parse_siem(raw: dict, jc: JumpCloudConfig) -> SiemConfig:
         custom_log_fields=tuple(custom.items()),
         timeout_seconds=float(_number(sec, "timeout_seconds", p + "timeout_seconds", 30, 0.1, 600)),
         ca_bundle=_ca_bundle(sec, p + "ca_bundle"),
+        severity_auto=severity_auto,
+        category_field=_field_name(sec, "category_field", p, "service"),
+        class_name_field=_field_name(sec, "class_name_field", p, "event_type"),
+        computer_name_field=_field_name(sec, "computer_name_field", p, "organization"),
+        nest_under=_field_name(sec, "nest_under", p, None),
     )
+
+
+def _severity(sec: dict, key: str, path: str, auto: bool) -> int:
+    raw = sec.get(key, 3)
+    if isinstance(raw, str) and raw.strip().lower() in SEVERITY_NAMES:
+        return SEVERITY_NAMES[raw.strip().lower()]
+    value = int(raw.strip()) if isinstance(raw, str) and raw.strip().isdigit() else raw
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 6:
+        also = ', or "auto" (per event)' if auto else ""
+        raise ConfigError(
+            path,
+            f"must be 1..6 or debug/verbose/info/warning/error/critical{also} "
+            f"(got {_json_repr(raw)})",
+        )
+    return value
+
+
+def _field_name(sec: dict, key: str, p: str, default: str | None) -> str | None:
+    """An event field name (dots reach into objects: ``initiated_by.email``); missing ->
+    the default, null or "" -> None (off)."""
+    if key not in sec:
+        return default
+    value = sec[key]
+    if value is None or value == "":
+        return None
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or any(not part for part in value.split("."))
+    ):
+        raise ConfigError(
+            p + key,
+            f"must be a field name such as {_json_repr(default or 'jumpcloud')} "
+            f"(got {_json_repr(value)})",
+            'use "" or null to turn it off',
+        )
+    return value
 
 
 def parse(raw: Any, path: str) -> Config:
