@@ -163,7 +163,7 @@ def test_402_names_the_org_and_the_plan_and_the_other_orgs_still_ship(
         assert rc == 1
         assert time.monotonic() - started < 10
         assert sorted(env.shipped_ids()) == sorted(e["id"] for e in events_b)
-        lines = [line for line in err.splitlines() if "402" in line]
+        lines = [line for line in err.splitlines() if "(JumpCloud 402)" in line]
         assert len(lines) == 1, err
         assert (
             f"org {ORG_A}: Directory Insights is not enabled for this organization (JumpCloud "
