@@ -5,6 +5,8 @@
 #   make lint       ruff, yamllint, ansible-lint
 #   make test       lint, then pytest: the collector tests and the Molecule scenarios
 #                   (tests/test_molecule.py), ending with one plain pytest summary line
+# demo, lint and test first install what they need (works in a fresh clone): the apt packages
+# when root (APT_DEPS), then the project venv .venv with the dev dependencies.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -13,8 +15,9 @@ REPO := $(CURDIR)
 VENV := $(REPO)/.venv
 PYTHON ?= python3
 TARGET := $(REPO)/molecule/shared/target.sh
-DEMO_NAME := di2siem-demo
-DEMO_INDEX := 200
+# Overridable (make demo DEMO_NAME=... DEMO_INDEX=...) to run a second demo side by side.
+DEMO_NAME ?= di2siem-demo
+DEMO_INDEX ?= 200
 DEMO_IP := 10.213.$(DEMO_INDEX).2
 DEMO_DIR := $(REPO)/.cache/demo
 # The demo target runs the host's own release (its mirror is the host's): bookworm on Debian 12,
@@ -22,26 +25,33 @@ DEMO_DIR := $(REPO)/.cache/demo
 DEMO_SUITE ?= $(shell . /etc/os-release 2>/dev/null && echo "$${VERSION_CODENAME:-bookworm}")
 APT_DEPS := debootstrap systemd-container iptables iproute2 openssh-client python3-venv
 
-# Use the project venv when there is one (make demo / .ci/run create it).
-ifneq ($(wildcard $(VENV)/bin/python),)
+# The project venv's tools come first, always: decided when the Makefile is parsed, which in a
+# fresh clone is before the venv exists (a directory missing from PATH is harmless).
 export PATH := $(VENV)/bin:$(PATH)
-endif
+# Written by tests/test_molecule.py when it cannot run the scenarios; make test repeats it last.
+MOLECULE_NOT_RUN := $(REPO)/.cache/molecule-not-run
 
-.PHONY: help demo demo-down lint test venv apt-deps
+.PHONY: help demo demo-needs-root demo-down lint test venv apt-deps
 
 help:
-	@sed -n '2,7s/^# \{0,1\}//p' Makefile
+	@sed -n '2,9s/^# \{0,1\}//p' Makefile
 
+# Root: installs the missing APT_DEPS. Not root: only names them (the venv may still work; the
+# Molecule scenarios and the demo will not).
 apt-deps:
 	@missing=""; for p in $(APT_DEPS); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "apt-deps: not root, not installing:$$missing (the Molecule scenarios and make demo need them)"; \
+	  exit 0; \
+	fi; \
+	echo "installing:$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
 
-$(VENV)/.installed: pyproject.toml
+# apt-deps first: python3-venv is one of them.
+$(VENV)/.installed: pyproject.toml | apt-deps
 	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
@@ -50,18 +60,24 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	ruff check .
-	ruff format --check .
-	yamllint -s .
-	ansible-lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/yamllint -s .
+	$(VENV)/bin/ansible-lint
 
-# Lint first; pytest (collector tests + Molecule scenarios) prints the closing summary line.
-test:
+# Lint first; pytest (collector tests + Molecule scenarios) prints the closing summary line,
+# unless the Molecule scenarios could not run: then that is said once more, last.
+test: apt-deps venv
 	@$(MAKE) --no-print-directory lint || { echo "make test: lint failed (above); 1 failed, pytest not run"; exit 1; }
-	pytest
+	@rm -f $(MOLECULE_NOT_RUN)
+	@rc=0; $(VENV)/bin/pytest || rc=$$?; \
+	if [ -s $(MOLECULE_NOT_RUN) ]; then echo "make test: $$(cat $(MOLECULE_NOT_RUN))"; fi; \
+	exit $$rc
 
-demo: apt-deps venv
+demo-needs-root:
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root (debootstrap, network namespace, nspawn)"; exit 1; }
+
+demo: demo-needs-root apt-deps venv
 	$(TARGET) up $(DEMO_NAME) $(DEMO_INDEX) $(DEMO_SUITE)
 	mkdir -p $(DEMO_DIR)/group_vars/di2siem
 	printf '%s\n' '---' 'di2siem:' '  hosts:' '    $(DEMO_NAME):' \
@@ -81,8 +97,8 @@ demo: apt-deps venv
 	  'di2siem_sandbox_backlog: 500' \
 	  'di2siem_sandbox_rate: 1' \
 	  > $(DEMO_DIR)/group_vars/di2siem/vars.yml
-	ANSIBLE_HOST_KEY_CHECKING=false ansible-playbook -i $(DEMO_DIR)/hosts.yml molecule/shared/prepare.yml
-	ANSIBLE_HOST_KEY_CHECKING=false ansible-playbook -i $(DEMO_DIR)/hosts.yml playbooks/site.yml
+	ANSIBLE_HOST_KEY_CHECKING=false $(VENV)/bin/ansible-playbook -i $(DEMO_DIR)/hosts.yml molecule/shared/prepare.yml
+	ANSIBLE_HOST_KEY_CHECKING=false $(VENV)/bin/ansible-playbook -i $(DEMO_DIR)/hosts.yml playbooks/site.yml
 	@echo; echo "== waiting for the cron job (every minute) to ship events to the sink (up to 150 s)"
 	@for i in $$(seq 50); do \
 	  n=$$($(TARGET) ssh $(DEMO_NAME) $(DEMO_INDEX) 'cat /var/lib/di2siem-sandbox/sink.jsonl 2>/dev/null | wc -l'); \
