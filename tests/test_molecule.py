@@ -7,10 +7,9 @@ output goes to .cache/molecule-logs/NAME.log; on failure the test shows its tail
 every Molecule action are printed. The scenarios run their playbooks with -v --diff: a log that
 shows a sandbox credential fails the scenario.
 
-Skipped loudly when not root or systemd-nspawn/debootstrap are missing: one line
-"MOLECULE SCENARIOS NOT RUN: ..." on the terminal, as the skip reason in pytest's summary (-ra),
-and in .cache/molecule-not-run, which `make test` repeats after pytest. DI2SIEM_REQUIRE_MOLECULE=1
-(CI: .ci/run) turns that skip into a failure.
+Skipped loudly when not root or systemd-nspawn/debootstrap are missing (tests/end_to_end.py:
+one "MOLECULE SCENARIOS NOT RUN" line, repeated by `make test` last), unless
+DI2SIEM_REQUIRE_MOLECULE=1 (CI: .ci/run) turns that skip into a failure.
 DI2SIEM_MOLECULE_SCENARIOS=default,trixie picks scenarios; DI2SIEM_MOLECULE_TIMEOUT (s, default
 1200) bounds each one.
 """
@@ -21,7 +20,6 @@ import atexit
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,13 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from end_to_end import require_targets
+
 REPO = Path(__file__).resolve().parent.parent
 MOLECULE_DIR = REPO / "molecule"
 LOG_DIR = REPO / ".cache" / "molecule-logs"
-NOT_RUN_FILE = REPO / ".cache" / "molecule-not-run"  # read by `make test`
 TIMEOUT_S = float(os.environ.get("DI2SIEM_MOLECULE_TIMEOUT", "1200"))
 PARALLEL = os.environ.get("DI2SIEM_MOLECULE_PARALLEL", "1") != "0"
-REQUIRED = os.environ.get("DI2SIEM_REQUIRE_MOLECULE") == "1"
 # "[default > converge] Executing" (NO_COLOR) or "default ➜ converge: Executed: Successful"
 ACTION = re.compile(
     r"(?:\[(?P<s1>\w+) > (?P<a1>\w+)\]|(?P<s2>\w+) \u279c (?P<a2>\w+):)"
@@ -54,15 +52,6 @@ def _scenarios() -> list[str]:
     if wanted:
         return [s for s in wanted.split(",") if s]
     return found
-
-
-def _missing_requirements() -> str | None:
-    if os.geteuid() != 0:
-        return "not root"
-    for tool in ("systemd-nspawn", "debootstrap", "molecule", "ip", "iptables", "ssh"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found"
-    return None
 
 
 class Run:
@@ -168,36 +157,12 @@ def _run_for(scenario: str, scenarios: list[str]) -> Run:
 
 
 SCENARIOS = _scenarios()
-_ANNOUNCED: list[str] = []
-
-
-def _announce_not_run(missing: str, capsys: pytest.CaptureFixture) -> str:
-    """The one loud line for scenarios that cannot run: printed once, kept for `make test`."""
-    line = (
-        f"MOLECULE SCENARIOS NOT RUN ({missing}): the role is untested end to end;"
-        " run make test as root on Debian/Ubuntu (systemd-nspawn, debootstrap)"
-    )
-    if not _ANNOUNCED:
-        _ANNOUNCED.append(line)
-        NOT_RUN_FILE.parent.mkdir(parents=True, exist_ok=True)
-        NOT_RUN_FILE.write_text(line + "\n", encoding="utf-8")
-        with capsys.disabled():
-            sys.stdout.write(f"\n{'!' * 20} {line} {'!' * 20}\n")
-            sys.stdout.flush()
-    return line
 
 
 @pytest.mark.molecule
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_molecule_scenario(scenario: str, capsys: pytest.CaptureFixture) -> None:
-    missing = _missing_requirements()
-    if missing:
-        if REQUIRED:
-            pytest.fail(
-                f"Molecule scenarios need root, systemd-nspawn and debootstrap: {missing}"
-                " (DI2SIEM_REQUIRE_MOLECULE=1)"
-            )
-        pytest.skip(_announce_not_run(missing, capsys))
+    require_targets(capsys)
     run = _run_for(scenario, SCENARIOS)
     with capsys.disabled():
         sys.stdout.write("\n" + run.timings() + "\n")
