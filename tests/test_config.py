@@ -235,7 +235,7 @@ def test_secret_values_are_never_echoed_in_config_errors(env: Env, capsys) -> No
     env.write()
     env.edit(_set("siem.headers.private_key", CX_KEY + "\n"))
     rc, _, err = env.run(capsys)
-    assert rc == 2 and "siem.headers.private_key: must not contain line breaks" in err
+    assert rc == 2 and "siem.headers.private_key: contains a line break" in err
 
 
 def test_usage_errors_exit_2_and_version(capsys) -> None:

@@ -8,6 +8,7 @@ imports requests or touches the file system beyond reading the configuration fil
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import os
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .configkeys import track, unknown_key_warnings
 from .timeutil import parse_ms
 
 JUMPCLOUD_REGIONS = {
@@ -248,9 +250,40 @@ def _secret(sec: dict, key: str, path: str, required: bool) -> str | None:
     if not isinstance(value, str):
         # never echo a secret-bearing value back
         raise ConfigError(path, "must be a string")
-    if value != value.strip() or "\n" in value or "\r" in value:
-        raise ConfigError(path, "must not contain surrounding whitespace or line breaks")
+    check_header_value(value, path)
     return value
+
+
+# RFC 9110 token characters (header names)
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot travel as an HTTP header value (None: it can). Strict on
+    purpose: printable ASCII with no surrounding spaces, which every real key is."""
+    for position, char in enumerate(value, 1):
+        if char in "\r\n":
+            return f"contains a line break (character {position})"
+    if value != value.strip(" \t"):
+        return "starts or ends with whitespace (a space or a tab)"
+    for position, char in enumerate(value, 1):
+        code = ord(char)
+        if code < 0x20 or code == 0x7F:
+            return f"contains a control character such as a tab (character {position})"
+        if code > 0x7E:
+            return f"contains a non-ASCII character (character {position})"
+    return None
+
+
+def check_header_value(value: str, path: str) -> None:
+    """ConfigError for a value HTTP cannot carry; the value itself is never echoed."""
+    problem = header_value_problem(value)
+    if problem:
+        raise ConfigError(
+            path,
+            f"{problem}, which an HTTP header cannot carry",
+            f"set {path} to the exact value (printable ASCII, nothing around it)",
+        )
 
 
 def _number(
@@ -385,6 +418,8 @@ def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
     token_url = check_url(token_url.strip(), p + "token_url")
     services = _services(sec, p + "services")
     org_ids = _str_list(sec, "org_ids", p + "org_ids", ())
+    for index, org in enumerate(org_ids):
+        check_header_value(org, f"{p}org_ids[{index}]")  # sent as x-org-id
     if DEFAULT_ORG in org_ids or any(o.startswith(PROVIDER_PREFIX) for o in org_ids):
         raise ConfigError(
             p + "org_ids",
@@ -545,12 +580,15 @@ def _parse_siem(raw: dict, jc: JumpCloudConfig) -> SiemConfig:
             raise ConfigError(p + "headers", "must be an object of header name -> value")
         for name, value in headers_raw.items():
             hp = f"{p}headers.{name}"
-            if not name or any(c in name for c in " :\r\n\t"):
-                raise ConfigError(hp, "not a valid HTTP header name", "fix the header name")
+            if not name or any(c not in _TCHAR for c in name):
+                raise ConfigError(
+                    f"{p}headers.{_json_repr(name)}" if not name.isprintable() else hp,
+                    "not a valid HTTP header name",
+                    "use letters, digits and - _ . only",
+                )
             if not isinstance(value, str):
                 raise ConfigError(hp, "must be a string")
-            if "\n" in value or "\r" in value:
-                raise ConfigError(hp, "must not contain line breaks")
+            check_header_value(value, hp)
             headers.append((name, value))
 
     api_key = _secret(sec, "api_key", p + "api_key", required=False)
@@ -591,6 +629,8 @@ def _parse_siem(raw: dict, jc: JumpCloudConfig) -> SiemConfig:
     if not tsf:
         raise ConfigError(p + "timestamp_field_name", "must not be empty", 'use "jc_timestamp"')
     content_type = _str(sec, "content_type", p + "content_type", "application/json")
+    if content_type:
+        check_header_value(content_type, p + "content_type")
 
     return SiemConfig(
         format=fmt,  # type: ignore[arg-type]
@@ -662,6 +702,7 @@ def parse(raw: Any, path: str) -> Config:
     """Validate a decoded JSON document; raise ConfigError on the first problem."""
     if not isinstance(raw, dict):
         raise ConfigError("(top level)", "must be a JSON object", "fix the file")
+    raw = track(raw)
     jc = _parse_jumpcloud(raw)
     siem = _parse_siem(raw, jc)
 
@@ -702,6 +743,9 @@ def parse(raw: Any, path: str) -> Config:
     secrets = [jc.api_key or "", jc.client_secret or ""] + [v for _, v in siem.headers if v]
     if siem.api_key:
         secrets.append(siem.api_key)
+    if jc.client_id and jc.client_secret:  # the token request's Basic credentials
+        pair = f"{jc.client_id}:{jc.client_secret}".encode()
+        secrets.append(base64.b64encode(pair).decode("ascii"))
     return Config(
         path=os.path.abspath(path),
         jumpcloud=jc,
@@ -719,7 +763,7 @@ def parse(raw: Any, path: str) -> Config:
         log_level=log_level,
         legacy_end_time_ms=legacy_end,
         secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
-        warnings=tuple(_warnings(jc)),
+        warnings=tuple(_warnings(jc) + unknown_key_warnings(raw)),
     )
 
 

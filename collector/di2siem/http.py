@@ -493,8 +493,12 @@ def _short(exc: BaseException, limit: int = 200) -> str:
 
 
 def body_excerpt(response, limit: int = 200) -> str:
+    """The start of an answer's body, one line; ends with "..." when cut (so the logger can
+    redact a secret cut in half, see log.Logger.redact)."""
     try:
-        text = response.content[:limit].decode("utf-8", "replace")
+        content = response.content
+        text = bytes(content[:limit]).decode("utf-8", "replace")
     except Exception:
         return ""
-    return " ".join(text.split())
+    text = " ".join(text.split())
+    return text + "..." if len(content) > limit else text

@@ -1,13 +1,37 @@
-"""key=value logs on stderr, with every configured secret redacted."""
+"""key=value logs on stderr, with every configured secret redacted in every encoding."""
 
 from __future__ import annotations
 
+import html
+import json
 import sys
 import time
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 REDACTED = "[redacted]"
+ELLIPSIS = "..."  # what a cut excerpt ends with (http.body_excerpt, http._short)
+PARTIAL_MIN = 4  # a cut secret is redacted down to this many leading characters
+
+
+def secret_forms(secret: str) -> set[str]:
+    """Every way a secret can show up in text we print: raw, JSON-escaped (once and twice:
+    a server's JSON echo inside our own escaping), Python repr, URL-encoded, HTML-escaped."""
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        html.escape(secret),
+        html.escape(secret, quote=False),
+    }
+    forms |= {json.dumps(form)[1:-1] for form in list(forms)}
+    forms |= {form.replace("%", "%25") for form in list(forms) if "%" in form}
+    return {form for form in forms if form}
 
 
 def _fmt_value(value: Any) -> str:
@@ -24,8 +48,12 @@ class Logger:
         self.secrets: tuple[str, ...] = ()
 
     def set_secrets(self, secrets: tuple[str, ...] | list[str]) -> None:
+        forms = set()
+        for secret in secrets:
+            if secret:
+                forms |= secret_forms(secret)
         # longest first so a secret containing another is redacted whole
-        self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self.secrets = tuple(sorted(forms, key=len, reverse=True))
 
     def add_secret(self, secret: str) -> None:
         """Redact a secret learnt at run time (a JumpCloud access token) from now on."""
@@ -39,6 +67,13 @@ class Logger:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        if ELLIPSIS in text:
+            # an excerpt cut in the middle of a secret: its beginning is a secret too
+            for secret in self.secrets:
+                for end in range(len(secret) - 1, PARTIAL_MIN - 1, -1):
+                    cut = secret[:end] + ELLIPSIS
+                    if cut in text:
+                        text = text.replace(cut, REDACTED + ELLIPSIS)
         return text
 
     def emit(self, level: str, message: str, **fields: Any) -> None:

@@ -13,6 +13,7 @@ Promises kept here:
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable
 
@@ -47,6 +48,27 @@ def maybe_delivered(exc: BaseException) -> bool:
         if isinstance(reason, (NewConnectionError, ConnectTimeoutError)):
             return False
     return True
+
+
+def _refusal_in_success(status: int, response) -> str | None:
+    """A 2xx that is not a full acceptance: 207 (multi-status: part of the batch may have
+    been refused), or a JSON object body that reports an error (``"error"`` or ``"errors"``
+    set, or ``"success": false``, as Elasticsearch-like intakes answer). Other 2xx bodies are
+    not interpreted: Coralogix documents 2xx as acceptance."""
+    if status == 207:
+        return "207 is a multi-status answer (some records may have been refused)"
+    content = bytes(response.content).strip()
+    if not content.startswith(b"{"):
+        return None
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and (
+        data.get("error") or data.get("errors") or data.get("success") is False
+    ):
+        return f"its body reports an error ({body_excerpt(response)})"
+    return None
 
 
 class Sink:
@@ -141,7 +163,15 @@ class Sink:
         finally:
             self._last_post = time.monotonic()
         status = response.status_code
-        if 200 <= status < 300 or status == 413:
+        if 200 <= status < 300:
+            refusal = _refusal_in_success(status, response)
+            if refusal:
+                raise FatalError(
+                    f"SIEM answered {status} but {refusal}: the batch is not counted as "
+                    "delivered (the next run sends it again); check siem.url and the intake"
+                )
+            return status
+        if status == 413:
             return status
         raise self._status_error(status, response)
 
