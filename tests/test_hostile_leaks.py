@@ -214,7 +214,12 @@ def _documented_keys() -> dict[str, list[str]]:
     doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     keys: dict[str, list[str]] = {"jumpcloud": [], "siem": [], "": []}
     section = None
+    key_table = False  # inside a "| key | default | meaning |" table
     for line in doc.splitlines():
+        if not line.startswith("|"):
+            key_table = False
+        elif line.startswith("| key |"):
+            key_table = True
         if line.startswith("#"):
             heading = line.lstrip("#").strip()
             section = (
@@ -226,7 +231,7 @@ def _documented_keys() -> dict[str, list[str]]:
                 if heading.startswith(("Top-level keys", "Advanced keys"))
                 else None
             )
-        elif section is not None and line.startswith("| `"):
+        elif section is not None and key_table and line.startswith("| `"):
             keys[section].append(line.split("`")[1])
     return keys
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .configkeys import track, unknown_key_warnings
+from .configkeys import mark_known, track, unknown_key_warnings
 from .timeutil import parse_ms
 
 JUMPCLOUD_REGIONS = {
@@ -610,6 +610,7 @@ def _parse_siem(raw: dict, jc: JumpCloudConfig) -> SiemConfig:
         severity = _severity(sec, "severity_default", p + "severity_default", auto=False)
     else:
         severity = _severity(sec, "severity", p + "severity", auto=True)
+        mark_known(sec, "severity_default")  # a real key, only read with "auto"
 
     custom = sec.get("custom_log_fields")
     if custom is None:

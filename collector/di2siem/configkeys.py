@@ -45,6 +45,12 @@ def track(raw: dict) -> dict:
     return top
 
 
+def mark_known(section: dict, *keys: str) -> None:
+    """Keys a parser reads only in some cases (still known when it does not)."""
+    if isinstance(section, _Tracked):
+        section.read.update(keys)
+
+
 def unknown_key_warnings(top: dict) -> list[str]:
     """One line per key no parser read, naming its path and the closest known key."""
     if not isinstance(top, _Tracked):
