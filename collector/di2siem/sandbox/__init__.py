@@ -68,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client-secret", help="the service account's secret (with --client-id)")
     p.add_argument("--token-ttl-s", type=float, default=3600.0, help="service account tokens")
     p.add_argument("--org-id", action="append", default=[], help="MSP organisation (repeatable)")
+    p.add_argument(
+        "--provider-id", help="MSP provider: serve its portal events under x-provider-id"
+    )
+    p.add_argument(
+        "--no-insights",
+        action="append",
+        default=[],
+        metavar="ORG_ID",
+        help="answer 402 (Directory Insights not enabled) for this org (repeatable)",
+    )
     p.add_argument("--backlog", type=int, default=2000, help="events per org at start")
     p.add_argument(
         "--backlog-days",
@@ -110,6 +120,9 @@ def _validate(args: argparse.Namespace) -> str | None:
             "so anyone who can reach it could read or inject events; bind to loopback, or "
             "pass --allow-remote on an isolated network"
         )
+    unknown = set(args.no_insights) - set(args.org_id or [DEFAULT_ORG_ID])
+    if unknown:
+        return f"--no-insights {sorted(unknown)[0]}: not an org served here (add --org-id)"
     if bool(args.client_id) != bool(args.client_secret):
         return "--client-id and --client-secret go together"
     if args.token_ttl_s <= 0:
@@ -185,6 +198,8 @@ def _write_config(args: argparse.Namespace, jc_url: str, cx_url: str) -> None:
         # One day more than the backlog, so the first run sees all of it.
         -(math.ceil(args.backlog_days) + 1),
     )
+    if args.provider_id:
+        config["jumpcloud"]["provider_id"] = args.provider_id
     if args.client_id:  # service account mode: client credentials instead of the key
         jumpcloud = config["jumpcloud"]
         del jumpcloud["api_key"]
@@ -207,6 +222,10 @@ def _seed_jumpcloud(sim: JumpCloudSimulator, args: argparse.Namespace) -> None:
     margin = min(3_600_000, span // 10)
     if args.backlog:
         sim.generate(args.backlog, end - span + margin, end)
+        if sim.provider_store:
+            sim.generate(
+                max(1, args.backlog // 10), end - span + margin, end, org=sim.provider_store
+            )
     if args.burst:
         for org in sim.org_ids:
             sim.add_burst(args.burst, end - 60_000, org)
@@ -244,6 +263,8 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
                 seed=args.seed,
                 service_accounts={args.client_id: args.client_secret} if args.client_id else None,
                 token_ttl_s=args.token_ttl_s,
+                provider_id=args.provider_id,
+                insights_disabled=args.no_insights,
             )
             _seed_jumpcloud(jc, args)
             sims.append(jc.start())

@@ -422,8 +422,12 @@ class JumpCloudSimulator(BaseSimulator):
                 services=list(services) if services else None,
                 deep_every=deep_every,
             )
+            portal = target == self.provider_store
             batch: list[Entry] = []
             for epoch_ms, event in stream:
+                if portal:  # the MSP portal's own events: by the provider, for no one org
+                    event["organization"] = ""
+                    event["provider"] = self.provider_id
                 batch.append(_entry(event, epoch_ms))
                 if len(batch) >= 20000:
                     added += self._store(target, batch, visible_at)
