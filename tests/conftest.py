@@ -174,6 +174,22 @@ def counts(err: str) -> dict[str, int]:
     return {k: int(s[k]) for k in keys}
 
 
+def shipping_state(state_file: Path) -> dict[str, Any] | None:
+    """What the state holds as shipped (cursor, floor, recent ids per org), without what every
+    run updates (its run record ``ops`` and ``served``); None when there is no state file."""
+    if not state_file.exists():
+        return None
+    orgs = json.loads(state_file.read_text())["orgs"]
+    keep = ("cursor", "floor", "recent_ids")
+    return {name: {k: org.get(k) for k in keep} for name, org in orgs.items()}
+
+
+def assert_nothing_recorded(state_file: Path) -> None:
+    """No progress in the state: no file, or orgs without cursor, floor or shipped ids."""
+    for org in (shipping_state(state_file) or {}).values():
+        assert org == {"cursor": None, "floor": None, "recent_ids": {}}, org
+
+
 def as_json_line(event: dict[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 

@@ -24,6 +24,7 @@ from conftest import (
     FAST,
     JC_KEY,
     assert_no_secrets,
+    assert_nothing_recorded,
     counts,
     di2siem_executable,
     legacy_config,
@@ -197,7 +198,7 @@ def test_413_storm_stops_the_run_keeps_the_cursor_loses_nothing(tmp_path, capsys
         assert "; skipped" not in err
         # halves down to one event, then stop: 16 -> 8 -> 4 -> 2 -> 1
         assert len(siem.requests()) == 5
-        assert not (tmp_path / "state" / "state.json").exists()  # nothing recorded
+        assert_nothing_recorded(tmp_path / "state" / "state.json")
         resume_with_a_good_siem(tmp_path, jc.url, events, capsys, batch_size=16)
 
 

@@ -19,8 +19,10 @@ from conftest import (
     ORG_B,
     Env,
     as_json_line,
+    assert_nothing_recorded,
     counts,
     legacy_config,
+    shipping_state,
     summary,
 )
 from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
@@ -241,13 +243,13 @@ def test_malformed_answers_forever_fail_with_exit_1_state_untouched(env: Env, ca
     env.jc.add_events(recent(30))
     env.write()
     assert env.run(capsys)[0] == 0
-    state_before = env.state_file.read_bytes()
+    state_before = shipping_state(env.state_file)
     env.jc.add_events(recent(30, seed=9, minutes=1, end_ago_ms=10))
     env.jc.inject_fault(200, count=-1, body="not json at all")
     rc, _, err = env.run(capsys)
     assert rc == 1
     assert "malformed answer" in err and "gave up after 4 attempts" in err
-    assert env.state_file.read_bytes() == state_before
+    assert shipping_state(env.state_file) == state_before
     env.jc.clear_faults()
     rc, _, err = env.run(capsys)
     assert rc == 0 and counts(err)["shipped"] == 30
@@ -289,7 +291,10 @@ def test_client_errors_fail_fast_naming_the_key(env: Env, capsys, name: str) -> 
     assert message in err
     assert counts(err)["retries"] == 0
     assert time.monotonic() - started < 3
-    assert not env.state_file.exists()
+    assert_nothing_recorded(env.state_file)
+    # the run record names the failing side first
+    last_error = env.state()["orgs"]["_default"]["ops"]["last_error"]
+    assert last_error.startswith("JumpCloud" if side == "jc" else "SIEM") and message in last_error
 
 
 def test_wrong_keys_name_the_key(env: Env, capsys) -> None:

@@ -23,6 +23,7 @@ from conftest import (
     SA_CLIENT_ID,
     SA_SECRET,
     Env,
+    assert_nothing_recorded,
     counts,
     legacy_config,
     recent_events,
@@ -140,7 +141,8 @@ def test_bad_secret_fails_fast_naming_the_keys(sa_env: Env, capsys) -> None:
     assert "JumpCloud token endpoint answered 401: check jumpcloud.client_id / " in err
     assert "jumpcloud.client_secret" in err and "sa-wrong-secret-777" not in out + err
     assert time.monotonic() - started < 3
-    assert not env.state_file.exists() and env.cx.received == []
+    assert_nothing_recorded(env.state_file)
+    assert env.cx.received == []
 
     rc, out, err = env.run(capsys, command="check")
     assert rc == 1

@@ -1,4 +1,4 @@
-"""Command line: ``di2siem run|check|sandbox``, ``di2siem --version``.
+"""Command line: ``di2siem run|check|status|sandbox``, ``di2siem --version``.
 
 Exit codes: 0 success (also nothing new, lock held, time budget reached); 1 failure after
 retries (state keeps what was shipped); 2 configuration or usage error.
@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         "log intake, losing nothing.",
     )
     parser.add_argument("--version", action="version", version=f"di2siem {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,check,sandbox}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,check,status,sandbox}")
     run = sub.add_parser("run", help="one poll-and-ship cycle (cron runs this every minute)")
     run.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
     check = sub.add_parser(
@@ -38,8 +38,33 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the file only: no network, no state directory (installer validate)",
     )
+    status = sub.add_parser(
+        "status", help="is every org shipping? (read only: safe while a run is in progress)"
+    )
+    status.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
+    status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    status.add_argument(
+        "--online", action="store_true", help="also ask JumpCloud for each org's backlog"
+    )
+    status.add_argument(
+        "--max-lag",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="unhealthy when an org's last success is older than this (default 600)",
+    )
     sub.add_parser("sandbox", help="run the JumpCloud and Coralogix simulators on loopback")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text!r})")
+    return value
 
 
 def _config_error(exc, path: str) -> int:
@@ -62,10 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code if isinstance(code, int) else EXIT_CONFIG
     if args.command is None:
         parser.print_usage(sys.stderr)
-        sys.stderr.write("di2siem: error: a command is required (run, check, sandbox)\n")
+        sys.stderr.write("di2siem: error: a command is required (run, check, status, sandbox)\n")
         return EXIT_CONFIG
     if args.command == "run":
         return cmd_run(args.config)
+    if args.command == "status":
+        return cmd_status(args.config, args.json, args.online, args.max_lag)
     return cmd_check(args.config, args.offline)
 
 
@@ -110,6 +137,15 @@ def cmd_run(path: str) -> int:
             for line in traceback.format_exc().splitlines():
                 log.debug(line)
         return EXIT_FAILURE
+
+
+def cmd_status(path: str, as_json: bool, online: bool, max_lag: float) -> int:
+    cfg, log, rc = _load(path)
+    if cfg is None:
+        return rc
+    from .status import run_status
+
+    return run_status(cfg, as_json, online, max_lag, log.redact)
 
 
 def _verdict(name: str, ok: bool | None, detail: str, log) -> None:

@@ -318,11 +318,11 @@ class JumpCloudClient:
         server, seen = self.server_clock
         return server + max(0, now_ms() - seen)
 
-    def _post(self, body: bytes, headers: dict[str, str] | None):
+    def _post(self, body: bytes, headers: dict[str, str] | None, path: str = ""):
         return send(
             self.session,
             "POST",
-            self.url,
+            self.url + path,
             data=body,
             headers=headers,
             timeout=self.cfg.timeout_seconds,
@@ -333,12 +333,12 @@ class JumpCloudClient:
             whole=True,
         )
 
-    def _post_bearer(self, body: bytes, headers: dict[str, str] | None):
+    def _post_bearer(self, body: bytes, headers: dict[str, str] | None, path: str = ""):
         """POST with the current token; on a 401, one fresh token and one more try."""
         refreshed = False
         while True:
             auth = {**(headers or {}), "Authorization": "Bearer " + self.token(force=refreshed)}
-            response = self._post(body, auth)
+            response = self._post(body, auth, path)
             if response.status_code != 401 or refreshed:
                 return response
             response.close()
@@ -371,6 +371,28 @@ class JumpCloudClient:
             if last_page:
                 return
             query["search_after"] = search_after
+
+    def count(self, start_time: str, org: str = DEFAULT_ORG) -> int:
+        """How many events from start_time on (POST /events/count, the same query body):
+        the backlog ``di2siem status --online`` shows."""
+        query = {"service": list(self.cfg.services), "start_time": start_time}
+        body = json.dumps(query, separators=(",", ":")).encode()
+
+        def attempt() -> int:
+            post = self._post_bearer if self.cfg.service_account else self._post
+            response = post(body, self._headers(org), "/count")
+            self._note_date(response.headers.get("Date"))
+            if response.status_code != 200:
+                raise _status_error(response.status_code, response, self.cfg.service_account, org)
+            try:
+                value = json.loads(response.content)["count"]
+            except (ValueError, TypeError, KeyError):
+                value = None
+            if type(value) is not int or value < 0:
+                raise RetryableError("JumpCloud sent a malformed /events/count answer")
+            return value
+
+        return self.policy.run(attempt, "JumpCloud count", self.on_retry)
 
     def probe(self, start_time: str, org: str = DEFAULT_ORG) -> int:
         """One small query proving the key, the org and the endpoint; returns events seen."""

@@ -30,6 +30,7 @@ from .http import BudgetExceeded, FatalError, GaveUpError, RetryPolicy
 from .jumpcloud import JumpCloudClient
 from .lock import InstanceLock, LockHeld
 from .log import Logger
+from .runrecord import RunRecorder
 from .shaping import Shaper, too_deep
 from .sink import Sink
 from .state import OrgState, StateError, StateStore, StateWriteError
@@ -106,6 +107,8 @@ class OrgRun:
         self.untimed = 0
         self.started = time.monotonic()
         self.status = "ok"
+        self.error: BaseException | None = None  # why status is "failed"
+        self.ops_totals: Callable[[], dict[str, int]] = dict  # lifetime totals so far
         # keys handed to the sender and not yet recorded in the state (read by the main
         # thread, emptied by the sender once the state holds them)
         self.pending: set[str] = set()
@@ -252,6 +255,7 @@ class Pipeline:
         self._warnings = 0
         self._skew_warned = False
         self.jc: JumpCloudClient | None = None
+        self.recorder = RunRecorder(self)
 
     # -- helpers -----------------------------------------------------------------------------
     def _retries(self) -> int:
@@ -381,8 +385,9 @@ class Pipeline:
                     orgs_left=len(orgs) - index,
                 )
                 break
-            fresh = not self.store.has(org)
             state = self.store.org(org)
+            # no cursor and no floor yet (a failed first run leaves only its run record)
+            fresh = state.cursor_ms is None and state.floor_ms is None
             state.served_ms = now_ms()  # saved with the org's first accepted batch
             if fresh and self.cfg.legacy_end_time_ms is not None:
                 state.floor_ms = self.cfg.legacy_end_time_ms
@@ -392,6 +397,7 @@ class Pipeline:
                     floor=format_ms(state.floor_ms),
                 )
             orun = OrgRun(org, state)
+            self.recorder.begin(orun)
             retries_before = self._retries()
             resent_before = sink.resent
             stop = False
@@ -411,16 +417,16 @@ class Pipeline:
                     orun.status = "budget"
                     self.log.warning(f"{exc}; progress saved, next run resumes", org=org)
                 else:
-                    orun.status = "failed"
+                    orun.status, orun.error = "failed", exc
                     self.log.error(f"{exc}; nothing shipped this run", org=org)
                     rc = 1
             except (FatalError, GaveUpError) as exc:
-                orun.status = "failed"
+                orun.status, orun.error = "failed", exc
                 self.log.error(str(exc), org=org)
                 rc = 1
             except StateWriteError as exc:
                 # every later batch (and org) would be delivered and not recorded either
-                orun.status = "failed"
+                orun.status, orun.error = "failed", exc
                 self.log.error(str(exc), org=org)
                 rc = 1
                 stop = True
@@ -428,6 +434,7 @@ class Pipeline:
             orun.resent = sink.resent - resent_before
             self._check_skew(jc)
             self._summary(orun)
+            self.recorder.finish(orun)
             if stop:
                 break
         return rc

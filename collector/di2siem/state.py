@@ -2,9 +2,11 @@
 
 Per org: ``cursor`` (time of the newest event the SIEM accepted), ``floor`` (exclusive lower
 bound: events at or before it count as shipped), ``served`` (wall time a run last began
-reading it; the least recently served org goes first) and ``recent_ids`` (id -> epoch ms of shipped
-events within the overlap window behind the cursor, capped). When the cap forces ids out, the
-floor rises to the newest evicted time, so a forgotten id can never be re-read and re-sent.
+reading it; the least recently served org goes first), ``recent_ids`` (id -> epoch ms of shipped
+events within the overlap window behind the cursor, capped) and ``ops`` (the run record and
+lifetime totals of runrecord.py, opaque here, saved with the cursor so they agree with it).
+When the cap forces ids out, the floor rises to the newest evicted time, so a forgotten id
+can never be re-read and re-sent.
 
 Writes happen after every accepted batch, so they must stay cheap: ids are kept in chunks
 (one per accepted batch) whose JSON fragment is built once and re-joined on every write.
@@ -23,7 +25,7 @@ import errno
 import json
 import os
 import secrets
-from typing import Any
+from typing import Any, Callable
 
 from .timeutil import format_ms, parse_ms
 
@@ -151,11 +153,15 @@ class OrgState:
         floor_ms: int | None = None,
         recent: RecentIds | None = None,
         served_ms: int | None = None,
+        ops: dict[str, Any] | None = None,
     ) -> None:
         self.cursor_ms = cursor_ms
         self.floor_ms = floor_ms
         self.recent = recent if recent is not None else RecentIds()
         self.served_ms = served_ms
+        # run record and totals (runrecord.py); during a run ``ops_live`` adds its counts so far
+        self.ops: dict[str, Any] = ops if ops is not None else {}
+        self.ops_live: Callable[[], dict[str, Any]] | None = None
 
     def start_ms(self, overlap_ms: int) -> int | None:
         """max(cursor - overlap, floor + 1 ms); None when the org has no state yet."""
@@ -170,9 +176,11 @@ class OrgState:
         cursor = "null" if self.cursor_ms is None else f'"{format_ms(self.cursor_ms)}"'
         floor = "null" if self.floor_ms is None else f'"{format_ms(self.floor_ms)}"'
         served = "null" if self.served_ms is None else f'"{format_ms(self.served_ms)}"'
+        ops = self.ops_live() if self.ops_live is not None else self.ops
+        ops_json = f',"ops":{_encode_compact(ops)}' if ops else ""
         return (
             f'{{"cursor":{cursor},"floor":{floor},"served":{served},'
-            f'"recent_ids":{self.recent.json()}}}'
+            f'"recent_ids":{self.recent.json()}{ops_json}}}'
         )
 
 
@@ -190,7 +198,10 @@ def _parse_org(name: str, data: Any, path: str) -> OrgState:
         isinstance(v, int) and not isinstance(v, bool) for v in ids.values()
     ):
         raise StateError(f"{path}: orgs.{name}.recent_ids is not an object of id -> epoch ms")
-    return OrgState(cursor, floor, RecentIds.from_mapping(ids), served)
+    ops = data.get("ops")
+    return OrgState(
+        cursor, floor, RecentIds.from_mapping(ids), served, ops if isinstance(ops, dict) else None
+    )
 
 
 class StateStore:

@@ -1,0 +1,129 @@
+"""Each org's run record and lifetime totals, kept in the state next to its cursor.
+
+Stored as the org's ``ops`` object in ``state.json`` (state.py saves it opaquely)::
+
+    {"totals": {"fetched": n, "shipped": n, "duplicates": n, "skipped_too_large": n,
+                "batches": n, "retries_jumpcloud": n, "retries_siem": n, "failures": n},
+     "last_run": ISO, "last_success": ISO | null, "last_status": "ok" | "budget" | "failed",
+     "last_error": one redacted line naming the side | null, "last_duration_s": s}
+
+Totals only grow. While an org runs, every state write (one per accepted batch) carries the
+totals so far, so ``shipped`` always agrees with the cursor, even after a kill. A state
+written by an older version has no ``ops``: its totals start at zero and are kept from then on.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from .state import OrgState, StateWriteError
+from .timeutil import format_ms, now_ms
+
+if TYPE_CHECKING:
+    from .pipeline import OrgRun, Pipeline
+
+TOTALS = (
+    "fetched",
+    "shipped",
+    "duplicates",
+    "skipped_too_large",
+    "batches",
+    "retries_jumpcloud",
+    "retries_siem",
+    "failures",
+)
+SKIP_REASONS = {"skipped_too_large": "too_large"}
+SIDES = ("JumpCloud", "SIEM")
+MAX_ERROR_CHARS = 400
+
+
+def totals_of(ops: Any) -> dict[str, int]:
+    """The totals of a stored ``ops`` object; zero for anything missing or unreadable."""
+    raw = ops.get("totals") if isinstance(ops, dict) else None
+    raw = raw if isinstance(raw, dict) else {}
+    out = {}
+    for key in TOTALS:
+        value = raw.get(key)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        out[key] = value if ok else 0
+    return out
+
+
+def side_of(exc: BaseException) -> str:
+    """Which side failed: JumpCloud, the SIEM, the state (disk), or di2siem itself."""
+    if isinstance(exc, StateWriteError):
+        return "state"
+    text = str(exc)
+    if text.startswith("SIEM"):
+        return "SIEM"
+    if "JumpCloud" in text:
+        return "JumpCloud"
+    return "di2siem"
+
+
+def error_line(exc: BaseException, redact) -> str:
+    """One line naming the side first, secrets redacted, bounded."""
+    side = side_of(exc)
+    text = re.sub(r"\s+", " ", str(exc)).strip() or type(exc).__name__
+    if not text.startswith(side):
+        text = f"{side}: {text}"
+    text = redact(text)
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+class RunRecorder:
+    """Keeps each org's ``ops`` up to date during a run (pipeline hooks: begin, finish)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.started_ms = now_ms()
+        self.finished: list[str] = []  # orgs this run served, in order
+
+    def _live(self, o: OrgRun, base: dict[str, int], retries0: tuple[int, int]) -> dict[str, int]:
+        p = self.pipeline
+        totals = dict(base)
+        totals["fetched"] += o.fetched
+        totals["shipped"] += o.shipped
+        totals["duplicates"] += o.duplicates
+        totals["skipped_too_large"] += o.skipped
+        totals["batches"] += o.batches
+        totals["retries_jumpcloud"] += p.jc_policy.retries - retries0[0]
+        totals["retries_siem"] += p.sink_policy.retries - retries0[1]
+        return totals
+
+    def begin(self, o: OrgRun) -> None:
+        state: OrgState = o.state
+        p = self.pipeline
+        base = totals_of(state.ops)
+        retries0 = (p.jc_policy.retries, p.sink_policy.retries)
+        o.ops_totals = lambda: self._live(o, base, retries0)
+        state.ops_live = lambda: {**state.ops, "totals": o.ops_totals()}
+
+    def finish(self, o: OrgRun) -> None:
+        """Record the org's outcome and save it (a failed save is logged: the state keeps
+        every accepted batch, only this record is missing)."""
+        state: OrgState = o.state
+        totals = o.ops_totals()
+        ops = dict(state.ops)
+        now = now_ms()
+        ops["last_run"] = format_ms(now)
+        ops["last_status"] = o.status
+        ops["last_duration_s"] = round(time.monotonic() - o.started, 3)
+        if o.status == "failed":
+            totals["failures"] += 1
+            error = o.error if o.error is not None else RuntimeError("di2siem: failed")
+            ops["last_error"] = error_line(error, self.pipeline.log.redact)
+            ops.setdefault("last_success", None)
+        else:
+            ops["last_success"] = format_ms(now)
+            ops["last_error"] = None
+        ops["totals"] = totals
+        state.ops = ops
+        state.ops_live = None
+        self.finished.append(o.org)
+        try:
+            self.pipeline.store.save()
+        except StateWriteError as exc:
+            self.pipeline.log.warning(f"run record not saved: {exc}", org=o.org)

@@ -1,0 +1,201 @@
+"""``di2siem status``: is every org shipping? One answer per org, for a person or a script.
+
+Read only: it never takes the run lock and never writes, so it is safe while a run is in
+progress. Every state write is an atomic ``os.replace``, so a plain read sees one whole file.
+Healthy means every org's last run succeeded and its last success is newer than ``max_lag``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from . import __version__
+from .config import Config
+from .runrecord import totals_of
+from .state import STATE_FILE, StateError
+from .timeutil import format_ms, now_ms, parse_ms
+
+DEFAULT_MAX_LAG_S = 600.0
+DAY_MS = 86_400_000
+
+
+def read_state(state_dir: str) -> dict[str, Any]:
+    """The ``orgs`` object of state.json ({} before the first run), without the lock."""
+    path = os.path.join(state_dir, STATE_FILE)
+    try:
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise StateError(f"{path} is not valid JSON; runs fail until it is moved aside") from None
+    except OSError as exc:
+        raise StateError(f"cannot read {path} ({exc.strerror}); run status as its owner") from None
+    if not isinstance(data, dict) or not isinstance(data.get("orgs"), dict):
+        raise StateError(f"{path} has no orgs object; runs fail until it is moved aside")
+    return data["orgs"]
+
+
+def _ms(value: Any) -> int | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_ms(value)
+    except ValueError:
+        return None
+
+
+def org_status(org: str, data: Any, now: int, max_lag_s: float, redact) -> dict[str, Any]:
+    data = data if isinstance(data, dict) else {}
+    ops = data.get("ops") if isinstance(data.get("ops"), dict) else {}
+    totals = totals_of(ops)
+    cursor = _ms(data.get("cursor"))
+    last_run = _ms(ops.get("last_run"))
+    last_success = _ms(ops.get("last_success"))
+    error = ops.get("last_error")
+    error = redact(str(error)) if error else None
+    problem = None
+    if last_run is None:
+        problem = "no run recorded yet"
+    elif ops.get("last_status") == "failed":
+        problem = "the last run failed"
+    elif last_success is None:
+        problem = "no successful run yet"
+    elif now - last_success > max_lag_s * 1000:
+        age = round((now - last_success) / 1000)
+        problem = f"no successful run for {age}s (more than --max-lag {max_lag_s:g}s)"
+    return {
+        "org": org,
+        "healthy": problem is None,
+        "problem": problem,
+        "cursor": format_ms(cursor) if cursor is not None else None,
+        "lag_seconds": round((now - cursor) / 1000) if cursor is not None else None,
+        "last_run": format_ms(last_run) if last_run is not None else None,
+        "last_success": format_ms(last_success) if last_success is not None else None,
+        "last_error": error,
+        "shipped_total": totals["shipped"],
+        "fetched_total": totals["fetched"],
+        "duplicates_total": totals["duplicates"],
+        "skipped_total": totals["skipped_too_large"],
+    }
+
+
+def _backlog_start(data: Any, cfg: Config, now: int) -> int:
+    """Where the next run would begin reading new events: just after the cursor."""
+    data = data if isinstance(data, dict) else {}
+    cursor, floor = _ms(data.get("cursor")), _ms(data.get("floor"))
+    if cursor is not None:
+        return cursor + 1
+    if floor is not None:
+        return floor + 1
+    return now + int(cfg.jumpcloud.initial_days_back * DAY_MS)
+
+
+def add_backlog(report: dict[str, Any], orgs: dict[str, Any], cfg: Config, redact) -> None:
+    """``--online``: each org's backlog from JumpCloud's /events/count since its cursor."""
+    from .http import FatalError, GaveUpError, RetryPolicy
+    from .jumpcloud import JumpCloudClient
+    from .runrecord import error_line
+
+    policy = RetryPolicy(1, 0.5, 2.0)
+    jc = JumpCloudClient(cfg.jumpcloud, policy)
+    now = now_ms()
+    try:
+        for entry in report["orgs"]:
+            start = _backlog_start(orgs.get(entry["org"]), cfg, now)
+            try:
+                entry["backlog"] = jc.count(format_ms(start), entry["org"])
+            except (FatalError, GaveUpError) as exc:
+                entry["backlog"] = None
+                entry["backlog_error"] = error_line(exc, redact)
+    finally:
+        jc.close()
+
+
+def build_report(cfg: Config, max_lag_s: float, redact) -> tuple[dict[str, Any], dict]:
+    orgs = read_state(cfg.state_dir)
+    now = now_ms()
+    entries = [org_status(org, orgs.get(org), now, max_lag_s, redact) for org in cfg.org_keys]
+    report = {
+        "version": __version__,
+        "healthy": all(e["healthy"] for e in entries),
+        "max_lag_seconds": max_lag_s,
+        "orgs": entries,
+    }
+    return report, orgs
+
+
+def _ago(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def render_table(report: dict[str, Any]) -> str:
+    now = now_ms()
+    online = any("backlog" in e for e in report["orgs"])
+    header = ["ORG", "HEALTHY", "LAST SUCCESS", "LAG", "SHIPPED", "FETCHED", "DUPS", "SKIPPED"]
+    if online:
+        header.append("BACKLOG")
+    rows = [header]
+    for e in report["orgs"]:
+        success = e["last_success"]
+        success_ago = round((now - parse_ms(success)) / 1000) if success else None
+        row = [
+            e["org"],
+            "yes" if e["healthy"] else "NO",
+            f"{success} ({_ago(success_ago)} ago)" if success else "never",
+            _ago(e["lag_seconds"]),
+            str(e["shipped_total"]),
+            str(e["fetched_total"]),
+            str(e["duplicates_total"]),
+            str(e["skipped_total"]),
+        ]
+        if online:
+            row.append("?" if e.get("backlog") is None else str(e["backlog"]))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    for e in report["orgs"]:
+        if e["problem"]:
+            lines.append(f"{e['org']}: {e['problem']}")
+        if e["last_error"]:
+            lines.append(f"{e['org']}: last error: {e['last_error']}")
+        if e.get("backlog_error"):
+            lines.append(f"{e['org']}: backlog unknown: {e['backlog_error']}")
+    verdict = "healthy" if report["healthy"] else "NOT healthy"
+    lines.append(
+        f"di2siem {report['version']} status: {verdict} (max lag {report['max_lag_seconds']:g}s)"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def run_status(cfg: Config, as_json: bool, online: bool, max_lag_s: float, redact) -> int:
+    """Print the report; 0 healthy, 1 not healthy (an unreadable state is not healthy)."""
+    try:
+        report, orgs = build_report(cfg, max_lag_s, redact)
+    except StateError as exc:
+        message = redact(f"state: {exc}")
+        if as_json:
+            out = {"version": __version__, "healthy": False, "error": message, "orgs": []}
+            sys.stdout.write(json.dumps(out) + "\n")
+        else:
+            sys.stdout.write(f"di2siem {__version__} status: NOT healthy: {message}\n")
+        return 1
+    if online:
+        add_backlog(report, orgs, cfg, redact)
+    if as_json:
+        sys.stdout.write(redact(json.dumps(report)) + "\n")
+    else:
+        sys.stdout.write(redact(render_table(report)))
+    sys.stdout.flush()
+    return 0 if report["healthy"] else 1
