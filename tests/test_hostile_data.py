@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import resource
 import subprocess
 import threading
@@ -37,6 +38,7 @@ from di2siem.timeutil import now_ms, parse_ms
 from hostile import Exchange, HostilePeer
 
 MIN = 60_000
+TIMESTAMP = re.compile(r'"timestamp":"([^"]*)"')
 
 
 # -- a JumpCloud of our own ---------------------------------------------------------------
@@ -99,11 +101,11 @@ class FakeJumpCloud:
         for index, text in enumerate(texts):
             if index <= after:
                 continue
-            ts = json.loads(text).get("timestamp")
+            found = TIMESTAMP.search(text)  # not json.loads: texts may be hostile
             try:
-                if parse_ms(ts) < start:
+                if found and parse_ms(found.group(1)) < start:
                     continue
-            except (TypeError, ValueError):
+            except ValueError:
                 pass  # unreadable: returned anyway
             selected.append((index, text))
             if len(selected) == limit:
@@ -418,3 +420,72 @@ def test_state_temp_files_are_fresh_never_followed_and_cleaned(tmp_path, capsys)
         assert victim.read_text() == "precious"
         assert not [n for n in os.listdir(state) if n.endswith(".tmp")]
         assert counts(err)["shipped"] == 30
+
+
+# -- also decided: values JSON does not allow, one huge event ------------------------------
+
+
+def _strict(text: str) -> Any:
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_nan_infinity_and_huge_integers_become_json_a_siem_takes(tmp_path, capsys) -> None:
+    """Python's json reads NaN/Infinity and SIEMs refuse them (one such event would fail its
+    batch forever): they are shipped as the strings "NaN"/"Infinity"/"-Infinity"; an integer
+    too long for Python (would make the page unreadable, a stuck stream) as its digits; every
+    other event on the page is still spliced verbatim."""
+    bodies: list[bytes] = []
+
+    def accept(ex: Exchange) -> None:
+        bodies.append(ex.request.body)
+        ex.reply(200, {}, headers={"Connection": "close"})
+
+    with FakeJumpCloud(page_size=4) as jc, HostilePeer(accept) as siem:
+        base = events_at(8, jc.now() - 1000, 1, seed=69)
+        texts = [json.dumps(e, separators=(",", ":")) for e in base]
+        huge = "9" * 5000
+        texts[0] = texts[0][:-1] + ',"score":NaN}'  # first event of a page
+        texts[2] = texts[2][:-1] + ',"ratio":Infinity,"low":-Infinity}'
+        texts[5] = texts[5][:-1] + f',"count":{huge}}}'
+        jc.add(*texts)
+        path = write_config(tmp_path, jc.url, siem.url, siem={"batch_size": 100})
+        rc, err = run(path, capsys)
+        assert rc == 0, err
+        shipped = [_strict(line) for body in bodies for line in body.decode().splitlines()]
+        assert [e["id"] for e in shipped] == [e["id"] for e in base]
+        assert shipped[0]["score"] == "NaN"
+        assert (shipped[2]["ratio"], shipped[2]["low"]) == ("Infinity", "-Infinity")
+        assert shipped[5]["count"] == huge
+        for got, source in zip(shipped, base):  # nothing else changed
+            extra = {"score", "ratio", "low", "count"}
+            assert {k: v for k, v in got.items() if k not in extra | SHAPING_KEYS} == {
+                k: v for k, v in source.items() if k not in SHAPING_KEYS
+            }
+
+
+def test_a_50_mb_event_is_skipped_without_copies_of_it(tmp_path) -> None:
+    """Oversize is decided before shaping: peak memory stays near the page's own size
+    (page text plus the decoded event), not several copies of it (it was 371 MB)."""
+    with FakeJumpCloud() as jc, CoralogixSink(api_key=CX_KEY) as sink:
+        base = events_at(50, jc.now() - 1000, 1, seed=71)
+        big = dict(base[10], id="a" * 24, message="x" * 50_000_000)
+        jc.add(*base[:10], big, *base[10:])
+        del big
+        path = write_config(tmp_path, jc.url, sink.url)
+        for attempt in range(2):
+            result = subprocess.run(
+                [di2siem_executable(), "run", "--config", str(path)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert result.returncode == 0, result.stderr
+            fields = summary(result.stderr)
+            # reported once (id and size), remembered: the next run drops it as known
+            assert fields["skipped"] == ("1" if attempt == 0 else "0")
+            assert ("a" * 24 in result.stderr) == (attempt == 0)
+            assert float(fields["peak_rss_mb"]) < 180
+        assert keys(sink.events()) == Counter(e["id"] for e in base)

@@ -15,6 +15,15 @@ class Item(NamedTuple):
     ts_ms: int | None
 
 
+class Oversize(NamedTuple):
+    """An event that alone exceeds the batch byte cap: never posted, only recorded. Same
+    positions as Item for the id and time; ``nbytes`` is its size (at least)."""
+
+    nbytes: int
+    event_id: str | None
+    ts_ms: int | None
+
+
 class Framing(NamedTuple):
     head: bytes
     sep: bytes

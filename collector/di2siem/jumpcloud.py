@@ -31,8 +31,31 @@ SIDE = "JumpCloud"
 SA_KEYS = "jumpcloud.client_id / jumpcloud.client_secret"
 TOKEN_REFRESH_MARGIN_S = 60.0  # refresh this long before expiry (at most 20% of the lifetime)
 _WS = " \t\r\n"
-_decoder = json.JSONDecoder()
+# How many values JSON does not allow (NaN, Infinity, -Infinity) or Python cannot hold as an
+# int (more digits than sys.get_int_max_str_digits()) were decoded so far: the pipeline
+# re-serialises an event during whose parse this moved, instead of splicing its text.
+NONSTANDARD = [0]
+
+
+def _nonstandard_constant(name: str) -> float:
+    NONSTANDARD[0] += 1
+    return float(name)  # what json does; the shaper turns it into the string "NaN" etc.
+
+
+def _long_int(digits: str) -> int | str:
+    try:
+        return int(digits)
+    except ValueError:  # over Python's int digit limit: kept as its digits, a string
+        NONSTANDARD[0] += 1
+        return digits
+
+
+_decoder = json.JSONDecoder(parse_constant=_nonstandard_constant)
 _scan_once = _decoder.scan_once  # raises StopIteration where no JSON value starts
+# used only when _scan_once failed: same, but for integers too long for int()
+_tolerant_scan_once = json.JSONDecoder(
+    parse_constant=_nonstandard_constant, parse_int=_long_int
+).scan_once
 Transform = Callable[[dict, str, int, int, int], Any]
 
 
@@ -40,7 +63,16 @@ def _pair(event: dict[str, Any], text: str, start: int, end: int, index: int) ->
     return (event, text[start:end])
 
 
-def split_page(content: bytes, transform: Transform | None = None) -> tuple[str, list[Any]]:
+def decode_page(content: bytes | bytearray) -> str:
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RetryableError("JumpCloud sent a malformed answer (not UTF-8)") from None
+
+
+def split_page(
+    content: bytes | bytearray | str, transform: Transform | None = None
+) -> tuple[str, list[Any]]:
     """Parse a page (a JSON array of objects): (page text, list of
     ``transform(event, text, start, end, index)``), by default (event, event text) pairs.
 
@@ -50,10 +82,7 @@ def split_page(content: bytes, transform: Transform | None = None) -> tuple[str,
     Anything else than an array of objects raises RetryableError (malformed answer).
     """
     transform = transform or _pair
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RetryableError("JumpCloud sent a malformed answer (not UTF-8)") from None
+    text = content if isinstance(content, str) else decode_page(content)
     n = len(text)
     i = 0
     while i < n and text[i] in _WS:
@@ -76,7 +105,10 @@ def split_page(content: bytes, transform: Transform | None = None) -> tuple[str,
         else:
             while True:
                 # the C scanner itself (raw_decode is a Python wrapper around it)
-                event, end = _scan_once(text, i)
+                try:
+                    event, end = _scan_once(text, i)
+                except ValueError:
+                    event, end = _tolerant_scan_once(text, i)
                 if type(event) is not dict:
                     raise RetryableError("JumpCloud sent a malformed answer (non-object event)")
                 append(transform(event, text, i, end, index))
@@ -283,8 +315,9 @@ class JumpCloudClient:
         content = response.content
         response_headers = response.headers
         del response
-        text, events = split_page(content, transform)
-        del content
+        text = decode_page(content)
+        del content  # not held while the page is parsed (a page may be hundreds of MB)
+        text, events = split_page(text, transform)
         page_limit = limit
         raw_limit = response_headers.get("X-Limit")
         if raw_limit:

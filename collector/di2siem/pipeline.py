@@ -24,10 +24,10 @@ import time
 from collections.abc import Iterator
 from typing import Callable
 
-from .batching import Batcher, Item
+from .batching import Batcher, Item, Oversize
 from .config import DEFAULT_ORG, Config, ConfigError
 from .http import BudgetExceeded, FatalError, GaveUpError, RetryPolicy
-from .jumpcloud import JumpCloudClient
+from .jumpcloud import NONSTANDARD, JumpCloudClient
 from .lock import InstanceLock, LockHeld
 from .log import Logger
 from .runrecord import RunRecorder
@@ -491,11 +491,12 @@ class Pipeline:
             self.log.info("run summary", **fields)
 
     # -- one org -----------------------------------------------------------------------------
-    def _digest(self, o: OrgRun, start: int) -> Callable[..., object]:
+    def _digest(self, o: OrgRun, start: int, alone_max: int) -> Callable[..., object]:
         """Per event, while the page is parsed (fetch thread): its shaped ``Item``, ready to
-        batch. Exceptions: ``SKIPPED`` (before the window) and ``(item, deep)`` for events
-        that need a warning once they are known not to be duplicates (no readable time, or
-        nested deeper than json_depth).
+        batch. Exceptions: ``SKIPPED`` (before the window), an ``Oversize`` for an event whose
+        text alone is over the byte cap (measured without shaping it: no copies of a huge
+        event) and ``(item, deep)`` for events that need a warning once they are known not to
+        be duplicates (no readable time, or nested deeper than json_depth).
 
         Events that can be spliced from the page text are never re-serialised; the rest
         (and only they) are. No per-event dict or text outlives the parse.
@@ -504,10 +505,13 @@ class Pipeline:
         src = shaper.src
         fast_bytes = shaper.fast_bytes
         shape = shaper.shape
+        size_floor = shaper.size_floor
         depth_limit = self.cfg.jumpcloud.json_depth
         # the event object itself accounts for one bracket
         bracket_bound = depth_limit + 1
         new_item = tuple.__new__
+        nonstandard = NONSTANDARD
+        seen_nonstandard = [nonstandard[0]]
 
         def digest(event: dict, text: str, s: int, e: int, index: int) -> object:
             if index == 0:
@@ -527,11 +531,21 @@ class Pipeline:
                         return SKIPPED  # before the window
                     if ts > MAX_MS:
                         ts = None  # past 9999-12-31: not a time the state can hold
+            if e - s > alone_max:
+                nbytes = size_floor(event)
+                if nbytes > alone_max:
+                    return Oversize(nbytes, event_id, ts)
             # cheap bound first: fewer brackets than the limit means it cannot be too deep
             deep = text.count("{", s, e) + text.count("[", s, e) > bracket_bound and too_deep(
                 event, depth_limit
             )
-            data = fast_bytes(event, text[s:e], ts) if shaper.fast else None
+            if nonstandard[0] != seen_nonstandard[0]:
+                # NaN/Infinity or an over-long integer in this event: its text is not JSON a
+                # SIEM takes as is, so it is re-serialised (see shaping.encode_json)
+                seen_nonstandard[0] = nonstandard[0]
+                data = None
+            else:
+                data = fast_bytes(event, text[s:e], ts) if shaper.fast else None
             if data is None:
                 data = shape(event, None, ts)
             item = new_item(Item, (data, event_id, ts))
@@ -599,7 +613,7 @@ class Pipeline:
         pending_add = pending_ids.add
         # JumpCloud pages are fetched, parsed and shaped one page ahead, batches are posted
         # (and recorded) by a sender thread: network waits overlap with our own work.
-        pages = Prefetcher(jc.pages(format_ms(start), o.org, self._digest(o, start)))
+        pages = Prefetcher(jc.pages(format_ms(start), o.org, self._digest(o, start, alone_max)))
         sender = Sender(self, o, sink)
         try:
             for _text, page in pages:
@@ -609,6 +623,13 @@ class Pipeline:
                     if type(item) is not Item:
                         if item is SKIPPED:
                             o.duplicates += 1
+                            continue
+                        if type(item) is Oversize:
+                            if item[1] in pending_ids or item[1] in shipped:
+                                o.duplicates += 1
+                            else:
+                                pending_add(item[1])
+                                sender.submit(SKIP, item)
                             continue
                         item, deep = item
                         key = item[1]
@@ -623,7 +644,7 @@ class Pipeline:
                             continue
                     pending_add(key)
                     if len(item[0]) > alone_max:
-                        sender.submit(SKIP, item)
+                        sender.submit(SKIP, Oversize(len(item[0]), key, item[2]))
                         continue
                     full = add(item)
                     if full is not None:
@@ -645,7 +666,7 @@ class Pipeline:
             state.floor_ms = start - 1
             self.store.save()
 
-    def _oversize(self, o: OrgRun, item: Item) -> None:
+    def _oversize(self, o: OrgRun, item: Oversize) -> None:
         """An event that alone exceeds siem.max_batch_bytes (measured here): reported,
         remembered as handled, never posted."""
         o.skipped += 1
@@ -653,7 +674,7 @@ class Pipeline:
             "event larger than siem.max_batch_bytes; skipped",
             org=o.org,
             id=item.event_id,
-            bytes=len(item.data),
+            bytes=item.nbytes,
             max_batch_bytes=self.cfg.siem.max_batch_bytes,
         )
         self._record(o, [item])

@@ -17,7 +17,8 @@ from typing import Any
 from .config import Config
 from .timeutil import now_ms
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# allow_nan=False: NaN/Infinity are not JSON, a SIEM would refuse the whole batch
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 encode = _encoder.encode
 
 
@@ -53,6 +54,41 @@ def _dig(value: Any, path: tuple[str, ...]) -> Any:
             return None
         value = value.get(part)
     return value
+
+
+def _finite(value: Any) -> Any:
+    """value with every NaN/Infinity float replaced by the string of its JSON-ish name."""
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _string_chars(value: Any) -> int:
+    """Characters of all strings (keys included) in a decoded JSON value."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(k) + _string_chars(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_string_chars(v) for v in value)
+    return 0
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON; NaN/Infinity (which Python's json reads but JSON does not allow) become
+    the strings "NaN", "Infinity", "-Infinity"."""
+    try:
+        return encode(value)
+    except ValueError:
+        return encode(_finite(value))
 
 
 def _exceeds(obj: Any, level: int, limit: int) -> bool:
@@ -123,9 +159,20 @@ class Shaper:
         # the encoded members per combination of top-level values: these repeat a lot
         self.fields_cache: dict[tuple, str] = {}
 
+    def size_floor(self, event: dict) -> int:
+        """A lower bound of the bytes ``shape`` would make of this event, found without
+        shaping or serialising it (no copy of a huge event): the characters of its strings,
+        each of which is serialised at least whole. Renaming the time member is the only
+        thing shaping can shrink."""
+        shrink = max(0, len(self.src_key) - len(self.dst_key)) if self.rename else 0
+        try:
+            return _string_chars(event) - shrink
+        except RecursionError:  # absurdly nested: let shaping measure it
+            return 0
+
     def begin_page(self, event: dict, raw: str) -> None:
         """Decide once per page whether the API text can be reused verbatim."""
-        self.fast = raw == encode(event)
+        self.fast = raw == encode_json(event)
 
     def fast_bytes(self, event: dict, raw: str, ts_ms: int | None) -> bytes | None:
         """The hot path of a page that passed ``begin_page``: the shaped bytes spliced from
@@ -170,7 +217,7 @@ class Shaper:
             event[self.dst] = event.pop(self.src)
         if self.custom:
             event.update(self.custom)
-        return encode(event)
+        return encode_json(event)
 
     def head(self, event: dict) -> tuple[str, str]:
         """Coralogix format, from the API event as received: (the entry up to its timestamp
