@@ -20,7 +20,7 @@ import pytest
 
 from conftest import SA_CLIENT_ID, SA_SECRET, Env, counts, recent_events, summary
 from di2siem.http import BUDGET_GRACE_S, MAX_PAGE_BYTES
-from hostile import Exchange, HostilePeer, timed
+from hostile import Exchange, HostilePeer, RawPeer, timed
 
 EVENTS_PATH = "/insights/directory/v1/events"
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -205,6 +205,28 @@ def test_siem_trickle_cannot_outlive_the_budget(env: Env) -> None:
     events_once(env, [e["id"] for e in events])
 
 
+def trickle_tls_handshake(sock, peer: RawPeer) -> None:
+    """A TLS record header announcing 16 KB of handshake, then one byte a second."""
+    for byte in b"\x16\x03\x03\x40\x00" + b"\x02" * 16384:
+        if peer.stopping.wait(1.0):
+            return
+        sock.sendall(bytes([byte]))
+
+
+def test_tls_handshake_trickle_cannot_outlive_the_budget(env: Env) -> None:
+    events = recent_events(10)
+    env.jc.add_events(events)
+    with RawPeer(trickle_tls_handshake) as siem:
+        env.write(run_time_budget_seconds=BUDGET_S)
+        env.edit(lambda c: c["siem"].update(url=f"https://127.0.0.1:{siem.port}/logs/datastream"))
+        (rc, _, err), took = timed(lambda: env.proc(timeout=60))
+        assert siem.connections == 1
+    assert rc == 1, err
+    assert took < WALL_LIMIT_S, f"the run took {took:.1f}s"
+    assert "SIEM did not finish answering within run_time_budget_seconds" in err
+    no_progress(env)
+
+
 def test_timeout_seconds_bounds_the_whole_exchange(env: Env, capsys) -> None:
     """A 1 byte/s answer never trips a per-read timeout; timeout_seconds is the whole answer."""
     env.jc.add_events(recent_events(5))
@@ -263,6 +285,22 @@ def test_gzip_bomb_page_fails_fast_with_bounded_memory(env: Env, gzip_bomb: byte
     # the bomb inflates to 1024 MiB; a page is capped at 256 MiB
     assert peak < MAX_PAGE_BYTES / 1024**2 + 200, f"peak RSS {peak} MB"
     assert took < 30
+
+
+def test_error_body_bomb_is_only_read_to_its_start(env: Env, capsys, gzip_bomb: bytes) -> None:
+    """An error answer is never a page: its body is read to 64 KiB, the status decides."""
+
+    def behave(ex: Exchange) -> None:
+        ex.reply(401, gzip_bomb, {"Content-Encoding": "gzip"})
+
+    with HostilePeer(behave) as jc:
+        env.write()
+        env.edit(lambda c: c["jumpcloud"].update(base_url=jc.url))
+        (rc, _, err), took = timed(lambda: env.run(capsys))
+        assert len(jc.requests()) == 1
+    assert rc == 1
+    assert "JumpCloud answered 401: check jumpcloud.api_key" in err
+    assert took < 5
 
 
 def test_gzip_pages_still_work(env: Env, capsys) -> None:

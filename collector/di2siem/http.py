@@ -216,8 +216,9 @@ def send(
 
     Redirects are never followed: a 3xx is a FatalError naming where it pointed, so no
     request (with its credentials) ever reaches a host other than the configured one.
-    The body is decoded by us with a cap: ``whole`` answers (JumpCloud pages) larger than
-    ``limit`` fail, other answers are cut to ``limit`` bytes.
+    The body is decoded by us with a cap: ``whole`` 2xx answers (JumpCloud pages) larger
+    than ``limit`` fail, other answers (and every error body) are cut to ``limit`` bytes
+    (at most MAX_ANSWER_BYTES for an error body).
     """
     import requests
 
@@ -257,6 +258,8 @@ def send(
                 status = response.status_code
                 if 300 <= status < 400:
                     raise FatalError(_redirect_message(side, status, response, url_key))
+                if not 200 <= status < 300:  # an error body: only its start is shown
+                    limit, whole = min(limit, MAX_ANSWER_BYTES), False
                 content = _read(response, side, limit, whole)
             finally:
                 response.close()
@@ -434,6 +437,12 @@ class _Guard:
 _current = threading.local()
 
 
+def _join_guard(connection: Any) -> None:
+    guard = getattr(_current, "guard", None)
+    if guard is not None:
+        guard.attach(connection)
+
+
 def _shut(connection: Any) -> None:
     sock = getattr(connection, "sock", None)
     if sock is None:
@@ -455,10 +464,14 @@ def _guarded_adapter():
 
         def _attached(cls):
             class Guarded(cls):
+                # connect: a fresh connection (its TCP socket exists before the TLS
+                # handshake); request: a kept-alive one taken from the pool
+                def connect(self) -> None:
+                    _join_guard(self)
+                    super().connect()
+
                 def request(self, *args: Any, **kwargs: Any) -> Any:
-                    guard = getattr(_current, "guard", None)
-                    if guard is not None:
-                        guard.attach(self)
+                    _join_guard(self)
                     return super().request(*args, **kwargs)
 
             Guarded.__name__ = "Guarded" + cls.__name__
