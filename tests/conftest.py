@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,24 @@ def di2siem_executable() -> str:
             return str(candidate)
         pytest.skip("di2siem console script is not installed (pip install -e .)")
     return exe
+
+
+@contextmanager
+def sandbox_process(*args: str) -> Iterator[str]:
+    """``python -m di2siem.sandbox`` on free ports with ARGS; yields its ready line, then
+    stops it with SIGTERM (it must exit 0)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "collector")}
+    command = [sys.executable, "-m", "di2siem.sandbox", "--jumpcloud-port", "0"]
+    command += ["--coralogix-port", "0", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "di2siem sandbox ready" in line
+        yield line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
 
 
 def assert_no_secrets(*texts: str) -> None:

@@ -17,6 +17,7 @@ from conftest import (
     Env,
     legacy_config,
     recent_events,
+    sandbox_process,
 )
 from di2siem.config import JUMPCLOUD_SERVICES, ConfigError, parse
 from di2siem.sandbox import JumpCloudSimulator
@@ -242,25 +243,13 @@ def test_provider_id_must_look_like_an_id() -> None:
 
 def test_sandbox_cli_serves_provider_activity_and_402(tmp_path, capsys) -> None:
     import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from di2siem.cli import main
 
     config_path = tmp_path / "config.json"
-    args = ["--jumpcloud-port", "0", "--coralogix-port", "0", "--backlog", "20", "--rate", "0"]
-    args += ["--org-id", ORG_A, "--org-id", ORG_B, "--no-insights", ORG_A]
-    args += ["--provider-id", PROVIDER, "--write-config", str(config_path)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "collector")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "di2siem.sandbox", *args], stdout=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert proc.stdout is not None
-        assert "di2siem sandbox ready" in proc.stdout.readline()
+    args = ["--backlog", "20", "--rate", "0", "--org-id", ORG_A, "--org-id", ORG_B]
+    args += ["--no-insights", ORG_A, "--provider-id", PROVIDER]
+    with sandbox_process(*args, "--write-config", str(config_path)):
         assert json.loads(config_path.read_text())["jumpcloud"]["provider_id"] == PROVIDER
         capsys.readouterr()
         assert main(["run", "--config", str(config_path)]) == 1
@@ -272,8 +261,5 @@ def test_sandbox_cli_serves_provider_activity_and_402(tmp_path, capsys) -> None:
         }
         assert shipped == {ORG_A: 0, ORG_B: 20, "provider:" + PROVIDER: 2}
         assert f"org {ORG_A}: Directory Insights is not enabled" in err
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
     assert main(["sandbox", "--no-insights", ORG_A]) == 2
     assert "--no-insights " + ORG_A in capsys.readouterr().err

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from conftest import sandbox_process
 from di2siem.sandbox import CoralogixSink, JumpCloudSimulator, main
 from di2siem.sandbox.events import (
     QUERY_SERVICES,
@@ -326,18 +323,9 @@ def test_cli_refuses_remote_host(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     config_path = tmp_path / "config.json"
-    args = ["--jumpcloud-port", "0", "--coralogix-port", "0", "--backlog", "40", "--burst", "3"]
-    args += ["--rate", "0", "--write-config", str(config_path), "--seed", "1"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "collector")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "di2siem.sandbox", *args],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+    args = ["--backlog", "40", "--burst", "3", "--rate", "0"]
+    args += ["--write-config", str(config_path), "--seed", "1"]
+    with sandbox_process(*args) as line:
         urls = dict(part.split("=", 1) for part in line.split()[3:])
         config = json.loads(config_path.read_text())
         assert config["jumpcloud"]["base_url"] == urls["jumpcloud"]
@@ -351,9 +339,6 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             timeout=5,
         )
         assert len(response.json()) == 43
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
 
 
 def test_stopped_simulator_is_down_for_pooled_connections() -> None:

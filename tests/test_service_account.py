@@ -27,6 +27,7 @@ from conftest import (
     counts,
     legacy_config,
     recent_events,
+    sandbox_process,
 )
 from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
 from di2siem.sandbox.events import generate_events
@@ -289,25 +290,13 @@ def test_api_key_mode_unchanged(tmp_path, sink, capsys) -> None:
 
 def test_sandbox_cli_service_account(tmp_path, capsys) -> None:
     import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from di2siem.cli import main
 
     config_path = tmp_path / "config.json"
-    args = ["--jumpcloud-port", "0", "--coralogix-port", "0", "--backlog", "30", "--rate", "0"]
-    args += ["--client-id", SA_CLIENT_ID, "--client-secret", SA_SECRET, "--seed", "2"]
-    args += ["--write-config", str(config_path)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "collector")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "di2siem.sandbox", *args], stdout=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert proc.stdout is not None
-        assert "di2siem sandbox ready" in proc.stdout.readline()
+    args = ["--backlog", "30", "--rate", "0", "--seed", "2"]
+    args += ["--client-id", SA_CLIENT_ID, "--client-secret", SA_SECRET]
+    with sandbox_process(*args, "--write-config", str(config_path)):
         jc = json.loads(config_path.read_text())["jumpcloud"]
         assert "api_key" not in jc and jc["client_id"] == SA_CLIENT_ID and jc["org_ids"]
         assert jc["token_url"] == jc["base_url"] + "/oauth2/token"
@@ -315,6 +304,3 @@ def test_sandbox_cli_service_account(tmp_path, capsys) -> None:
         assert main(["run", "--config", str(config_path)]) == 0
         out, err = capsys.readouterr()
         assert counts(err)["shipped"] == 30 and SA_SECRET not in out + err
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
