@@ -107,6 +107,7 @@ def _load(path: str):
         return None, None, _config_error(exc, path)
     log = Logger()
     log.set_level(cfg.log_level)
+    log.set_format(cfg.log_format)
     log.set_secrets(cfg.secrets)
     return cfg, log, EXIT_OK
 
@@ -122,21 +123,26 @@ def cmd_run(path: str) -> int:
         log.warning(warning)
     for note in cfg.warnings:
         log.warning(note)
-    try:
-        from .pipeline import Pipeline
+    from .afterrun import after_run
+    from .pipeline import Pipeline
 
-        return Pipeline(cfg, log).run()
+    pipeline = None
+    try:
+        pipeline = Pipeline(cfg, log)
+        rc = pipeline.run()
     except ConfigError as exc:
-        return _config_error(exc, path)
+        rc = _config_error(exc, path)
     except KeyboardInterrupt:
         log.error("interrupted; state keeps every accepted batch")
-        return EXIT_FAILURE
+        rc = EXIT_FAILURE
     except Exception as exc:  # last resort: one redacted line, no traceback with locals
         log.error(f"unexpected error: {type(exc).__name__}: {exc}")
         if cfg.log_level == "debug":
             for line in traceback.format_exc().splitlines():
                 log.debug(line)
-        return EXIT_FAILURE
+        rc = EXIT_FAILURE
+    after_run(cfg, log, pipeline, rc)  # metrics_file, heartbeat_url: never change rc
+    return rc
 
 
 def cmd_status(path: str, as_json: bool, online: bool, max_lag: float) -> int:

@@ -107,6 +107,7 @@ JUMPCLOUD_TOKEN_URL = JUMPCLOUD_TOKEN_URLS["us"]
 
 FORMATS = ("json_lines", "json_array", "coralogix")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("keyvalue", "json")
 DEFAULT_ORG = "_default"
 PROVIDER_PREFIX = "provider:"  # state key prefix of the MSP portal's own stream
 
@@ -193,6 +194,9 @@ class Config:
     recent_ids_max: int = 100_000
     log_level: str = "info"
     legacy_end_time_ms: int | None = None
+    metrics_file: str | None = None
+    heartbeat_url: str | None = field(default=None, repr=False)
+    log_format: str = "keyvalue"
     secrets: tuple[str, ...] = field(default=(), repr=False)
     # things worth telling the user that do not stop a run (check prints them, run logs them)
     warnings: tuple[str, ...] = ()
@@ -721,6 +725,9 @@ def parse(raw: Any, path: str) -> Config:
             "log_level", f"must be one of {', '.join(LOG_LEVELS)} (got {_json_repr(log_level)})"
         )
 
+    secrets = [jc.api_key or "", jc.client_secret or ""] + [v for _, v in siem.headers if v]
+    if siem.api_key:
+        secrets.append(siem.api_key)
     legacy_end: int | None = None
     legacy = raw.get("state")
     if legacy is not None:
@@ -739,11 +746,17 @@ def parse(raw: Any, path: str) -> Config:
                     "fix it (e.g. 2022-12-18T14:57:03.801Z) or remove the state object",
                 ) from None
 
+    heartbeat_url = _heartbeat_url(raw)
+    if heartbeat_url:
+        secrets += _url_secrets(heartbeat_url)
+    log_format = (_str(raw, "log_format", "log_format", "keyvalue") or "keyvalue").lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(
+            "log_format",
+            f"must be one of {', '.join(LOG_FORMATS)} (got {_json_repr(log_format)})",
+        )
     base = _number(raw, "retry_base_delay_seconds", "retry_base_delay_seconds", 1.0, 0, 600)
     cap = _number(raw, "retry_max_delay_seconds", "retry_max_delay_seconds", 60.0, 0, 3600)
-    secrets = [jc.api_key or "", jc.client_secret or ""] + [v for _, v in siem.headers if v]
-    if siem.api_key:
-        secrets.append(siem.api_key)
     if jc.client_id and jc.client_secret:  # the token request's Basic credentials
         pair = f"{jc.client_id}:{jc.client_secret}".encode()
         secrets.append(base64.b64encode(pair).decode("ascii"))
@@ -763,9 +776,47 @@ def parse(raw: Any, path: str) -> Config:
         ),
         log_level=log_level,
         legacy_end_time_ms=legacy_end,
+        metrics_file=_metrics_file(raw, config_dir),
+        heartbeat_url=heartbeat_url,
+        log_format=log_format,
         secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
         warnings=tuple(_warnings(jc) + unknown_key_warnings(raw)),
     )
+
+
+def _metrics_file(raw: dict, config_dir: str) -> str | None:
+    """Where the Prometheus textfile goes (relative: to the config file's directory)."""
+    value = _str(raw, "metrics_file", "metrics_file")
+    if not value or not value.strip():
+        return None
+    path = os.path.normpath(os.path.join(config_dir, value.strip()))
+    if os.path.isdir(path):
+        raise ConfigError(
+            "metrics_file",
+            f"{path} is a directory",
+            "name the file, e.g. /var/lib/node_exporter/textfile_collector/di2siem.prom",
+        )
+    return path
+
+
+def _heartbeat_url(raw: dict) -> str | None:
+    """A secret (healthchecks.io-style URLs carry their token): never echoed back."""
+    value = _secret(raw, "heartbeat_url", "heartbeat_url", required=False)
+    if not value:
+        return None
+    try:
+        check_url(value, "heartbeat_url")
+    except ConfigError as exc:
+        problem = "must be an https:// URL without credentials (plain http only on loopback)"
+        raise ConfigError("heartbeat_url", problem, "fix heartbeat_url") from exc
+    return value.rstrip("/")
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The URL and its path and query: error messages may quote either alone."""
+    parts = urlsplit(url)
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    return [url, url + "/fail"] + ([tail, parts.path] if len(parts.path) > 1 else [])
 
 
 def _warnings(jc: JumpCloudConfig) -> list[str]:

@@ -1,4 +1,6 @@
-"""key=value logs on stderr, with every configured secret redacted in every encoding."""
+"""Logs on stderr, one line per event of note, with every configured secret redacted in every
+encoding: ``key=value`` (default) or, with ``log_format: json``, one JSON object per line
+(``ts``, ``level``, ``logger``, ``msg`` and the fields) for journald and log shippers."""
 
 from __future__ import annotations
 
@@ -46,6 +48,10 @@ class Logger:
         self.threshold = LEVELS.get(level, 20)
         self.stream = stream
         self.secrets: tuple[str, ...] = ()
+        self.json = False
+
+    def set_format(self, log_format: str) -> None:
+        self.json = log_format == "json"
 
     def set_secrets(self, secrets: tuple[str, ...] | list[str]) -> None:
         forms = set()
@@ -80,15 +86,31 @@ class Logger:
         if LEVELS[level] < self.threshold:
             return
         ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        parts = [ts, level, "di2siem", message]
-        parts.extend(f"{k}={_fmt_value(v)}" for k, v in fields.items())
-        line = self.redact(" ".join(parts))
+        if self.json:
+            line = self._json_line(ts, level, message, fields)
+        else:
+            parts = [ts, level, "di2siem", message]
+            parts.extend(f"{k}={_fmt_value(v)}" for k, v in fields.items())
+            line = self.redact(" ".join(parts))
         stream = self.stream or sys.stderr
         try:
             stream.write(line + "\n")
             stream.flush()
         except (OSError, ValueError):
             pass
+
+    def _json_line(self, ts: str, level: str, message: str, fields: dict[str, Any]) -> str:
+        record: dict[str, Any] = {"ts": ts, "level": level, "logger": "di2siem"}
+        record["msg"] = self.redact(message)
+        for key, value in fields.items():
+            if key in ("ts", "level", "logger", "msg"):
+                key = "field_" + key
+            if isinstance(value, float):
+                value = round(value, 3)
+            elif value is not None and not isinstance(value, (bool, int)):
+                value = self.redact(str(value))
+            record[key] = value
+        return self.redact(json.dumps(record, ensure_ascii=False))
 
     def debug(self, message: str, **fields: Any) -> None:
         self.emit("debug", message, **fields)

@@ -256,6 +256,7 @@ class Pipeline:
         self._skew_warned = False
         self.jc: JumpCloudClient | None = None
         self.recorder = RunRecorder(self)
+        self.lock_held = False  # another run held the lock: this one did nothing
 
     # -- helpers -----------------------------------------------------------------------------
     def _retries(self) -> int:
@@ -322,6 +323,7 @@ class Pipeline:
         try:
             lock.acquire()
         except LockHeld:
+            self.lock_held = True
             return self._lock_held(lock)
         try:
             try:

@@ -1,0 +1,73 @@
+"""What every run leaves behind for the operator's tools once it is over: the Prometheus
+textfile (``metrics_file``) and the dead man's switch (``heartbeat_url``).
+
+Neither can change the run's outcome or the state. A run that found the lock held by a
+healthy run reports nothing (that run reports when it ends); a stuck lock pings ``/fail``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import heartbeat, metrics
+from .config import Config
+from .log import Logger
+from .state import StateError
+from .timeutil import format_ms, now_ms, parse_ms
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+
+def _org_views(cfg: Config, pipeline: Pipeline | None) -> list[tuple[str, int | None, dict]]:
+    """(org, cursor ms, ops) per configured org: the run's own state when it loaded one,
+    else a read-only look at the file (a run that failed before loading it)."""
+    views: list[tuple[str, int | None, dict[str, Any]]] = []
+    if pipeline is not None and pipeline.store.orgs:
+        for org in cfg.org_keys:
+            state = pipeline.store.orgs.get(org)
+            views.append((org, None, {}) if state is None else (org, state.cursor_ms, state.ops))
+        return views
+    from .status import read_state
+
+    try:
+        orgs = read_state(cfg.state_dir)
+    except StateError:
+        orgs = {}
+    for org in cfg.org_keys:
+        data = orgs.get(org) if isinstance(orgs.get(org), dict) else {}
+        ops = data.get("ops") if isinstance(data.get("ops"), dict) else {}
+        try:
+            cursor = parse_ms(data["cursor"]) if data.get("cursor") else None
+        except (ValueError, TypeError):
+            cursor = None
+        views.append((org, cursor, ops))
+    return views
+
+
+def write_metrics(cfg: Config, log: Logger, pipeline: Pipeline | None, rc: int) -> None:
+    assert cfg.metrics_file is not None
+    views = _org_views(cfg, pipeline)
+    if rc != 0 and (pipeline is None or not pipeline.recorder.finished):
+        # failed before serving any org (state unusable, state_dir refused...): the counters
+        # stay as saved, the gauges say the run failed now
+        now = format_ms(now_ms())
+        views = [(o, c, {**ops, "last_run": now, "last_status": "failed"}) for o, c, ops in views]
+    try:
+        metrics.write_atomically(cfg.metrics_file, metrics.render(views))
+    except OSError as exc:
+        log.warning(
+            f"metrics_file not written: {exc.strerror or exc}; check that its directory "
+            "exists and is writable by this user",
+            metrics_file=cfg.metrics_file,
+        )
+
+
+def after_run(cfg: Config, log: Logger, pipeline: Pipeline | None, rc: int) -> None:
+    lock_held = pipeline is not None and pipeline.lock_held
+    if lock_held and rc == 0:
+        return
+    if cfg.metrics_file and not lock_held:
+        write_metrics(cfg, log, pipeline, rc)
+    if cfg.heartbeat_url:
+        heartbeat.ping(cfg.heartbeat_url, rc == 0, log, cfg.siem.ca_bundle)
