@@ -105,6 +105,20 @@ class Run:
                 self.rc = proc.wait()
             finally:
                 timer.cancel()
+            if self.timed_out:
+                # Killed mid-sequence: its own destroy never ran; the target must not linger.
+                log.write(f"\n== timed out after {TIMEOUT_S:.0f} s: molecule destroy\n")
+                log.flush()
+                subprocess.run(
+                    ["molecule", "destroy", "-s", self.scenario],
+                    cwd=REPO,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=300,
+                    check=False,
+                )
         self.elapsed = time.monotonic() - start
 
     def _kill(self, proc: subprocess.Popen) -> None:
