@@ -444,7 +444,13 @@ def test_environment_ca_bundle_does_not_rescue_an_unconfigured_one(
     with HostilePeer(lambda ex: ex.reply(200, "{}"), tls=server_cert) as siem:
         env.write()
         env.edit(lambda c: c["siem"].update(url=siem.url + "/logs/datastream"))
-        environ = {**os.environ, "REQUESTS_CA_BUNDLE": server_cert[0]}
+        environ = {
+            **os.environ,
+            "REQUESTS_CA_BUNDLE": server_cert[0],
+            "CURL_CA_BUNDLE": server_cert[0],
+            "SSL_CERT_FILE": server_cert[0],
+            "SSL_CERT_DIR": str(tmp_path),
+        }
         rc, out, _ = run_cli(env, environ, "check")
         assert rc == 1
         assert "SIEM TLS verification failed" in out and "siem.ca_bundle" in out
