@@ -334,6 +334,12 @@ def _read(response, side: str, limit: int, whole: bool) -> bytes | bytearray:
         raise RetryableError(_too_large(side, limit))
     out = bytearray()
     try:
+        if decoder is None and length is not None and length <= limit:
+            # the usual page: one read of the announced size (no growing buffer)
+            data = raw.read(length, decode_content=False)
+            if len(data) != length:
+                raise RetryableError(f"{side} answer was cut short")
+            return data
         while True:
             chunk = raw.read(_CHUNK, decode_content=False)
             if not chunk:
