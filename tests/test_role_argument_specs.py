@@ -17,6 +17,7 @@ SECRETS = {
     "di2siem_jumpcloud_client_secret",
     "di2siem_coralogix_api_key",
     "di2siem_siem_headers",
+    "di2siem_heartbeat_url",
 }
 
 
