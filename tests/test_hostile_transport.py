@@ -34,7 +34,10 @@ def ok_target(ex: Exchange) -> None:
 
 def redirect_to(target: HostilePeer, status: int) -> HostilePeer:
     def behave(ex: Exchange) -> None:
-        where = f"{target.url}{ex.request.path}?token=should-never-be-echoed"
+        where = (
+            f"http://user:should-never-be-echoed@127.0.0.1:{target.port}{ex.request.path}"
+            "?token=should-never-be-echoed"
+        )
         ex.reply(status, b"", {"Location": where})
 
     return HostilePeer(behave)
@@ -122,6 +125,7 @@ def test_token_endpoint_redirect_keeps_the_client_secret_home(
         assert rc == 1
         assert f"answered {status} redirecting to {target.url}/oauth2/token" in out
         assert "jumpcloud.token_url" in out
+        assert "should-never-be-echoed" not in out
         assert target.requests() == []
         rc, _, _ = env.run(capsys)
         assert rc == 1
@@ -136,6 +140,7 @@ def test_check_reports_a_redirecting_siem(env: Env, capsys) -> None:
         rc, out, _ = env.run(capsys, command="check")
         assert rc == 1
         assert "di2siem check siem: FAILED - SIEM answered 308 redirecting to" in out
+        assert "should-never-be-echoed" not in out
         assert target.requests() == []
 
 

@@ -274,9 +274,10 @@ def send(
             f"{side} did not finish answering within run_time_budget_seconds "
             f"(+{BUDGET_GRACE_S:g}s grace; cut after {took:.1f}s): a stalled or very slow peer"
         ) from None
+    section, dot, _ = url_key.partition(".")
+    bound = f"{section}.timeout_seconds" if dot else "the request timeout"
     raise RetryableError(
-        f"{side} did not finish answering within {timeout:g}s ({url_key.split('.')[0]}"
-        ".timeout_seconds bounds the whole exchange)"
+        f"{side} did not finish answering within {timeout:g}s ({bound} bounds the whole exchange)"
     ) from None
 
 
@@ -310,8 +311,13 @@ def _describe_location(location: str) -> str:
     except ValueError:
         return "(an invalid Location)"
     text = f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else parts.path
+    return _printable(text)
+
+
+def _printable(text: str, limit: int = 120) -> str:
+    """Peer-chosen text made safe for one log line: no spaces, quotes or control chars."""
     text = "".join(c if c.isprintable() and c not in ' "' else "?" for c in text)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read(response, side: str, limit: int, whole: bool) -> bytes | bytearray:
@@ -325,7 +331,7 @@ def _read(response, side: str, limit: int, whole: bool) -> bytes | bytearray:
         decoder = _Inflater(side)
     else:
         raise RetryableError(
-            f"{side} answered with Content-Encoding {_describe_location(encoding)!r}, "
+            f"{side} answered with Content-Encoding {_printable(encoding)!r}, "
             f"which was not asked for (Accept-Encoding: {ACCEPT_ENCODING})"
         )
     expected = response.headers.get("Content-Length")
