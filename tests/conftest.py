@@ -66,6 +66,19 @@ def sandbox_process(*args: str) -> Iterator[str]:
         assert proc.wait(timeout=10) == 0
 
 
+def console_run(path: Path, timeout: float = 120, **popen: Any) -> subprocess.CompletedProcess:
+    """``di2siem run --config path`` as the installed console script; no secret in its output."""
+    result = subprocess.run(
+        [di2siem_executable(), "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
+    assert_no_secrets(result.stdout, result.stderr)
+    return result
+
+
 def assert_no_secrets(*texts: str) -> None:
     for text in texts:
         for secret in SECRETS:

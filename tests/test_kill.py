@@ -3,16 +3,29 @@ secrets absent from argv and output."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 
-from conftest import SECRETS, Env, assert_no_secrets, counts, di2siem_executable, legacy_config
-from di2siem.sandbox.events import generate_events
+from conftest import (
+    FAST,
+    SECRETS,
+    Env,
+    assert_no_secrets,
+    console_run,
+    counts,
+    di2siem_executable,
+    legacy_config,
+)
+from di2siem.sandbox.events import format_ts, generate_events
 from di2siem.timeutil import now_ms
+from hostile import Exchange, HostilePeer
+from hostile_jumpcloud import FakeJumpCloud, keys
 
 BATCH = 20
 
@@ -24,6 +37,17 @@ def _start(env: Env) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _kill_if_running(proc: subprocess.Popen) -> int:
+    """kill -9 the run if it is still going (1 if it was); its output holds no secret."""
+    killed = 0
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        killed = 1
+    out, err = proc.communicate(timeout=60)
+    assert_no_secrets(out, err)
+    return killed
 
 
 def test_kill_9_at_random_instants_loses_nothing(env: Env) -> None:
@@ -39,13 +63,9 @@ def test_kill_9_at_random_instants_loses_nothing(env: Env) -> None:
     for _ in range(15):
         proc = _start(env)
         time.sleep(rng.uniform(0.3, 0.8))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        out, err = proc.communicate(timeout=30)
-        assert_no_secrets(out, err)
+        kills += _kill_if_running(proc)
     env.cx.clear_faults()
-    rc, out, err = env.proc()
+    rc, _, err = env.proc()
     assert rc == 0, err
     ids = env.shipped_ids()
     assert set(ids) == {e["id"] for e in events}, "an event was lost"
@@ -125,3 +145,91 @@ def test_debug_logging_and_tracebacks_stay_redacted(env: Env) -> None:
     rc, _, err = env.proc()  # the runner asserts no secret in out/err
     assert rc == 1 and "[redacted]" in err
     assert os.path.exists(env.state_dir)
+
+
+class FlakySiem:
+    """A SIEM that misbehaves at random (seeded): refuses bodies over 8 KB with 413 (its limit
+    is below siem.max_batch_bytes), answers 503, keeps a batch and drops the connection, or
+    answers slowly. Keeps what it accepted, and counts the events it kept unanswered (each
+    such batch may legitimately arrive again)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.kept: list[dict] = []
+        self.kept_unanswered = 0
+        self.good = False
+        self.lock = threading.Lock()
+        self.peer = HostilePeer(self._behave)
+
+    def _behave(self, ex: Exchange) -> None:
+        close = {"Connection": "close"}
+        events = [json.loads(line) for line in ex.request.body.decode().splitlines() if line]
+        with self.lock:
+            roll = 0.0 if self.good else self.rng.random()
+        if len(ex.request.body) > 8_000:
+            return ex.reply(413, headers=close)
+        if roll > 0.85:
+            return ex.reply(503, headers=close)
+        with self.lock:
+            self.kept.extend(events)
+            if roll > 0.75:
+                self.kept_unanswered += len(events)
+                return  # kept, then the connection closes without an answer
+        time.sleep(0.2 if roll > 0.6 else 0.02)
+        ex.reply(200, {}, headers=close)
+
+
+def test_kill_9_with_hostile_peers_loses_nothing(tmp_path) -> None:
+    """kill -9 at random instants while JumpCloud serves future-stamped, untimed and id-less
+    events and the SIEM splits, fails, keeps-and-drops and stalls at random: every event
+    arrives, and the only copies are the batches in flight at a kill or kept unanswered."""
+    with FakeJumpCloud(page_size=300) as jc, FlakySiem(seed=99).peer as siem_peer:
+        siem: FlakySiem = siem_peer.behave.__self__
+        events = generate_events(600, jc.now() - 20 * 60_000, jc.now() - 1000, seed=12)
+        for index in range(0, 600, 50):
+            e = events[index]
+            if index % 150 == 0:
+                events[index] = {k: v for k, v in e.items() if k != "id"}
+            elif index % 150 == 50:
+                events[index] = dict(e, timestamp=format_ts(jc.now() + 3_600_000))
+            elif index % 150 == 100:
+                events[index] = dict(e, timestamp="not a time")
+        jc.add(*events)
+        cfg = legacy_config(jc.url, siem_peer.url, batch_size=BATCH)
+        cfg = {**cfg, **FAST, "state_dir": str(tmp_path / "state")}
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(cfg))
+        os.chmod(path, 0o600)
+        rng = random.Random(4321)
+        kills = 0
+        for _ in range(10):
+            proc = subprocess.Popen(
+                [di2siem_executable(), "run", "--config", str(path)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            seen = len(siem_peer.requests())
+            started = time.monotonic()
+            while (
+                len(siem_peer.requests()) == seen
+                and proc.poll() is None
+                and time.monotonic() - started < 20
+            ):
+                time.sleep(0.01)  # kill only once it talks to the SIEM: mid-flight
+            time.sleep(rng.uniform(0, 0.6))
+            kills += _kill_if_running(proc)
+        before_good = len(siem.kept)
+        with siem.lock:
+            siem.good = True
+        for _ in range(2):
+            result = console_run(path)
+            assert result.returncode == 0, result.stderr
+        delivered = keys(siem.kept)
+        assert set(delivered) == set(keys(events)), "an event was lost"
+        doubled = sum(delivered.values()) - len(delivered)
+        allowed = kills * BATCH + siem.kept_unanswered
+        assert kills >= 6  # the loop really killed runs mid-flight
+        assert doubled <= allowed, f"{doubled} copies; kills={kills} kept={siem.kept_unanswered}"
+        assert before_good >= 2 * BATCH, "the hostile runs made progress of their own"
+        print(f"kill loop: kills={kills} copies={doubled} allowed={allowed} kept={before_good}")

@@ -697,8 +697,9 @@ class Pipeline:
         return now_ms()
 
     def _record(self, o: OrgRun, items: list[Item]) -> None:
-        """Remember the items' keys and move the cursor to their newest time, but never past
-        the covered bound; untimed items are remembered at the bound and move nothing."""
+        """Remember the items' keys and move the cursor to their newest time within the
+        covered bound; items stamped past it are remembered under their own time, untimed
+        ones at the bound, and neither moves the cursor."""
         state = o.state
         bound = self._bound()
         stamps = [item[2] for item in items]
@@ -709,8 +710,10 @@ class Pipeline:
             pairs = [(item[1], item[2]) for item in items]
         newest = state.cursor_ms
         if stamps:
-            latest = min(max(stamps), bound)
-            if newest is None or latest > newest:
+            latest = max(stamps)
+            if latest > bound:  # future-stamped: remembered under its time, moves nothing
+                latest = max((t for t in stamps if t <= bound), default=None)
+            if latest is not None and (newest is None or latest > newest):
                 newest = latest
         state.cursor_ms = newest
         recent = state.recent
