@@ -304,6 +304,10 @@ def test_state_dir_writable_by_others_is_refused(tmp_path, capsys, mode: int) ->
         assert rc == 2 and err.count("\n") == 1
         assert "state_dir" in err and "writable by group or others" in err and "chmod 700" in err
         assert not sink.events() and jc.stats["requests"] == 0
+        capsys.readouterr()
+        assert main(["check", "--config", str(path)]) == 1  # check says so too
+        out = capsys.readouterr().out
+        assert "di2siem check state_dir: FAILED" in out and "chmod 700" in out
 
 
 def test_state_temp_files_are_fresh_never_followed_and_cleaned(tmp_path, capsys) -> None:

@@ -192,7 +192,13 @@ def cmd_check(path: str, offline: bool) -> int:
     probe_dir = cfg.state_dir
     while not os.path.exists(probe_dir) and os.path.dirname(probe_dir) != probe_dir:
         probe_dir = os.path.dirname(probe_dir)
-    if os.path.isdir(probe_dir) and os.access(probe_dir, os.W_OK | os.X_OK):
+    from .state import unsafe_state_dir
+
+    unsafe = unsafe_state_dir(cfg.state_dir) if probe_dir == cfg.state_dir else None
+    if unsafe is not None:
+        _verdict("state_dir", False, f"{unsafe[0]} (state_dir: {unsafe[1]})", log)
+        failed = True
+    elif os.path.isdir(probe_dir) and os.access(probe_dir, os.W_OK | os.X_OK):
         what = "writable" if probe_dir == cfg.state_dir else f"can be created under {probe_dir}"
         _verdict("state_dir", True, f"{cfg.state_dir} {what}", log)
     else:

@@ -33,7 +33,7 @@ from .log import Logger
 from .runrecord import RunRecorder
 from .shaping import Shaper, too_deep
 from .sink import Sink
-from .state import OrgState, StateError, StateStore, StateWriteError
+from .state import OrgState, StateError, StateStore, StateWriteError, unsafe_state_dir
 from .timeutil import MAX_MS, format_ms, now_ms, parse_ms
 
 DAY_MS = 86_400_000
@@ -287,22 +287,9 @@ class Pipeline:
                 f"{self.cfg.state_dir} is not writable by this user",
                 "fix its owner/mode or set state_dir",
             )
-        # others must not be able to plant or swap files where the cursor lives
-        st = os.stat(self.cfg.state_dir)
-        if st.st_uid != os.geteuid():
-            raise ConfigError(
-                "state_dir",
-                f"{self.cfg.state_dir} is owned by uid {st.st_uid}, not by this user "
-                f"(uid {os.geteuid()})",
-                "run di2siem as the directory's owner, chown the directory, or set state_dir",
-            )
-        if st.st_mode & 0o022:
-            raise ConfigError(
-                "state_dir",
-                f"{self.cfg.state_dir} is writable by group or others "
-                f"(mode {st.st_mode & 0o7777:04o})",
-                f"chmod 700 {self.cfg.state_dir}",
-            )
+        unsafe = unsafe_state_dir(self.cfg.state_dir)
+        if unsafe is not None:
+            raise ConfigError("state_dir", *unsafe)
 
     # -- entry point -------------------------------------------------------------------------
     def run(self) -> int:

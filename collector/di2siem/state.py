@@ -57,6 +57,23 @@ _HINTS = {
 }
 
 
+def unsafe_state_dir(path: str) -> tuple[str, str] | None:
+    """(problem, fix) when others could plant or swap files where the cursor lives: the
+    directory is not owned by this user, or group/others may write to it; else None."""
+    st = os.stat(path)
+    if st.st_uid != os.geteuid():
+        return (
+            f"{path} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})",
+            "run di2siem as the directory's owner, chown the directory, or set state_dir",
+        )
+    if st.st_mode & 0o022:
+        return (
+            f"{path} is writable by group or others (mode {st.st_mode & 0o7777:04o})",
+            f"chmod 700 {path}",
+        )
+    return None
+
+
 class _Chunk:
     __slots__ = ("fragment", "max_ms", "pairs")
 
