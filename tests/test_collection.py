@@ -1,0 +1,201 @@
+"""The repository is the Ansible collection di2siem.di2siem, installable the usual ways.
+
+The collection is built from the working tree (`ansible-galaxy collection build`), installed into
+an empty collections path from the tarball and from git through requirements.yml (a throwaway
+git repository holding the working tree, cloned by a file:// URL), and used by FQCN from a
+directory outside the checkout: `ansible-playbook --syntax-check di2siem.di2siem.site` and
+`ansible-doc -t role di2siem.di2siem.di2siem`. The tarball carries the collector's source (the
+role builds the targets' wheel from it) and leaves tests, Molecule and caches out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+GALAXY = yaml.safe_load((REPO / "galaxy.yml").read_text(encoding="utf-8"))
+VERSION = GALAXY["version"]
+TARBALL = f"di2siem-di2siem-{VERSION}.tar.gz"
+PLAYBOOKS = ("site", "uninstall")
+# What the role needs from the collection to build the targets' wheel.
+CARRIED = (
+    "pyproject.toml",
+    "README.md",
+    "collector/di2siem/__init__.py",
+    "collector/di2siem/cli.py",
+    "roles/di2siem/files/build_wheelhouse.py",
+    "meta/runtime.yml",
+    "playbooks/site.yml",
+    "playbooks/uninstall.yml",
+)
+LEFT_OUT = ("tests", "molecule", ".cache", ".venv", "dist", "benchmarks", ".ci", ".git")
+
+
+def ansible_env(collections: Path, home: Path) -> dict[str, str]:
+    """An environment that sees only COLLECTIONS (no user or system collections, no config)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        HOME=str(home),
+        ANSIBLE_COLLECTIONS_PATH=str(collections),
+        ANSIBLE_ROLES_PATH=str(home / "no-roles"),
+        ANSIBLE_CONFIG=str(home / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+    )
+    return env
+
+
+def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(argv)}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("collection-build")
+    run(
+        [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(REPO)],
+        REPO,
+    )
+    built = out / TARBALL
+    assert built.is_file(), sorted(p.name for p in out.iterdir())
+    return built
+
+
+def outside(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """An empty collections path and a project directory outside the checkout."""
+    collections = tmp_path / "collections"
+    project = tmp_path / "project"
+    for path in (collections, project, tmp_path / "home" / "tmp"):
+        path.mkdir(parents=True)
+    (tmp_path / "home" / "ansible.cfg").write_text("[defaults]\n", encoding="utf-8")
+    (project / "hosts.yml").write_text(
+        "all:\n  children:\n    di2siem:\n      hosts:\n        fleet-host:\n"
+        "          ansible_connection: local\n",
+        encoding="utf-8",
+    )
+    return project, ansible_env(collections, tmp_path / "home")
+
+
+def assert_usable_by_fqcn(project: Path, env: dict[str, str]) -> Path:
+    """The installed collection's playbooks and role answer by FQCN; returns its root."""
+    listed = run(
+        [str(BIN / "ansible-galaxy"), "collection", "list", "di2siem.di2siem"], project, env
+    )
+    assert re.search(rf"di2siem\.di2siem\s+{re.escape(VERSION)}", listed), listed
+    root = Path(env["ANSIBLE_COLLECTIONS_PATH"]) / "ansible_collections" / "di2siem" / "di2siem"
+    for name in PLAYBOOKS:
+        out = run(
+            [
+                str(BIN / "ansible-playbook"),
+                "-i",
+                "hosts.yml",
+                "--syntax-check",
+                f"di2siem.di2siem.{name}",
+            ],
+            project,
+            env,
+        )
+        assert f"playbook: {root / 'playbooks' / (name + '.yml')}" in out, out
+    doc = run([str(BIN / "ansible-doc"), "-t", "role", "di2siem.di2siem.di2siem"], project, env)
+    assert re.search(r"ENTRY POINT: \W*main\b", doc), doc
+    assert "di2siem_jumpcloud_api_key" in doc
+    for relative in CARRIED:
+        assert (root / relative).is_file(), relative
+    return root
+
+
+def test_version_is_the_collectors_version() -> None:
+    init = (REPO / "collector" / "di2siem" / "__init__.py").read_text(encoding="utf-8")
+    assert re.search(r'^__version__ = "([^"]+)"$', init, re.M)[1] == VERSION
+
+
+def test_changelog_has_the_current_version() -> None:
+    changelog = yaml.safe_load((REPO / "changelogs" / "changelog.yaml").read_text(encoding="utf-8"))
+    assert str(VERSION) in {str(v) for v in changelog["releases"]}
+    fragments = REPO / "changelogs" / "fragments"
+    for fragment in fragments.glob("*.y*ml"):
+        sections = yaml.safe_load(fragment.read_text(encoding="utf-8"))
+        assert isinstance(sections, dict) and sections, fragment.name
+
+
+def test_tarball_carries_the_collector_and_leaves_dev_files_out(tarball: Path) -> None:
+    with tarfile.open(tarball) as archive:
+        names = set(archive.getnames())
+    missing = [p for p in (*CARRIED, "MANIFEST.json", "galaxy.yml") if p not in names]
+    # galaxy.yml itself is not in a built collection: MANIFEST.json replaces it
+    assert missing == ["galaxy.yml"]
+    leaked = sorted(n for n in names if n.split("/")[0] in LEFT_OUT or "__pycache__" in n)
+    assert leaked == []
+
+
+def test_install_from_the_tarball(tarball: Path, tmp_path: Path) -> None:
+    project, env = outside(tmp_path)
+    run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball)], project, env)
+    assert_usable_by_fqcn(project, env)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_install_from_git_through_requirements(tmp_path: Path) -> None:
+    # A git repository holding the working tree as it is (tracked and new files, uncommitted
+    # changes included), so the test proves this tree, not the last commit.
+    repo = tmp_path / "di2siem.git"
+    files = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], REPO)
+    for name in filter(None, files.split("\0")):
+        source = REPO / name
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted, not yet committed
+        target = repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
+    git = [
+        "git",
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@invalid",
+        "-c",
+        "init.defaultBranch=main",
+    ]
+    run([*git, "init", "-q"], repo)
+    run([*git, "add", "-A"], repo)
+    run([*git, "commit", "-q", "-m", "working tree"], repo)
+
+    project, env = outside(tmp_path)
+    (project / "requirements.yml").write_text(
+        f"---\ncollections:\n  - name: git+file://{repo}\n    type: git\n    version: main\n",
+        encoding="utf-8",
+    )
+    run(
+        [str(BIN / "ansible-galaxy"), "collection", "install", "-r", "requirements.yml"],
+        project,
+        env,
+    )
+    assert_usable_by_fqcn(project, env)
