@@ -5,7 +5,10 @@
 #   make lint       ruff, yamllint, ansible-lint
 #   make test       lint, then pytest: the collector tests and the Molecule scenarios
 #                   (tests/test_molecule.py), ending with one plain pytest summary line
-# demo, lint and test first install what they need (works in a fresh clone): the apt packages
+#   make dist       dist/: the wheel, the sdist, the collection tarball, the offline
+#                   wheelhouse tarball for the targets, and SHA256SUMS over them
+#   make lock       re-resolve the runtime dependencies into requirements.lock (hashes)
+# demo, lint, test and dist first install what they need (works in a fresh clone): the apt packages
 # when root (APT_DEPS), then the project venv .venv with the dev dependencies.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -31,10 +34,10 @@ export PATH := $(VENV)/bin:$(PATH)
 # Written by tests/test_molecule.py when it cannot run the scenarios; make test repeats it last.
 MOLECULE_NOT_RUN := $(REPO)/.cache/molecule-not-run
 
-.PHONY: help demo demo-needs-root demo-down lint test venv apt-deps
+.PHONY: help demo demo-needs-root demo-down lint test venv apt-deps dist lock
 
 help:
-	@sed -n '2,9s/^# \{0,1\}//p' Makefile
+	@sed -n '2,12s/^# \{0,1\}//p' Makefile
 
 # Root: installs the missing APT_DEPS. Not root: only names them (the venv may still work; the
 # Molecule scenarios and the demo will not).
@@ -73,6 +76,30 @@ test: apt-deps venv
 	@rc=0; $(VENV)/bin/pytest || rc=$$?; \
 	if [ -s $(MOLECULE_NOT_RUN) ]; then echo "make test: $$(cat $(MOLECULE_NOT_RUN))"; fi; \
 	exit $$rc
+
+# The release, from the working tree. Reproducible: SOURCE_DATE_EPOCH fixes every timestamp;
+# the dependencies are the bytes requirements.lock names. The wheel is the wheelhouse's own.
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' collector/di2siem/__init__.py)
+DIST := $(REPO)/dist
+EPOCH := 315619200
+
+dist: venv
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	SOURCE_DATE_EPOCH=$(EPOCH) $(VENV)/bin/python roles/di2siem/files/build_wheelhouse.py \
+	  --source . --dest $(DIST)/wheelhouse --version $(VERSION) >/dev/null
+	cp $(DIST)/wheelhouse/di2siem-$(VERSION)-py3-none-any.whl $(DIST)/
+	tar --sort=name --mtime=@$(EPOCH) --owner=0 --group=0 --numeric-owner \
+	  --exclude=.lock --exclude=.source-sha256 \
+	  --transform 's,^wheelhouse,di2siem-wheelhouse-$(VERSION),' -C $(DIST) -cf - wheelhouse \
+	  | gzip -n > $(DIST)/di2siem-wheelhouse-$(VERSION).tar.gz
+	SOURCE_DATE_EPOCH=$(EPOCH) $(VENV)/bin/python -c \
+	  'from setuptools import build_meta as b; b.build_sdist("$(DIST)")' >/dev/null
+	$(VENV)/bin/ansible-galaxy collection build --output-path $(DIST) .
+	cd $(DIST) && sha256sum *.whl *.tar.gz > SHA256SUMS && cat SHA256SUMS
+
+lock: venv
+	$(VENV)/bin/python roles/di2siem/files/build_wheelhouse.py --source . --update-lock
+	cat requirements.lock
 
 demo-needs-root:
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root (debootstrap, network namespace, nspawn)"; exit 1; }

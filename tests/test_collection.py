@@ -199,3 +199,56 @@ def test_install_from_git_through_requirements(tmp_path: Path) -> None:
         env,
     )
     assert_usable_by_fqcn(project, env)
+
+
+MIXED_HOSTS = """all:
+  children:
+    di2siem:
+      hosts:
+        leaving:
+          di2siem_state: absent
+        staying: {}
+      vars:
+        ansible_connection: local
+        ansible_python_interpreter: %s
+"""
+SERIAL_PLAY = """---
+- name: A fleet in batches, the absent host first
+  hosts: di2siem
+  gather_facts: false
+  serial: [1, 1]
+  roles:
+    - role: di2siem.di2siem.di2siem
+"""
+
+
+def test_mixed_fleet_builds_from_the_installed_collection(tarball: Path, tmp_path: Path) -> None:
+    """The first host absent, the others present (one play, then serial: 1): the controller
+    build (run_once) still runs, from the collector source the installed collection carries,
+    and every present host gets the wheel set; the second play finds the cache warm.
+    --tags di2siem_build: the controller side only."""
+    project, env = outside(tmp_path)
+    env["ANSIBLE_GATHERING"] = "explicit"  # the role gathers the few facts it needs
+    run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball)], project, env)
+    (project / "hosts.yml").write_text(MIXED_HOSTS % sys.executable, encoding="utf-8")
+    (project / "serial.yml").write_text(SERIAL_PLAY, encoding="utf-8")
+    cache = tmp_path / "home" / ".cache" / "di2siem" / "wheelhouse"
+    for playbook, built in (("di2siem.di2siem.site", "changed"), ("serial.yml", "ok")):
+        out = run(
+            [str(BIN / "ansible-playbook"), "-i", "hosts.yml", playbook, "--tags", "di2siem_build"],
+            project,
+            env,
+        )
+        recap = dict(re.findall(r"(?m)^(\w+)\s+: (ok=.*)$", out))
+        assert sorted(recap) == ["leaving", "staying"], out
+        assert all(" failed=0 " in line for line in recap.values()), out
+        assert re.search(rf"(?m)^{built}: \[\w+ -> localhost\]", out), out
+        # every present host read the wheel set, whatever its batch; the absent one skipped it
+        for name, verdict in (("leaving", "skipping"), ("staying", "ok")):
+            pattern = rf"Build \| Read the wheel set\] \**\n(.*\n)*?{verdict}: \[{name}\]"
+            assert re.search(pattern, out), out
+    # the default controller cache is per user (~/.cache/di2siem), never next to the project
+    assert f"di2siem-{VERSION}-py3-none-any.whl" in [p.name for p in cache.glob("*.whl")], out
+    assert (cache / "requirements.txt").is_file()
+    assert sorted(p.name for p in project.parent.iterdir()) == ["collections", "home", "project"]
+    assert sorted(p.name for p in project.iterdir()) == ["hosts.yml", "serial.yml"]

@@ -4,6 +4,7 @@ Every public variable has a default and a spec entry (same keys, same defaults),
 role prefix, and every secret is marked no_log.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,55 @@ def test_choices_contain_the_default(options):
     for name, spec in options.items():
         if "choices" in spec:
             assert spec["default"] in spec["choices"], name
+
+
+# The role README's variable table is rendered from meta/argument_specs.yml: regenerate it with
+# `python tests/test_role_argument_specs.py` after changing the specs.
+README = ROLE / "README.md"
+TABLE_BEGIN = "<!-- BEGIN VARIABLES: generated from meta/argument_specs.yml -->"
+TABLE_END = "<!-- END VARIABLES -->"
+
+
+def _cell(value):
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value)
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def _default(spec):
+    if "default" not in spec:
+        return "(required)"
+    return "`" + json.dumps(spec["default"]).replace("|", "\\|") + "`"
+
+
+def render_table(options):
+    rows = ["| variable | type | default | description |", "|---|---|---|---|"]
+    for name, spec in options.items():
+        kind = spec["type"] + (f" of {spec['elements']}" if "elements" in spec else "")
+        if "choices" in spec:
+            kind += ": " + ", ".join(str(c) for c in spec["choices"])
+        if spec.get("no_log"):
+            kind += " (secret)"
+        rows.append(f"| `{name}` | {kind} | {_default(spec)} | {_cell(spec['description'])} |")
+    return "\n".join([TABLE_BEGIN, *rows, TABLE_END])
+
+
+def _readme_with(table):
+    text = README.read_text(encoding="utf-8")
+    start, end = text.index(TABLE_BEGIN), text.index(TABLE_END) + len(TABLE_END)
+    return text[:start] + table + text[end:]
+
+
+def test_readme_table_is_the_argument_specs(options):
+    text = README.read_text(encoding="utf-8")
+    assert text == _readme_with(render_table(options)), (
+        "roles/di2siem/README.md's variable table differs from meta/argument_specs.yml:"
+        " run `python tests/test_role_argument_specs.py`"
+    )
+    # every variable, each once
+    assert [n for n in options if text.count(f"| `{n}` |") != 1] == []
+
+
+if __name__ == "__main__":
+    specs = load("meta/argument_specs.yml")["argument_specs"]["main"]["options"]
+    README.write_text(_readme_with(render_table(specs)), encoding="utf-8")

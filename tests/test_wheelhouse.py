@@ -1,0 +1,238 @@
+"""The controller side of the install (roles/di2siem/files/build_wheelhouse.py): the wheel set
+comes from the hash lock, and a controller without a package index still deploys.
+
+The package index is made unreachable (OFFLINE: no pip config, index http://127.0.0.1:9/,
+no find-links): a cold build fails there (the control), a warm cache and a prebuilt
+wheelhouse (directory, tarball, URL with sha256) need no index. One build with the index
+(module fixture) seeds the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "roles" / "di2siem" / "files" / "build_wheelhouse.py"
+LOCK = REPO / "requirements.lock"
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"$',
+    (REPO / "collector" / "di2siem" / "__init__.py").read_text(encoding="utf-8"),
+    re.M,
+)[1]
+OFFLINE = {
+    "PIP_CONFIG_FILE": os.devnull,
+    "PIP_INDEX_URL": "http://127.0.0.1:9/",
+    "PIP_EXTRA_INDEX_URL": "",
+    "PIP_FIND_LINKS": "",
+    "PIP_RETRIES": "0",
+    "PIP_TIMEOUT": "3",
+}
+
+
+def build(*args: str, offline: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **OFFLINE) if offline else dict(os.environ)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--python", sys.executable, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def result(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def lock_pins() -> dict[str, tuple[str, str]]:
+    pins = {}
+    for line in LOCK.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, rest = line.split("==")
+            version, digest = rest.split(" --hash=sha256:")
+            pins[name.lower().replace("_", "-")] = (version, digest)
+    return pins
+
+
+def wheels(directory: Path) -> dict[str, str]:
+    return {p.name: sha256(p) for p in sorted(directory.glob("*.whl"))}
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheelhouse built from this checkout with the package index (the one online build)."""
+    dest = tmp_path_factory.mktemp("warm") / "wheelhouse"
+    out = result(build("--source", str(REPO), "--dest", str(dest)))
+    assert out["changed"] is True
+    return dest
+
+
+def test_the_wheel_set_is_the_lock_plus_the_collector(warm: Path) -> None:
+    found = {
+        name.split("-")[0].lower().replace("_", "-"): (name.split("-")[1], digest)
+        for name, digest in wheels(warm).items()
+    }
+    own = found.pop("di2siem")
+    assert own[0] == VERSION
+    assert found == lock_pins()
+    assert all(n.endswith("-py3-none-any.whl") for n in wheels(warm))
+    listed = (warm / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(listed) == sorted(
+        f"{n.split('-')[0]}=={n.split('-')[1]} --hash=sha256:{d}" for n, d in wheels(warm).items()
+    )
+
+
+def test_a_cold_build_needs_the_index(tmp_path: Path) -> None:
+    """The control: OFFLINE really cuts the index off."""
+    proc = build("--source", str(REPO), "--dest", str(tmp_path / "cold"), offline=True)
+    assert proc.returncode != 0
+    assert wheels(tmp_path / "cold") == {}
+
+
+def test_a_warm_cache_needs_no_index_and_changes_nothing(warm: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "wheelhouse"
+    shutil.copytree(warm, dest)
+    before = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+    start = time.monotonic()
+    out = result(build("--source", str(REPO), "--dest", str(dest), offline=True))
+    assert time.monotonic() - start < 10
+    assert out["changed"] is False
+    assert out["version"] == VERSION
+    assert out["wheels"] == sorted(wheels(warm))
+    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == before
+
+
+def tarball_of(wheelhouse: Path, path: Path) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(wheelhouse, arcname=f"di2siem-wheelhouse-{VERSION}")
+    return path
+
+
+def test_a_prebuilt_tarball_installs_offline(warm: Path, tmp_path: Path) -> None:
+    tarball = tarball_of(warm, tmp_path / "wh.tar.gz")
+    dest = tmp_path / "dest"
+    out = result(
+        build(
+            "--source",
+            str(tmp_path / "no-source"),
+            "--dest",
+            str(dest),
+            "--prebuilt",
+            str(tarball),
+            "--prebuilt-sha256",
+            sha256(tarball),
+            "--version",
+            VERSION,
+            offline=True,
+        )
+    )
+    assert out["changed"] is True
+    assert wheels(dest) == wheels(warm)
+    again = result(
+        build("--source", str(REPO), "--dest", str(dest), "--prebuilt", str(tarball), offline=True)
+    )
+    assert again["changed"] is False
+
+
+def test_a_prebuilt_directory_with_a_tampered_wheel_is_refused(warm: Path, tmp_path: Path) -> None:
+    prebuilt = tmp_path / "prebuilt"
+    shutil.copytree(warm, prebuilt)
+    victim = next(p for p in prebuilt.glob("requests-*.whl"))
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    dest = tmp_path / "dest"
+    proc = build("--source", str(REPO), "--dest", str(dest), "--prebuilt", str(prebuilt))
+    assert proc.returncode != 0
+    assert "wheels differ from its requirements.txt" in proc.stderr
+    assert wheels(dest) == {}
+
+
+@pytest.fixture
+def served(warm: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The wheelhouse tarball on a loopback HTTP server: (URL, tarball)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    tarball = tarball_of(warm, root / f"di2siem-wheelhouse-{VERSION}.tar.gz")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/{tarball.name}", tarball
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_url_needs_its_sha256(served: tuple[str, Path], tmp_path: Path) -> None:
+    url, tarball = served
+    dest = tmp_path / "dest"
+    out = result(
+        build(
+            "--source",
+            str(REPO),
+            "--dest",
+            str(dest),
+            "--prebuilt",
+            url,
+            "--prebuilt-sha256",
+            sha256(tarball),
+            offline=True,
+        )
+    )
+    assert out["changed"] is True
+    assert len(wheels(dest)) == len(lock_pins()) + 1
+    for sha in ("", "0" * 64):
+        other = tmp_path / f"dest-{sha[:1] or 'none'}"
+        proc = build(
+            "--source",
+            str(REPO),
+            "--dest",
+            str(other),
+            "--prebuilt",
+            url,
+            "--prebuilt-sha256",
+            sha,
+            offline=True,
+        )
+        assert proc.returncode != 0
+        assert "di2siem_wheelhouse_sha256" in proc.stderr
+        assert wheels(other) == {}
+
+
+def test_the_version_pin_refuses_another_version_before_any_change(
+    warm: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    proc = build(
+        "--source", str(REPO), "--dest", str(dest), "--prebuilt", str(warm), "--version", "9.9.9"
+    )
+    assert proc.returncode != 0
+    assert f"carries di2siem {VERSION}, not 9.9.9: set di2siem_version" in proc.stderr
+    assert wheels(dest) == {}
