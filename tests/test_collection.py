@@ -134,6 +134,26 @@ def test_version_is_the_collectors_version() -> None:
     assert re.search(r'^__version__ = "([^"]+)"$', init, re.M)[1] == VERSION
 
 
+def major_minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_the_declared_minimum_ansible_core_is_the_one_tested() -> None:
+    """meta/runtime.yml, the role's meta and the dev dependency name one minimum, and this
+    run's ansible-core (on which these tests prove the collection) satisfies it."""
+    from ansible.release import __version__ as core
+
+    runtime = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text(encoding="utf-8"))
+    minimum = re.fullmatch(r">=(\d+\.\d+)\.0", runtime["requires_ansible"])[1]
+    role_meta = yaml.safe_load(
+        (REPO / "roles" / "di2siem" / "meta" / "main.yml").read_text(encoding="utf-8")
+    )
+    assert role_meta["galaxy_info"]["min_ansible_version"] == minimum
+    assert f'"ansible-core>={minimum}"' in (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert major_minor(core) >= major_minor(minimum)
+
+
 def test_changelog_has_the_current_version() -> None:
     changelog = yaml.safe_load((REPO / "changelogs" / "changelog.yaml").read_text(encoding="utf-8"))
     assert str(VERSION) in {str(v) for v in changelog["releases"]}
@@ -207,11 +227,14 @@ MIXED_HOSTS = """all:
       hosts:
         leaving:
           di2siem_state: absent
-        staying: {}
+        staying:
+          di2siem_jumpcloud_api_key: %s
       vars:
         ansible_connection: local
         ansible_python_interpreter: %s
 """
+VAULT_PASSWORD = "mixed-fleet-vault-password-91c3"
+INLINE_SECRET = "mixed-fleet-inline-vault-key-5d7e"
 SERIAL_PLAY = """---
 - name: A fleet in batches, the absent host first
   hosts: di2siem
@@ -225,12 +248,20 @@ SERIAL_PLAY = """---
 def test_mixed_fleet_builds_from_the_installed_collection(tarball: Path, tmp_path: Path) -> None:
     """The first host absent, the others present (one play, then serial: 1): the controller
     build (run_once) still runs, from the collector source the installed collection carries,
-    and every present host gets the wheel set; the second play finds the cache warm.
+    and every present host gets the wheel set; the second play finds the cache warm. A present
+    host's key is an inline !vault value: the role's argument validation accepts it.
     --tags di2siem_build: the controller side only."""
     project, env = outside(tmp_path)
     env["ANSIBLE_GATHERING"] = "explicit"  # the role gathers the few facts it needs
     run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball)], project, env)
-    (project / "hosts.yml").write_text(MIXED_HOSTS % sys.executable, encoding="utf-8")
+    # an inline !vault value: the role's argument validation must accept it
+    (project / "vault-password").write_text(VAULT_PASSWORD, encoding="utf-8")
+    env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(project / "vault-password")
+    encrypted = run([str(BIN / "ansible-vault"), "encrypt_string", INLINE_SECRET], project, env)
+    inline = encrypted.strip().replace("\n", "\n            ")
+    assert inline.startswith("!vault |"), encrypted
+    hosts = MIXED_HOSTS % (inline, sys.executable)
+    (project / "hosts.yml").write_text(hosts, encoding="utf-8")
     (project / "serial.yml").write_text(SERIAL_PLAY, encoding="utf-8")
     cache = tmp_path / "home" / ".cache" / "di2siem" / "wheelhouse"
     for playbook, built in (("di2siem.di2siem.site", "changed"), ("serial.yml", "ok")):
@@ -239,6 +270,8 @@ def test_mixed_fleet_builds_from_the_installed_collection(tarball: Path, tmp_pat
             project,
             env,
         )
+        assert INLINE_SECRET not in out
+        # failed=0 below: staying's inline !vault value passed the role's argument validation
         recap = dict(re.findall(r"(?m)^(\w+)\s+: (ok=.*)$", out))
         assert sorted(recap) == ["leaving", "staying"], out
         assert all(" failed=0 " in line for line in recap.values()), out
@@ -251,4 +284,8 @@ def test_mixed_fleet_builds_from_the_installed_collection(tarball: Path, tmp_pat
     assert f"di2siem-{VERSION}-py3-none-any.whl" in [p.name for p in cache.glob("*.whl")], out
     assert (cache / "requirements.txt").is_file()
     assert sorted(p.name for p in project.parent.iterdir()) == ["collections", "home", "project"]
-    assert sorted(p.name for p in project.iterdir()) == ["hosts.yml", "serial.yml"]
+    assert sorted(p.name for p in project.iterdir()) == [
+        "hosts.yml",
+        "serial.yml",
+        "vault-password",
+    ]
