@@ -16,11 +16,11 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from . import __version__
+from .timeutil import parse_http_date_ms
 
 USER_AGENT = f"di2siem/{__version__}"
 
@@ -49,13 +49,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        when_ms = parse_http_date_ms(value)
+        if when_ms is None:
             return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
+        seconds = when_ms / 1000 - (time.time() if now is None else now)
     if seconds != seconds:  # NaN
         return None
     return max(0.0, seconds)

@@ -79,6 +79,11 @@ def _slow_parse(text: str) -> int:
         d = datetime.fromisoformat(t)
     except ValueError:
         raise ValueError(f"not an RFC 3339 time: {text!r}") from None
+    return _datetime_ms(d)
+
+
+def _datetime_ms(d: datetime) -> int:
+    """A datetime as epoch ms; a naive one is taken as UTC."""
     if d.tzinfo is None:
         d = d.replace(tzinfo=timezone.utc)
     delta = d - _EPOCH
@@ -90,21 +95,22 @@ def representable(ms: int | None) -> bool:
     return ms is not None and 0 <= ms <= MAX_MS
 
 
-def http_date_ms(value: str | None) -> int | None:
-    """An HTTP Date header (RFC 7231 IMF-fixdate and the obsolete forms) as epoch ms, or None
-    when absent or unreadable."""
+def parse_http_date_ms(value: str | None) -> int | None:
+    """An HTTP date (RFC 7231 IMF-fixdate and the obsolete forms; Date, Retry-After) as epoch
+    ms, or None when absent or unreadable."""
     if not value:
         return None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    delta = when - _EPOCH
-    ms = (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    return None if when is None else _datetime_ms(when)
+
+
+def http_date_ms(value: str | None) -> int | None:
+    """An HTTP Date header as epoch ms, or None when absent, unreadable or not a time the
+    state can hold."""
+    ms = parse_http_date_ms(value)
     return ms if representable(ms) else None
 
 
