@@ -304,14 +304,7 @@ class JumpCloudClient:
         transform: Transform | None = None,
         org: str = DEFAULT_ORG,
     ):
-        if self.cfg.service_account:
-            response = self._post_bearer(body, headers)
-        else:
-            response = self._post(body, headers)
-        status = response.status_code
-        self._note_date(response.headers.get("Date"))
-        if status != 200:
-            raise _status_error(status, response, self.cfg.service_account, org)
+        response = self._query(body, headers, org)
         content = response.content
         response_headers = response.headers
         del response
@@ -337,6 +330,18 @@ class JumpCloudClient:
             if not isinstance(search_after, list) or not search_after:
                 raise RetryableError("JumpCloud sent a malformed X-Search_after header")
         return (text, events), search_after, page_limit
+
+    def _query(self, body: bytes, headers: dict[str, str] | None, org: str, path: str = ""):
+        """One POST to /events<path> with the configured auth; notes JumpCloud's clock from
+        the answer's Date header; anything but 200 raises (see _status_error)."""
+        if self.cfg.service_account:
+            response = self._post_bearer(body, headers, path)
+        else:
+            response = self._post(body, headers, path)
+        self._note_date(response.headers.get("Date"))
+        if response.status_code != 200:
+            raise _status_error(response.status_code, response, self.cfg.service_account, org)
+        return response
 
     def _note_date(self, value: str | None) -> None:
         server = http_date_ms(value)
@@ -412,11 +417,7 @@ class JumpCloudClient:
         body = json.dumps(query, separators=(",", ":")).encode()
 
         def attempt() -> int:
-            post = self._post_bearer if self.cfg.service_account else self._post
-            response = post(body, self._headers(org), "/count")
-            self._note_date(response.headers.get("Date"))
-            if response.status_code != 200:
-                raise _status_error(response.status_code, response, self.cfg.service_account, org)
+            response = self._query(body, self._headers(org), org, "/count")
             try:
                 value = json.loads(response.content)["count"]
             except (ValueError, TypeError, KeyError):
