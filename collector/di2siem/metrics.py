@@ -8,13 +8,12 @@ upgrades); gauges are the org's last run. Labelled by ``org``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 from collections.abc import Iterable
 from typing import Any
 
 from . import __version__
+from .atomicfile import unlink_quietly, write_temp
 from .runrecord import totals_of
 from .timeutil import parse_ms
 
@@ -105,17 +104,9 @@ def render(orgs: list[tuple[str, int | None, dict[str, Any]]]) -> str:
 def write_atomically(path: str, text: str) -> None:
     """Replace path with text (mode 0644: node_exporter reads it); raises OSError."""
     directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, 0o644)
+    tmp = write_temp(directory, f".{name}.", text.encode(), 0o644, sync=False)
     try:
-        try:
-            os.fchmod(fd, 0o644)  # whatever the umask
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        unlink_quietly(tmp)
         raise

@@ -20,13 +20,12 @@ and not recorded.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-import secrets
 from typing import Any, Callable
 
+from .atomicfile import unlink_quietly, write_temp
 from .timeutil import format_ms, parse_ms
 
 STATE_FILE = "state.json"
@@ -34,9 +33,6 @@ VERSION = 1
 _LOAD_CHUNK = 4096
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 _encode_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-_datasync = getattr(os, "fdatasync", os.fsync)
 
 
 class StateError(Exception):
@@ -237,7 +233,7 @@ class StateStore:
             return
         for name in names:
             if name.startswith(self.tmp_prefix) and name.endswith(".tmp"):
-                _unlink_quietly(os.path.join(self.state_dir, name))
+                unlink_quietly(os.path.join(self.state_dir, name))
 
     def load(self) -> dict[str, OrgState]:
         self._remove_stale_temps()
@@ -273,22 +269,7 @@ class StateStore:
 
     def _write_temp(self, data: bytes, sync: bool) -> str:
         """data in a new temp file in state_dir; its path. Removed again on failure."""
-        tmp = os.path.join(self.state_dir, f"{self.tmp_prefix}{secrets.token_hex(6)}.tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if sync:
-                _datasync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink_quietly(tmp)
-            raise
-        os.close(fd)
-        return tmp
+        return write_temp(self.state_dir, self.tmp_prefix, data, 0o600, sync)
 
     def _write_error(self, exc: OSError) -> StateWriteError:
         cause = _HINTS.get(exc.errno or 0, exc.strerror or str(exc))
@@ -303,7 +284,7 @@ class StateStore:
         """Before anything is shipped: prove that the current state can be written in
         state_dir (a temp file of the same size, removed again)."""
         try:
-            _unlink_quietly(self._write_temp(self.serialize(), sync=False))
+            unlink_quietly(self._write_temp(self.serialize(), sync=False))
         except OSError as exc:
             raise self._write_error(exc) from None
 
@@ -314,7 +295,7 @@ class StateStore:
             try:
                 os.replace(tmp, self.path)
             except BaseException:
-                _unlink_quietly(tmp)
+                unlink_quietly(tmp)
                 raise
             if self._dir_fd is None:
                 self._dir_fd = os.open(self.state_dir, os.O_RDONLY)
@@ -327,8 +308,3 @@ class StateStore:
         if self._dir_fd is not None:
             os.close(self._dir_fd)
             self._dir_fd = None
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
