@@ -13,7 +13,7 @@ from . import heartbeat, metrics
 from .config import Config
 from .log import Logger
 from .state import StateError
-from .timeutil import format_ms, now_ms, parse_ms
+from .timeutil import format_ms, now_ms, parse_ms_or_none
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -37,11 +37,7 @@ def _org_views(cfg: Config, pipeline: Pipeline | None) -> list[tuple[str, int | 
     for org in cfg.org_keys:
         data = orgs.get(org) if isinstance(orgs.get(org), dict) else {}
         ops = data.get("ops") if isinstance(data.get("ops"), dict) else {}
-        try:
-            cursor = parse_ms(data["cursor"]) if data.get("cursor") else None
-        except (ValueError, TypeError):
-            cursor = None
-        views.append((org, cursor, ops))
+        views.append((org, parse_ms_or_none(data.get("cursor")), ops))
     return views
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from . import __version__
 from .atomicfile import unlink_quietly, write_temp
 from .runrecord import totals_of
-from .timeutil import parse_ms
+from .timeutil import parse_ms_or_none
 
 COUNTERS = (
     # name, help, totals key, extra labels
@@ -49,12 +49,8 @@ def _labels(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 def _seconds(iso: Any) -> float | None:
-    if not isinstance(iso, str) or not iso:
-        return None
-    try:
-        return parse_ms(iso) / 1000
-    except ValueError:
-        return None
+    ms = parse_ms_or_none(iso)
+    return None if ms is None else ms / 1000
 
 
 def _number(value: float) -> str:

@@ -16,7 +16,7 @@ from . import __version__
 from .config import Config
 from .runrecord import totals_of
 from .state import STATE_FILE, StateError
-from .timeutil import format_ms, now_ms, parse_ms
+from .timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
 
 DEFAULT_MAX_LAG_S = 600.0
 DAY_MS = 86_400_000
@@ -39,22 +39,13 @@ def read_state(state_dir: str) -> dict[str, Any]:
     return data["orgs"]
 
 
-def _ms(value: Any) -> int | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return parse_ms(value)
-    except ValueError:
-        return None
-
-
 def org_status(org: str, data: Any, now: int, max_lag_s: float, redact) -> dict[str, Any]:
     data = data if isinstance(data, dict) else {}
     ops = data.get("ops") if isinstance(data.get("ops"), dict) else {}
     totals = totals_of(ops)
-    cursor = _ms(data.get("cursor"))
-    last_run = _ms(ops.get("last_run"))
-    last_success = _ms(ops.get("last_success"))
+    cursor = parse_ms_or_none(data.get("cursor"))
+    last_run = parse_ms_or_none(ops.get("last_run"))
+    last_success = parse_ms_or_none(ops.get("last_success"))
     error = ops.get("last_error")
     error = redact(str(error)) if error else None
     problem = None
@@ -86,7 +77,7 @@ def org_status(org: str, data: Any, now: int, max_lag_s: float, redact) -> dict[
 def _backlog_start(data: Any, cfg: Config, now: int) -> int:
     """Where the next run would begin reading new events: just after the cursor."""
     data = data if isinstance(data, dict) else {}
-    cursor, floor = _ms(data.get("cursor")), _ms(data.get("floor"))
+    cursor, floor = parse_ms_or_none(data.get("cursor")), parse_ms_or_none(data.get("floor"))
     if cursor is not None:
         return cursor + 1
     if floor is not None:

@@ -63,6 +63,17 @@ def parse_ms(text: str) -> int:
     return _slow_parse(text)
 
 
+def parse_ms_or_none(value: object) -> int | None:
+    """parse_ms for times read back from files (state, run record): None when the value is
+    missing, not a string or not a readable time."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_ms(value)
+    except ValueError:
+        return None
+
+
 def _slow_parse(text: str) -> int:
     t = text.strip()
     if t.endswith(("Z", "z")):
