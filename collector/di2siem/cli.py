@@ -29,10 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{run,check,status,sandbox}")
     run = sub.add_parser("run", help="one poll-and-ship cycle (cron runs this every minute)")
     run.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
+    _env_file_option(run)
     check = sub.add_parser(
         "check", help="validate the configuration; online, also prove credentials and endpoints"
     )
     check.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
+    _env_file_option(check)
     check.add_argument(
         "--offline",
         action="store_true",
@@ -42,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="is every org shipping? (read only: safe while a run is in progress)"
     )
     status.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
+    _env_file_option(status)
     status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     status.add_argument(
         "--online", action="store_true", help="also ask JumpCloud for each org's backlog"
@@ -55,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("sandbox", help="run the JumpCloud and Coralogix simulators on loopback")
     return parser
+
+
+def _env_file_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="NAME=value lines set in the environment first (HTTPS_PROXY, NO_PROXY, ...); "
+        "the syntax of systemd's EnvironmentFile=",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -90,36 +102,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("di2siem: error: a command is required (run, check, status, sandbox)\n")
         return EXIT_CONFIG
     if args.command == "run":
-        return cmd_run(args.config)
+        return cmd_run(args.config, args.env_file)
     if args.command == "status":
-        return cmd_status(args.config, args.json, args.online, args.max_lag)
-    return cmd_check(args.config, args.offline)
+        return cmd_status(args.config, args.json, args.online, args.max_lag, args.env_file)
+    return cmd_check(args.config, args.offline, args.env_file)
 
 
-def _load(path: str):
-    """The parsed config and a logger that redacts its secrets, or (None, None, exit code)."""
-    from .config import ConfigError, load
+def _load(path: str, env_file: str | None = None):
+    """Apply the env file, then parse the config: (config, a logger that redacts every secret
+    of both, exit code, permission warnings), or (None, None, exit code, [])."""
+    from . import envfile
+    from .config import ConfigError, load, permission_warning, permission_warnings
     from .log import Logger
 
+    env_secrets: list[str] = []
     try:
+        if env_file:
+            values = envfile.read(env_file)
+            envfile.apply(values)
+            env_secrets = envfile.secrets(values)
         cfg = load(path)
     except ConfigError as exc:
-        return None, None, _config_error(exc, path)
+        return None, None, _config_error(exc, path), []
     log = Logger()
     log.set_level(cfg.log_level)
     log.set_format(cfg.log_format)
-    log.set_secrets(cfg.secrets)
-    return cfg, log, EXIT_OK
+    log.set_secrets(cfg.secrets + tuple(env_secrets))
+    notes = permission_warnings(cfg)
+    env_warning = permission_warning(env_file) if env_file and env_secrets else None
+    return cfg, log, EXIT_OK, notes + ([env_warning] if env_warning else [])
 
 
-def cmd_run(path: str) -> int:
-    from .config import ConfigError, permission_warning
+def cmd_run(path: str, env_file: str | None = None) -> int:
+    from .config import ConfigError
 
-    cfg, log, rc = _load(path)
+    cfg, log, rc, notes = _load(path, env_file)
     if cfg is None:
         return rc
-    warning = permission_warning(cfg.path)
-    if warning:
+    for warning in notes:
         log.warning(warning)
     for note in cfg.warnings:
         log.warning(note)
@@ -145,8 +165,10 @@ def cmd_run(path: str) -> int:
     return rc
 
 
-def cmd_status(path: str, as_json: bool, online: bool, max_lag: float) -> int:
-    cfg, log, rc = _load(path)
+def cmd_status(
+    path: str, as_json: bool, online: bool, max_lag: float, env_file: str | None = None
+) -> int:
+    cfg, log, rc, _ = _load(path, env_file)
     if cfg is None:
         return rc
     from .status import run_status
@@ -161,10 +183,8 @@ def _verdict(name: str, ok: bool | None, detail: str, log) -> None:
     sys.stdout.flush()
 
 
-def cmd_check(path: str, offline: bool) -> int:
-    from .config import permission_warning
-
-    cfg, log, rc = _load(path)
+def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
+    cfg, log, rc, notes = _load(path, env_file)
     if cfg is None:
         return rc
     orgs = ",".join(cfg.jumpcloud.org_ids) or "(single org)"
@@ -179,8 +199,7 @@ def cmd_check(path: str, offline: bool) -> int:
         f"orgs={orgs} auth={auth} state_dir={cfg.state_dir}",
         log,
     )
-    warning = permission_warning(path)
-    if warning:
+    for warning in notes:
         _verdict("permissions", None, warning, log)
     for note in cfg.warnings:
         _verdict("config", None, note, log)

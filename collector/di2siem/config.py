@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import credentials
 from .configkeys import mark_known, track, unknown_key_warnings
 from .timeutil import parse_ms
 
@@ -198,6 +199,8 @@ class Config:
     heartbeat_url: str | None = field(default=None, repr=False)
     log_format: str = "keyvalue"
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    credentials_file: str | None = None
+    secret_files: tuple[str, ...] = ()  # config and/or credentials file: permission warnings
     # things worth telling the user that do not stop a run (check prints them, run logs them)
     warnings: tuple[str, ...] = ()
 
@@ -704,10 +707,25 @@ def _field_name(sec: dict, key: str, p: str, default: str | None) -> str | None:
 
 
 def parse(raw: Any, path: str) -> Config:
-    """Validate a decoded JSON document; raise ConfigError on the first problem."""
+    """Validate a decoded JSON document (with its credentials file merged over it); raise
+    ConfigError on the first problem."""
     if not isinstance(raw, dict):
         raise ConfigError("(top level)", "must be a JSON object", "fix the file")
-    raw = track(raw)
+    merged = credentials.merge(raw, os.path.dirname(os.path.abspath(path)))
+    try:
+        return _parse(track(merged.raw), path, merged)
+    except ConfigError as exc:
+        if credentials.from_file(exc.key_path, merged):
+            fix = exc.fix or f"fix the value in {merged.path}"
+            raise ConfigError(f"{exc.key_path} (in {merged.path})", exc.problem, fix) from None
+        if merged.path and exc.key_path in credentials.secret_key_paths():
+            fix = f"{exc.fix or 'set it'} in credentials_file {merged.path}"
+            raise ConfigError(exc.key_path, exc.problem, fix) from None
+        raise
+
+
+def _parse(raw: dict, path: str, merged: credentials.Merged) -> Config:
+    mark_known(raw, credentials.KEY)
     jc = _parse_jumpcloud(raw)
     siem = _parse_siem(raw, jc)
 
@@ -780,8 +798,16 @@ def parse(raw: Any, path: str) -> Config:
         heartbeat_url=heartbeat_url,
         log_format=log_format,
         secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
-        warnings=tuple(_warnings(jc) + unknown_key_warnings(raw)),
+        warnings=tuple(_warnings(jc) + unknown_key_warnings(raw) + list(merged.notes)),
+        credentials_file=merged.path,
+        secret_files=_secret_files(os.path.abspath(path), merged),
     )
+
+
+def _secret_files(config_path: str, merged: credentials.Merged) -> tuple[str, ...]:
+    """The files whose permissions matter: the ones holding secret values."""
+    files = (config_path,) if merged.inline or merged.path is None else ()
+    return files + ((merged.path,) if merged.path else ())
 
 
 def _metrics_file(raw: dict, config_dir: str) -> str | None:
@@ -832,30 +858,44 @@ def _warnings(jc: JumpCloudConfig) -> list[str]:
 
 def load(path: str) -> Config:
     """Read and validate the configuration file (never writes to it)."""
+    data = read_file(path, "--config", "pass the right path")
+    return parse(decode_json(data, path, "(file)"), path)
+
+
+def read_file(path: str, key: str, missing_fix: str) -> bytes:
+    """The bytes of a file the configuration needs, or a ConfigError naming ``key``."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            return fh.read()
     except FileNotFoundError:
-        raise ConfigError("--config", f"file not found: {path}", "pass the right path") from None
+        raise ConfigError(key, f"file not found: {path}", missing_fix) from None
     except IsADirectoryError:
-        raise ConfigError("--config", f"is a directory: {path}", "pass the file path") from None
+        raise ConfigError(key, f"is a directory: {path}", "pass the file path") from None
     except PermissionError:
         raise ConfigError(
-            "--config",
+            key,
             f"permission denied reading {path}",
             "run as a user in the file's group (the installer uses di2siem)",
         ) from None
+
+
+def decode_json(data: bytes, path: str, key: str) -> Any:
+    """UTF-8 JSON (a BOM is fine); the error names a position, never the text."""
     try:
-        raw = json.loads(data.decode("utf-8-sig"))
+        return json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError:
-        raise ConfigError("(file)", "not UTF-8 text", f"save {path} as UTF-8") from None
+        raise ConfigError(key, "not UTF-8 text", f"save {path} as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
-            "(file)",
+            key,
             f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
             f"fix the JSON syntax in {path}",
         ) from None
-    return parse(raw, path)
+
+
+def permission_warnings(cfg: Config) -> list[str]:
+    """One warning per secret-bearing file (configuration, credentials file) too open."""
+    return [w for w in (permission_warning(p) for p in cfg.secret_files) if w]
 
 
 def permission_warning(path: str) -> str | None:
@@ -871,10 +911,7 @@ def permission_warning(path: str) -> str | None:
         return None
     mode = stat.S_IMODE(st.st_mode)
     if mode & stat.S_IROTH:
-        return (
-            f"config file {path} is world-readable (mode {mode:04o}) and holds secrets; "
-            "chmod 0600 or 0640"
-        )
+        return f"{path} is world-readable (mode {mode:04o}) and holds secrets; chmod 0600 or 0640"
     if mode & stat.S_IRGRP:
         try:
             import grp
@@ -887,7 +924,7 @@ def permission_warning(path: str) -> str | None:
         others = members - {me}
         if others:
             return (
-                f"config file {path} is group-readable (mode {mode:04o}) by a group with other "
+                f"{path} is group-readable (mode {mode:04o}) by a group with other "
                 f"members ({len(others)}) and holds secrets; chmod 0600 or use a dedicated group"
             )
     return None
