@@ -35,6 +35,7 @@ CARRIED = (
     "collector/di2siem/__init__.py",
     "collector/di2siem/cli.py",
     "roles/di2siem/files/build_wheelhouse.py",
+    "plugins/filter/shard.py",
     "meta/runtime.yml",
     "playbooks/site.yml",
     "playbooks/uninstall.yml",
@@ -289,3 +290,23 @@ def test_mixed_fleet_builds_from_the_installed_collection(tarball: Path, tmp_pat
         "serial.yml",
         "vault-password",
     ]
+
+
+def test_installed_role_shards_with_the_collections_filter(tarball: Path, tmp_path: Path) -> None:
+    """The role from the installed collection finds its sharding filter by FQCN
+    (di2siem.di2siem.di2siem_shard_assignment; role-embedded plugins are not loaded there)."""
+    from test_shard import ORGS, inventory, run_shares, shard
+
+    project, env = outside(tmp_path)
+    run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball)], project, env)
+    orgs = ORGS[:12]
+    hosts_file = inventory(
+        project,
+        {"vm-a": {}, "vm-b": {}},
+        {"di2siem_shard_group": "fleet", "di2siem_jumpcloud_org_ids": orgs},
+    )
+    result, shares = run_shares(project, hosts_file, "di2siem.di2siem.di2siem", env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {h: s["orgs"] for h, s in shares.items()} == {
+        h: shard.shard(orgs, ["vm-a", "vm-b"], h) for h in ("vm-a", "vm-b")
+    }
