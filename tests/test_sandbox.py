@@ -281,6 +281,36 @@ def test_sink_auth_and_size(cx: CoralogixSink) -> None:
     assert post_singles(cx, [entry()]).status_code == 200  # connection still usable
 
 
+def test_sink_key_rotation_refuses_the_old_key_until_restored(cx: CoralogixSink) -> None:
+    """POST /_sim/keys: the real auth check refuses the old keys (401 Bearer, 403 private_key);
+    the answer never echoes a key; reset restores the started keys."""
+    stream = cx.url + "/logs/datastream"
+    rotated = requests.post(
+        cx.url + "/_sim/keys", json={"api_key": "new-key", "private_key": "new-pk"}, timeout=5
+    )
+    assert rotated.status_code == 200 and rotated.json() == {"rotated": ["api_key", "private_key"]}
+    assert "new-key" not in rotated.text
+    refused = post_singles(cx, [entry()])
+    assert refused.status_code == 401 and "invalid API key" in refused.json()["message"]
+    refused = requests.post(stream, data=b'{"id":"a"}', headers={"private_key": CX_KEY}, timeout=5)
+    assert refused.status_code == 403 and "invalid private_key" in refused.json()["message"]
+    assert post_singles(cx, [entry()], key="new-key").status_code == 200
+    for bad in ({}, {"api_key": ""}, {"other": "x"}, ["new-key"]):
+        answer = requests.post(cx.url + "/_sim/keys", json=bad, timeout=5)
+        assert answer.status_code == 400, bad
+    assert requests.post(cx.url + "/_sim/keys", json={"api_key": CX_KEY}, timeout=5).ok
+    assert post_singles(cx, [entry()]).status_code == 200
+    assert (
+        requests.post(
+            stream, data=b'{"id":"a"}', headers={"private_key": CX_KEY}, timeout=5
+        ).status_code
+        == 403
+    )
+    cx.reset()
+    assert requests.post(stream, data=b'{"id":"a"}', headers={"private_key": CX_KEY}, timeout=5).ok
+    assert [r["endpoint"] for r in cx.received] == ["datastream"]
+
+
 def test_datastream_json_lines_array_and_out_file(cx: CoralogixSink) -> None:
     assert cx.out_path is not None
     url, headers = cx.url + "/logs/datastream", {"private_key": CX_KEY}

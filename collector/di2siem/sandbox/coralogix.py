@@ -206,6 +206,7 @@ class CoralogixSink(BaseSimulator):
         super().__init__(host, port)
         self.api_key = api_key
         self.private_key = private_key if private_key is not None else api_key
+        self._initial_keys = (self.api_key, self.private_key)
         self.max_body_bytes = max_body_bytes
         self.api_body_limit = max_body_bytes
         self.out_path = Path(out_path) if out_path is not None else None
@@ -247,6 +248,15 @@ class CoralogixSink(BaseSimulator):
     def reset(self) -> None:
         super().reset()
         self.clear()
+        self.api_key, self.private_key = self._initial_keys
+
+    def rotate_keys(self, api_key: str | None = None, private_key: str | None = None) -> None:
+        """Accept other keys from now on, as after a key rotation in Coralogix: the old key is
+        refused by the real check (401 for the Bearer key, 403 for private_key)."""
+        if api_key is not None:
+            self.api_key = api_key
+        if private_key is not None:
+            self.private_key = private_key
 
     def _accept(self, endpoint: str, records: list[Record], size: int) -> Response:
         with self._lock:
@@ -352,7 +362,24 @@ class CoralogixSink(BaseSimulator):
     def extra_control(self, request: Request) -> Response:
         if (request.method, request.path) == ("GET", "/_sim/received"):
             return self._control_received(request)
+        if (request.method, request.path) == ("POST", "/_sim/keys"):
+            return self._control_keys(request)
         return super().extra_control(request)
+
+    def _control_keys(self, request: Request) -> Response:
+        """{"api_key": ..., "private_key": ...} (either or both): the keys accepted from now
+        on. The answer names what changed, never a key."""
+        try:
+            data = request.json()
+        except ValueError as exc:
+            return Response.message(400, str(exc))
+        fields = ("api_key", "private_key")
+        if not isinstance(data, dict) or not data or set(data) - set(fields):
+            return Response.message(400, f"expected an object with {' and/or '.join(fields)}")
+        if not all(isinstance(v, str) and v for v in data.values()):
+            return Response.message(400, "keys must be non-empty strings")
+        self.rotate_keys(data.get("api_key"), data.get("private_key"))
+        return Response.json(200, {"rotated": sorted(data)})
 
     def _control_received(self, request: Request) -> Response:
         try:
