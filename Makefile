@@ -34,7 +34,7 @@ export PATH := $(VENV)/bin:$(PATH)
 # Written by tests/test_molecule.py when it cannot run the scenarios; make test repeats it last.
 MOLECULE_NOT_RUN := $(REPO)/.cache/molecule-not-run
 
-.PHONY: help demo demo-needs-root demo-down lint test venv apt-deps dist lock
+.PHONY: help demo demo-needs-root demo-down lint test venv apt-deps dist lock promtool
 
 help:
 	@sed -n '2,12s/^# \{0,1\}//p' Makefile
@@ -68,9 +68,15 @@ lint: venv
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint
 
+# promtool for tests/test_promtool.py: Debian's prometheus package downloaded and unpacked into
+# .cache/tools (never installed: that would start a server); kept once there. Fails when apt-get
+# cannot download it; without apt-get at all it says so and the promtool tests skip.
+promtool:
+	@$(REPO)/tests/fetch_promtool.sh $(REPO)/.cache/tools >/dev/null || [ $$? -eq 3 ]
+
 # Lint first; pytest (collector tests + Molecule scenarios) prints the closing summary line,
 # unless the Molecule scenarios could not run: then that is said once more, last.
-test: apt-deps venv
+test: apt-deps venv promtool
 	@$(MAKE) --no-print-directory lint || { echo "make test: lint failed (above); 1 failed, pytest not run"; exit 1; }
 	@rm -f $(MOLECULE_NOT_RUN)
 	@rc=0; $(VENV)/bin/pytest || rc=$$?; \
