@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -174,8 +175,6 @@ def test_log_format_json_one_object_per_line(env: Env, capsys) -> None:
 
 def test_example_alert_rules_use_the_metrics_we_write(env: Env, capsys, tmp_path) -> None:
     import re
-    import shutil
-    import subprocess
 
     import yaml
 
@@ -190,7 +189,102 @@ def test_example_alert_rules_use_the_metrics_we_write(env: Env, capsys, tmp_path
     for rule in rules:
         used = set(re.findall(r"di2siem_[a-z_]+", rule["expr"]))
         assert used and used <= written, f"{rule['alert']} uses {used - written}"
-    promtool = shutil.which("promtool")
-    if promtool:  # Debian's prometheus package provides it
-        result = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True)
-        assert result.returncode == 0, result.stdout + result.stderr
+    # promtool itself checks these rules, and unit-tests them: tests/test_promtool.py
+
+
+def test_check_reports_metrics_dir_and_never_pings_the_heartbeat(
+    env: Env, capsys, heartbeat: HostilePeer
+) -> None:
+    textfile_dir = env.tmp / "textfile"
+    textfile_dir.mkdir()
+    env.write(
+        metrics_file=str(textfile_dir / "di2siem.prom"),
+        heartbeat_url=f"{heartbeat.url}/ping/{HB_TOKEN}",
+    )
+    rc, out, _ = env.run(capsys, command="check")
+    assert rc == 0, out
+    assert f"di2siem check metrics_file: ok - {textfile_dir} is writable by this user\n" in out
+    assert "di2siem check heartbeat_url: ok - a well-formed URL; not pinged" in out
+    assert HB_TOKEN not in out
+    assert heartbeat.requests() == [], "check pinged the dead man's switch"
+    assert os.listdir(textfile_dir) == [], "check wrote into the textfile directory"
+
+
+def test_check_fails_on_a_missing_metrics_dir_naming_key_and_fix(env: Env, capsys) -> None:
+    missing = env.tmp / "no-such-dir"
+    env.write(metrics_file=str(missing / "di2siem.prom"))
+    rc, out, _ = env.run(capsys, command="check")
+    assert rc == 1, out
+    assert (
+        f"di2siem check metrics_file: FAILED - {missing} does not exist "
+        "(metrics_file: create it, or fix the path)\n"
+    ) in out
+    assert "di2siem check siem: ok" in out, "the other checks still ran"
+    assert out.endswith("di2siem check: FAILED\n")
+    assert not missing.exists(), "check must not create it"
+    # --offline validates the file only (the installer's validate: step runs it on a temp file)
+    assert env.run(capsys, "--offline", command="check")[0] == 0
+
+
+def problems_as_unprivileged_user(paths: list[str]) -> tuple[list[str | None], str]:
+    """directory_problem of each path, checked by the kernel for an unprivileged user: this
+    one, or nobody (a forked child that drops to it) when the tests run as root."""
+    import pwd
+
+    from di2siem.metrics import directory_problem
+
+    if os.geteuid() != 0:
+        return [directory_problem(p) for p in paths], pwd.getpwuid(os.geteuid()).pw_name
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child drops to nobody, reports, and exits at once
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_fd, json.dumps([directory_problem(p) for p in paths]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as answer:
+        problems = json.loads(answer.read())
+    os.waitpid(child, 0)
+    return problems, pwd.getpwuid(65534).pw_name
+
+
+def test_metrics_dir_problems_are_named_for_the_running_user(tmp_path: Path) -> None:
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="di2siem-metrics-"))  # 0700 by default
+    try:
+        top.chmod(0o755)
+        locked = top / "locked"
+        locked.mkdir(mode=0o555)
+        closed = top / "closed"
+        closed.mkdir(mode=0o700)
+        (closed / "textfile").mkdir()
+        (top / "a-file").write_text("")
+        open_dir = top / "open"
+        open_dir.mkdir(mode=0o777)
+        open_dir.chmod(0o777)
+        paths = [
+            str(locked / "di2siem.prom"),
+            str(closed / "textfile" / "di2siem.prom"),
+            str(top / "a-file" / "di2siem.prom"),
+            str(open_dir / "di2siem.prom"),
+        ]
+        problems, user = problems_as_unprivileged_user(paths)
+    finally:
+        shutil.rmtree(top)
+    assert problems[0] == (
+        f"{locked} is not writable by user {user} (metrics_file: give this user write access, "
+        "e.g. the directory's group with g+w, as the role does)"
+    )
+    # closed/ is 0700: only its owner (root, when the child is nobody) may traverse it
+    assert problems[1] == (
+        f"{closed / 'textfile'} cannot be reached by user {user}: a parent directory denies "
+        "it (metrics_file: let this user traverse its parents, or use another directory)"
+        if os.geteuid() == 0
+        else None
+    )
+    assert problems[2] == f"{top / 'a-file'} is not a directory (metrics_file: fix the path)"
+    assert problems[3] is None

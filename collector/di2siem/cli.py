@@ -11,8 +11,13 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .log import Logger
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -183,6 +188,27 @@ def _verdict(name: str, ok: bool | None, detail: str, log) -> None:
     sys.stdout.flush()
 
 
+def _check_local_outputs(cfg: Config, log: Logger) -> bool:
+    """metrics_file and heartbeat_url, without the network; True when one failed. The heartbeat
+    is never pinged here: a ping from check would tell the dead man's switch a run happened."""
+    failed = False
+    if cfg.metrics_file:
+        from .metrics import directory_problem
+
+        problem = directory_problem(cfg.metrics_file)
+        failed = problem is not None
+        detail = problem or f"{os.path.dirname(cfg.metrics_file)} is writable by this user"
+        _verdict("metrics_file", not failed, detail, log)
+    if cfg.heartbeat_url:
+        _verdict(
+            "heartbeat_url",
+            True,
+            "a well-formed URL; not pinged (a ping from check would count as a run)",
+            log,
+        )
+    return failed
+
+
 def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
     cfg, log, rc, notes = _load(path, env_file)
     if cfg is None:
@@ -228,6 +254,8 @@ def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
             log,
         )
         failed = True
+
+    failed = _check_local_outputs(cfg, log) or failed
 
     from .http import FatalError, GaveUpError, RetryPolicy
     from .jumpcloud import JumpCloudClient

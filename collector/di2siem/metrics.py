@@ -9,6 +9,7 @@ upgrades); gauges are the org's last run. Labelled by ``org``.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from typing import Any
 
@@ -95,6 +96,41 @@ def render(orgs: list[tuple[str, int | None, dict[str, Any]]]) -> str:
             if value is not None:
                 lines.append(f"{name}{_labels([('org', org)])} {_number(value)}")
     return "\n".join(lines) + "\n"
+
+
+def directory_problem(path: str) -> str | None:
+    """Why this user could not write the textfile at path (None: it can). A run writes a temp
+    file beside it and renames it, so only the directory counts. For ``di2siem check``."""
+    directory = os.path.dirname(path) or "."
+    try:
+        is_dir = stat.S_ISDIR(os.stat(directory).st_mode)
+    except FileNotFoundError:
+        return f"{directory} does not exist (metrics_file: create it, or fix the path)"
+    except PermissionError:
+        return (
+            f"{directory} cannot be reached by user {_user_name()}: a parent directory denies it "
+            "(metrics_file: let this user traverse its parents, or use another directory)"
+        )
+    except OSError as exc:
+        return f"{directory} cannot be read ({exc.strerror}) (metrics_file: fix the path)"
+    if not is_dir:
+        return f"{directory} is not a directory (metrics_file: fix the path)"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f"{directory} is not writable by user {_user_name()} (metrics_file: give this user "
+            "write access, e.g. the directory's group with g+w, as the role does)"
+        )
+    return None
+
+
+def _user_name() -> str:
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def write_atomically(path: str, text: str) -> None:
