@@ -16,6 +16,7 @@ The real deploy line is not run: it would ship to the real JumpCloud and Coralog
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -35,7 +36,8 @@ EXAMPLE_PASSWORD = "di2siem-demo-only"
 NEW_PASSWORD = "readme-fleet-test-password-4f2a"
 JUMPCLOUD_KEY = "readme-fleet-jumpcloud-key-7c1e"
 CORALOGIX_KEY = "readme-fleet-coralogix-key-2b9d"
-SECRETS = (NEW_PASSWORD, JUMPCLOUD_KEY, CORALOGIX_KEY)
+HEARTBEAT_TOKEN = "readme-fleet-heartbeat-5e8a"
+SECRETS = (NEW_PASSWORD, JUMPCLOUD_KEY, CORALOGIX_KEY, HEARTBEAT_TOKEN)
 NAME = os.environ.get("DI2SIEM_MOLECULE_NAME_README", "di2siem-readme")
 INDEX = int(os.environ.get("DI2SIEM_MOLECULE_INDEX_README", "61"))
 COMMAND_TIMEOUT_S = 300
@@ -58,6 +60,7 @@ else:
 VAULT = f"""---
 vault_di2siem_jumpcloud_api_key: "{JUMPCLOUD_KEY}"
 vault_di2siem_coralogix_api_key: "{CORALOGIX_KEY}"
+vault_di2siem_heartbeat_url: "https://hc-ping.example/{HEARTBEAT_TOKEN}"
 """
 
 
@@ -216,6 +219,25 @@ def test_fleet_inventory_commands(fleet: Fleet) -> None:
         ).read_text()
     syntax = next(out for line, out in fleet.outputs.items() if "--syntax-check" in line)
     assert "playbook: playbooks/site.yml" in syntax
+
+
+def test_fleet_operability_settings_resolve_from_the_vault(fleet: Fleet) -> None:
+    """After the README's steps, every host's heartbeat URL is the one in its group's vault and
+    the metrics textfile directory is set (assert runs on the controller: no target needed)."""
+    expected = f"https://hc-ping.example/{HEARTBEAT_TOKEN}"
+    checks = [
+        f"di2siem_heartbeat_url == 'https://hc-ping.example/' ~ '{HEARTBEAT_TOKEN}'",
+        "di2siem_metrics_textfile_dir == '/var/lib/prometheus/node-exporter'",
+    ]
+    proc = subprocess.run(
+        ["ansible", "di2siem", "-i", "inventory/hosts.yml", "--vault-password-file", "new-pass",
+         "-m", "ansible.builtin.assert", "-a", json.dumps({"that": checks, "quiet": True})],
+        cwd=fleet.workdir, env=fleet.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert output.count("SUCCESS") == 2, output[-3000:]
+    assert expected not in output and HEARTBEAT_TOKEN not in output
 
 
 RECAP = re.compile(
