@@ -21,6 +21,7 @@ import pytest
 
 from di2siem.cli import main
 from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
+from di2siem.state import snapshot
 
 JC_KEY = "jc-secret-5f1a9c2e7b44d0"
 CX_KEY = "cx-secret-8d3b4e6f0a91c2"
@@ -77,6 +78,27 @@ def console_run(path: Path, timeout: float = 120, **popen: Any) -> subprocess.Co
     )
     assert_no_secrets(result.stdout, result.stderr)
     return result
+
+
+def start_run(config: Path) -> subprocess.Popen:
+    """``di2siem run`` (the installed console script) in the background."""
+    return subprocess.Popen(
+        [di2siem_executable(), "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def kill_if_running(proc: subprocess.Popen) -> int:
+    """kill -9 the run if it is still going (1 if it was); its output holds no secret."""
+    killed = 0
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        killed = 1
+    out, err = proc.communicate(timeout=60)
+    assert_no_secrets(out, err)
+    return killed
 
 
 def assert_no_secrets(*texts: str) -> None:
@@ -138,7 +160,9 @@ class Env:
         self.cx = cx
         self.path = tmp / "config.json"
         self.state_dir = tmp / "state"
-        self.state_file = self.state_dir / "state.json"
+        # the default org's state file (one file per org under state_dir/orgs/)
+        self.state_file = self.state_dir / "orgs" / "_default.json"
+        self.legacy_state_file = self.state_dir / "state.json"  # before one file per org
 
     def write(self, config: dict[str, Any] | None = None, **top: Any) -> Path:
         cfg = config if config is not None else legacy_config(self.jc.url, self.cx.url)
@@ -172,7 +196,8 @@ class Env:
         return result.returncode, result.stdout, result.stderr
 
     def state(self) -> dict[str, Any]:
-        return json.loads(self.state_file.read_text())
+        """Every org's state: ``{"version", "orgs": {org: {...}}}``."""
+        return snapshot(str(self.state_dir))
 
     def shipped(self) -> list[dict[str, Any]]:
         return self.cx.events()
@@ -207,19 +232,19 @@ def counts(err: str) -> dict[str, int]:
     return {k: int(s[k]) for k in keys}
 
 
-def shipping_state(state_file: Path) -> dict[str, Any] | None:
+def shipping_state(state_dir: Path) -> dict[str, Any] | None:
     """What the state holds as shipped (cursor, floor, recent ids per org), without what every
-    run updates (its run record ``ops`` and ``served``); None when there is no state file."""
-    if not state_file.exists():
+    run updates (its run record ``ops`` and ``served``); None when there is no state yet."""
+    orgs = snapshot(str(state_dir))["orgs"]
+    if not orgs:
         return None
-    orgs = json.loads(state_file.read_text())["orgs"]
     keep = ("cursor", "floor", "recent_ids")
     return {name: {k: org.get(k) for k in keep} for name, org in orgs.items()}
 
 
-def assert_nothing_recorded(state_file: Path) -> None:
+def assert_nothing_recorded(state_dir: Path) -> None:
     """No progress in the state: no file, or orgs without cursor, floor or shipped ids."""
-    for org in (shipping_state(state_file) or {}).values():
+    for org in (shipping_state(state_dir) or {}).values():
         assert org == {"cursor": None, "floor": None, "recent_ids": {}}, org
 
 

@@ -187,6 +187,14 @@ BAD_CONFIGS = {
     "legacy-end-time": (_set("state.end_time", "yesterday"), "state.end_time: not an RFC 3339"),
     "log_level": (_set("log_level", "loud"), "log_level: must be one of"),
     "budget": (_set("run_time_budget_seconds", 0), "run_time_budget_seconds: must be"),
+    "parallel_orgs": (
+        _set("parallel_orgs", 0),
+        "parallel_orgs: must be an integer between 1 and 64",
+    ),
+    "rate": (
+        _set("jumpcloud.max_requests_per_second", 0),
+        "jumpcloud.max_requests_per_second: must be a number between 0.1 and 100",
+    ),
     "ca_bundle": (_set("siem.ca_bundle", "/nonexistent/ca.pem"), "siem.ca_bundle: CA bundle"),
     "jumpcloud-not-object": (_set("jumpcloud", "x"), "jumpcloud: must be an object"),
     "coralogix-no-key": (
@@ -205,8 +213,8 @@ BAD_CONFIGS = {
 def test_bad_config_one_line_exit_2_state_untouched(env: Env, capsys, name: str) -> None:
     mutate, message = BAD_CONFIGS[name]
     env.write()
-    env.state_dir.mkdir()
-    env.state_file.write_bytes(b'{"version":1,"orgs":{}}\n')
+    env.state_file.parent.mkdir(parents=True)
+    env.state_file.write_bytes(b'{"version":2,"org":"_default","cursor":null,"recent_ids":{}}\n')
     env.edit(mutate)
     before = env.state_file.read_bytes()
     for command in ("run", "check"):

@@ -214,7 +214,7 @@ def test_nest_under_json_array_and_coralogix(env: Env, capsys) -> None:
     records = [r["record"] for r in env.cx.received]
     assert sorted(r["jc"]["id"] for r in records) == sorted(e["id"] for e in events)
     env.cx.clear()
-    (env.state_dir / "state.json").unlink()
+    env.state_file.unlink()
     env.write(coralogix_config(env, nest_under="jumpcloud", severity="auto"))
     assert env.run(capsys)[0] == 0
     entries = [r["record"] for r in env.cx.received]

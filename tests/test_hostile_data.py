@@ -109,7 +109,7 @@ def test_413_storm_stops_the_run_keeps_the_cursor_loses_nothing(tmp_path, capsys
         assert "; skipped" not in err
         # halves down to one event, then stop: 16 -> 8 -> 4 -> 2 -> 1
         assert len(siem.requests()) == 5
-        assert_nothing_recorded(tmp_path / "state" / "state.json")
+        assert_nothing_recorded(tmp_path / "state")
         resume_with_a_good_siem(tmp_path, jc.url, events, capsys, batch_size=16)
 
 
@@ -133,8 +133,8 @@ def test_future_untimed_and_unrepresentable_times_never_move_the_cursor(tmp_path
         rc, err = run(path, capsys)
         assert rc == 0, err
         assert summary(err)["untimed"] == "4"
-        state = json.loads((tmp_path / "state" / "state.json").read_text())
-        cursor = parse_ms(state["orgs"]["_default"]["cursor"])
+        org_file = tmp_path / "state" / "orgs" / "_default.json"
+        cursor = parse_ms(json.loads(org_file.read_text())["cursor"])
         # at most JumpCloud's time of its last answer (the covered range), whatever the
         # future-stamped events say
         assert parse_ms(normal[-1]["timestamp"]) <= cursor <= jc.now(), "cursor left the range"
@@ -148,7 +148,7 @@ def test_future_untimed_and_unrepresentable_times_never_move_the_cursor(tmp_path
             rc, err = run(path, capsys)
             assert rc == 0, err
             assert counts(err)["shipped"] == len(later)
-            json.loads((tmp_path / "state" / "state.json").read_text())  # always writable
+            json.loads(org_file.read_text())  # always readable
         assert keys(sink.events()) == expected  # each exactly once
 
 
@@ -320,10 +320,13 @@ def test_state_temp_files_are_fresh_never_followed_and_cleaned(tmp_path, capsys)
         victim.write_text("precious")
         os.symlink(victim, state / ".state.json.tmp")  # the old fixed temp name
         (state / ".state.json.0123456789ab.tmp").write_text("left by a killed run")
+        (state / "orgs").mkdir(mode=0o700)
+        (state / "orgs" / ".0123456789ab.tmp").write_text("left by a killed run")
         rc, err = run(path, capsys)
         assert rc == 0, err
         assert victim.read_text() == "precious"
         assert not [n for n in os.listdir(state) if n.endswith(".tmp")]
+        assert os.listdir(state / "orgs") == ["_default.json"]
         assert counts(err)["shipped"] == 30
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -19,8 +17,9 @@ from conftest import (
     assert_no_secrets,
     console_run,
     counts,
-    di2siem_executable,
+    kill_if_running,
     legacy_config,
+    start_run,
 )
 from di2siem.sandbox.events import format_ts, generate_events
 from di2siem.timeutil import now_ms
@@ -28,26 +27,6 @@ from hostile import Exchange, HostilePeer
 from hostile_jumpcloud import FakeJumpCloud, keys
 
 BATCH = 20
-
-
-def _start(env: Env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [di2siem_executable(), "run", "--config", str(env.path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _kill_if_running(proc: subprocess.Popen) -> int:
-    """kill -9 the run if it is still going (1 if it was); its output holds no secret."""
-    killed = 0
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-        killed = 1
-    out, err = proc.communicate(timeout=60)
-    assert_no_secrets(out, err)
-    return killed
 
 
 def test_kill_9_at_random_instants_loses_nothing(env: Env) -> None:
@@ -61,9 +40,9 @@ def test_kill_9_at_random_instants_loses_nothing(env: Env) -> None:
     rng = random.Random(1234)
     kills = 0
     for _ in range(15):
-        proc = _start(env)
+        proc = start_run(env.path)
         time.sleep(rng.uniform(0.3, 0.8))
-        kills += _kill_if_running(proc)
+        kills += kill_if_running(proc)
     env.cx.clear_faults()
     rc, _, err = env.proc()
     assert rc == 0, err
@@ -95,9 +74,9 @@ def test_overlapping_runs_one_exits_0_with_the_lock_message(env: Env) -> None:
     env.jc.add_events(events)
     env.write(legacy_config(env.jc.url, env.cx.url, batch_size=BATCH))
     env.cx.inject_fault(None, count=-1, delay_s=0.1)
-    first = _start(env)
+    first = start_run(env.path)
     time.sleep(0.4)  # the first run holds the lock by now
-    second = _start(env)
+    second = start_run(env.path)
     out2, err2 = second.communicate(timeout=60)
     out1, err1 = first.communicate(timeout=60)
     assert_no_secrets(out1, err1, out2, err2)
@@ -114,7 +93,7 @@ def test_secrets_absent_from_proc_cmdline_and_environ_of_a_run(env: Env) -> None
     env.jc.add_events(generate_events(200, end - 60_000, end, seed=8))
     env.write(legacy_config(env.jc.url, env.cx.url, batch_size=10))
     env.cx.inject_fault(None, count=-1, delay_s=0.05)
-    proc = _start(env)
+    proc = start_run(env.path)
     try:
         seen = b""
         deadline = time.monotonic() + 5
@@ -203,12 +182,7 @@ def test_kill_9_with_hostile_peers_loses_nothing(tmp_path) -> None:
         rng = random.Random(4321)
         kills = 0
         for _ in range(10):
-            proc = subprocess.Popen(
-                [di2siem_executable(), "run", "--config", str(path)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            proc = start_run(path)
             seen = len(siem_peer.requests())
             started = time.monotonic()
             while (
@@ -218,7 +192,7 @@ def test_kill_9_with_hostile_peers_loses_nothing(tmp_path) -> None:
             ):
                 time.sleep(0.01)  # kill only once it talks to the SIEM: mid-flight
             time.sleep(rng.uniform(0, 0.6))
-            kills += _kill_if_running(proc)
+            kills += kill_if_running(proc)
         before_good = len(siem.kept)
         with siem.lock:
             siem.good = True

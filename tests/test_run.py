@@ -243,13 +243,13 @@ def test_malformed_answers_forever_fail_with_exit_1_state_untouched(env: Env, ca
     env.jc.add_events(recent(30))
     env.write()
     assert env.run(capsys)[0] == 0
-    state_before = shipping_state(env.state_file)
+    state_before = shipping_state(env.state_dir)
     env.jc.add_events(recent(30, seed=9, minutes=1, end_ago_ms=10))
     env.jc.inject_fault(200, count=-1, body="not json at all")
     rc, _, err = env.run(capsys)
     assert rc == 1
     assert "malformed answer" in err and "gave up after 4 attempts" in err
-    assert shipping_state(env.state_file) == state_before
+    assert shipping_state(env.state_dir) == state_before
     env.jc.clear_faults()
     rc, _, err = env.run(capsys)
     assert rc == 0 and counts(err)["shipped"] == 30
@@ -291,7 +291,7 @@ def test_client_errors_fail_fast_naming_the_key(env: Env, capsys, name: str) -> 
     assert message in err
     assert counts(err)["retries"] == 0
     assert time.monotonic() - started < 3
-    assert_nothing_recorded(env.state_file)
+    assert_nothing_recorded(env.state_dir)
     # the run record names the failing side first
     last_error = env.state()["orgs"]["_default"]["ops"]["last_error"]
     assert last_error.startswith("JumpCloud" if side == "jc" else "SIEM") and message in last_error
@@ -417,7 +417,7 @@ def test_start_time_is_never_in_the_future(env: Env, capsys) -> None:
     env.write()
     env.state_dir.mkdir()
     future = format_ts(now_ms() + 86_400_000)
-    env.state_file.write_text(
+    env.legacy_state_file.write_text(
         json.dumps({"version": 1, "orgs": {"_default": {"cursor": future, "recent_ids": {}}}})
     )
     rc, _, err = env.run(capsys)
@@ -425,13 +425,15 @@ def test_start_time_is_never_in_the_future(env: Env, capsys) -> None:
     assert parse_ms(env.jc.requests[-1]["body"]["start_time"]) <= now_ms()
 
 
-def test_corrupt_state_file_fails_without_touching_it(env: Env, capsys) -> None:
+@pytest.mark.parametrize("layout", ["per_org", "legacy"])
+def test_corrupt_state_file_fails_without_touching_it(env: Env, capsys, layout: str) -> None:
     env.write()
-    env.state_dir.mkdir()
-    env.state_file.write_text("{not json")
+    path = env.state_file if layout == "per_org" else env.legacy_state_file
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
     rc, _, err = env.run(capsys)
-    assert rc == 1 and "state file unusable" in err
-    assert env.state_file.read_text() == "{not json"
+    assert rc == 1 and "state file unusable" in err and str(path) in err
+    assert path.read_text() == "{not json"
 
 
 # -- MSP, Coralogix, lock, budget -----------------------------------------------------------
@@ -456,7 +458,7 @@ def test_msp_two_orgs_two_cursors(tmp_path, msp: JumpCloudSimulator, sink, capsy
     rc, _, err = env.run(capsys)
     assert rc == 0, err
     lines = [line for line in err.splitlines() if "run summary" in line]
-    assert len(lines) == 2 and f"org={ORG_A}" in lines[0] and f"org={ORG_B}" in lines[1]
+    assert len(lines) == 2 and {ORG_A, ORG_B} == {summary(line)["org"] for line in lines}
     assert_exactly_once(env, a + b)
     orgs = env.state()["orgs"]
     assert orgs[ORG_A]["cursor"] == a[-1]["timestamp"]
@@ -476,7 +478,7 @@ def test_msp_budget_takes_turns_between_orgs(
     msp.add_events(b, org=ORG_B)
     cfg = legacy_config(msp.url, sink.url, batch_size=10)
     cfg["jumpcloud"]["org_ids"] = [ORG_A, ORG_B]
-    env.write(cfg, run_time_budget_seconds=1)
+    env.write(cfg, run_time_budget_seconds=1, parallel_orgs=1)
     sink.inject_fault(None, count=-1, delay_s=0.1)  # slow sink: A alone uses up the budget
 
     rc, _, err = env.run(capsys)
@@ -492,7 +494,7 @@ def test_msp_budget_takes_turns_between_orgs(
     assert any(r["record"]["organization"] == ORG_B for r in sink.received)
 
     sink.clear_faults()
-    env.write(cfg, run_time_budget_seconds=60)
+    env.write(cfg, run_time_budget_seconds=60, parallel_orgs=1)
     assert env.run(capsys)[0] == 0
     assert_exactly_once(env, a + b)
 
@@ -593,6 +595,8 @@ def test_state_dir_defaults_next_to_the_config(env: Env, capsys) -> None:
     os.chmod(env.path, 0o600)
     assert env.run(capsys)[0] == 0
     state = env.tmp / "di2siem-state"
-    assert (state / "state.json").exists() and (state / "di2siem.lock").exists()
+    org_file = state / "orgs" / "_default.json"
+    assert org_file.exists() and (state / "di2siem.lock").exists()
     assert oct(state.stat().st_mode & 0o777) == "0o700"
-    assert oct((state / "state.json").stat().st_mode & 0o777) == "0o600"
+    assert oct((state / "orgs").stat().st_mode & 0o777) == "0o700"
+    assert oct(org_file.stat().st_mode & 0o777) == "0o600"

@@ -142,7 +142,7 @@ def test_bad_secret_fails_fast_naming_the_keys(sa_env: Env, capsys) -> None:
     assert "JumpCloud token endpoint answered 401: check jumpcloud.client_id / " in err
     assert "jumpcloud.client_secret" in err and "sa-wrong-secret-777" not in out + err
     assert time.monotonic() - started < 3
-    assert_nothing_recorded(env.state_file)
+    assert_nothing_recorded(env.state_dir)
     assert env.cx.received == []
 
     rc, out, err = env.run(capsys, command="check")

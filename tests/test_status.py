@@ -147,7 +147,7 @@ def test_before_the_first_run_and_usage_errors(env: Env, capsys) -> None:
     rc, out, err = env.run(capsys, command="status")
     assert rc == 2 and err.startswith("di2siem: config error: siem.url") and out == ""
     env.write()
-    env.state_dir.mkdir()
+    env.state_file.parent.mkdir(parents=True)
     env.state_file.write_text("{not json")
     rc, report = status(env, capsys)
     assert rc == 1 and report["healthy"] is False and "not valid JSON" in report["error"]
@@ -162,7 +162,7 @@ def test_upgrade_keeps_cursor_and_totals_start_from_the_old_state(env: Env, caps
     old = env.state()
     for org in old["orgs"].values():
         del org["ops"]
-    env.state_file.write_text(json.dumps(old))
+    env.legacy_state_file.write_text(json.dumps({"version": 1, "orgs": old["orgs"]}))
     env.jc.add_events(recent_events(6, seed=5, minutes=1, end_ago_ms=10))
     rc, _, err = env.run(capsys)
     assert rc == 0 and counts(err)["shipped"] == 6

@@ -17,7 +17,7 @@ from di2siem.http import GaveUpError, RetryableError, RetryPolicy, parse_retry_a
 from di2siem.jumpcloud import split_page
 from di2siem.log import Logger
 from di2siem.shaping import Shaper, encode, too_deep
-from di2siem.state import OrgState, RecentIds, StateError, StateStore
+from di2siem.state import OrgState, RecentIds, StateError, StateStore, read_orgs, snapshot
 from di2siem.timeutil import format_ms, parse_ms
 
 # -- time ------------------------------------------------------------------------------------
@@ -311,22 +311,44 @@ def test_recent_ids_never_evict_the_cursor_millisecond() -> None:
 
 def test_state_store_atomic_round_trip(tmp_path: Path) -> None:
     store = StateStore(str(tmp_path))
-    assert store.load() == {}
+    store.load()
+    assert not store.has("_default")
     org = store.org("_default")
     org.cursor_ms = 1671375423801
     org.floor_ms = 1671375000000
     org.recent.add([("x", 1671375423801), ("y", 1671375423800)])
-    store.save()
-    store.save()
+    store.save("_default")
+    store.save("_default")
     store.close()
-    assert sorted(os.listdir(tmp_path)) == ["state.json"]  # no temp file left behind
-    data = json.loads((tmp_path / "state.json").read_text())
-    assert data["orgs"]["_default"]["cursor"] == "2022-12-18T14:57:03.801Z"
+    assert sorted(os.listdir(tmp_path / "orgs")) == ["_default.json"]  # no temp file left
+    data = json.loads((tmp_path / "orgs" / "_default.json").read_text())
+    assert data["cursor"] == "2022-12-18T14:57:03.801Z" and data["org"] == "_default"
     again = StateStore(str(tmp_path))
-    loaded = again.load()["_default"]
+    again.load()
+    loaded = again.org("_default")
     assert loaded.cursor_ms == 1671375423801 and loaded.floor_ms == 1671375000000
     assert "x" in loaded.recent and len(loaded.recent) == 2
-    assert oct((tmp_path / "state.json").stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "orgs" / "_default.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_state_org_files_are_separate_and_named_safely(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    store.load()
+    names = ["5f1b0c2e8d3a4b0012345678", "provider:abc", "../x", ".hidden", "a/b%c"]
+    for n, name in enumerate(names):
+        store.org(name).cursor_ms = 1671375423000 + n
+        store.save(name)
+    files = sorted(os.listdir(tmp_path / "orgs"))
+    assert len(files) == len(names) and all("/" not in f and not f.startswith(".") for f in files)
+    before = (tmp_path / "orgs" / "provider%3Aabc.json").read_bytes()
+    store.org("5f1b0c2e8d3a4b0012345678").cursor_ms += 1000
+    store.save("5f1b0c2e8d3a4b0012345678")  # rewrites only its own org's file
+    assert (tmp_path / "orgs" / "provider%3Aabc.json").read_bytes() == before
+    assert set(snapshot(str(tmp_path))["orgs"]) == set(names)
+    meta = read_orgs(str(tmp_path), names)
+    assert [meta[n]["cursor"] for n in names[1:]] == [
+        format_ms(1671375423000 + n) for n in range(1, len(names))
+    ]
 
 
 @pytest.mark.parametrize(
@@ -334,22 +356,41 @@ def test_state_store_atomic_round_trip(tmp_path: Path) -> None:
     ["{", "[]", '{"orgs": []}', '{"orgs": {"_default": {"cursor": "nope"}}}',
      '{"orgs": {"_default": {"recent_ids": {"a": "b"}}}}'],
 )  # fmt: skip
-def test_state_store_rejects_garbage(tmp_path: Path, content: str) -> None:
+def test_state_store_rejects_a_garbage_legacy_file(tmp_path: Path, content: str) -> None:
     (tmp_path / "state.json").write_text(content)
     with pytest.raises(StateError):
         StateStore(str(tmp_path)).load()
+    assert (tmp_path / "state.json").read_text() == content  # untouched
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{", "[]", '{"org": "other"}', '{"org": "_default", "cursor": "nope"}',
+     '{"org": "_default", "recent_ids": {"a": "b"}}'],
+)  # fmt: skip
+def test_state_store_rejects_a_garbage_org_file(tmp_path: Path, content: str) -> None:
+    (tmp_path / "orgs").mkdir()
+    (tmp_path / "orgs" / "_default.json").write_text(content)
+    store = StateStore(str(tmp_path))
+    store.load()
+    with pytest.raises(StateError):
+        store.org("_default")
 
 
 def test_state_write_stays_cheap_with_many_ids(tmp_path: Path) -> None:
     store = StateStore(str(tmp_path))
+    store.load()
     org = store.org("_default")
     for batch in range(100):  # 100k remembered ids
         org.recent.add([(f"{batch:03d}{i:021d}", batch * 1000 + i) for i in range(1000)])
-    store.save()  # fragments are built once here ...
+    store.save("_default")  # fragments are built once here ...
     started = time.perf_counter()
     for _ in range(10):
-        store.save()  # ... and only joined afterwards
+        store.save("_default")  # ... and only joined afterwards
     assert (time.perf_counter() - started) / 10 < 0.25
+    started = time.perf_counter()
+    meta = read_orgs(str(tmp_path), ["_default"])["_default"]  # status: no id is parsed
+    assert "recent_ids" not in meta and time.perf_counter() - started < 0.05
     store.close()
 
 

@@ -31,7 +31,7 @@ def _org_views(cfg: Config, pipeline: Pipeline | None) -> list[tuple[str, int | 
     from .status import read_state
 
     try:
-        orgs = read_state(cfg.state_dir)
+        orgs = read_state(cfg.state_dir, cfg.org_keys)
     except StateError:
         orgs = {}
     for org in cfg.org_keys:

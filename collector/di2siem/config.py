@@ -144,6 +144,7 @@ class JumpCloudConfig:
     client_secret: str | None = field(default=None, repr=False)
     token_url: str = JUMPCLOUD_TOKEN_URL
     provider_id: str | None = None
+    max_requests_per_second: float = 5.0
 
     @property
     def events_url(self) -> str:
@@ -198,6 +199,7 @@ class Config:
     metrics_file: str | None = None
     heartbeat_url: str | None = field(default=None, repr=False)
     log_format: str = "keyvalue"
+    parallel_orgs: int = 8
     secrets: tuple[str, ...] = field(default=(), repr=False)
     credentials_file: str | None = None
     secret_files: tuple[str, ...] = ()  # config and/or credentials file: permission warnings
@@ -460,6 +462,9 @@ def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
         client_secret=client_secret,
         token_url=token_url,
         provider_id=_provider_id(sec, p + "provider_id"),
+        max_requests_per_second=float(
+            _number(sec, "max_requests_per_second", p + "max_requests_per_second", 5, 0.1, 100)
+        ),
     )
 
 
@@ -797,6 +802,7 @@ def _parse(raw: dict, path: str, merged: credentials.Merged) -> Config:
         metrics_file=_metrics_file(raw, config_dir),
         heartbeat_url=heartbeat_url,
         log_format=log_format,
+        parallel_orgs=_number(raw, "parallel_orgs", "parallel_orgs", 8, 1, 64, integer=True),
         secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
         warnings=tuple(_warnings(jc) + unknown_key_warnings(raw) + list(merged.notes)),
         credentials_file=merged.path,

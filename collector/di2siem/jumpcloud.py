@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -22,9 +23,11 @@ from .http import (
     RetryPolicy,
     body_excerpt,
     make_session,
+    parse_retry_after,
     send,
     transient_status_error,
 )
+from .throttle import RateLimiter
 from .timeutil import http_date_ms, now_ms
 
 SIDE = "JumpCloud"
@@ -224,6 +227,17 @@ def _parse_token(content: bytes) -> tuple[str, float]:
     return token, max(0.0, float(expires_in))
 
 
+class TokenHolder:
+    """A service account's access token, shared by every client of a run (one per lane):
+    one token request serves all orgs."""
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.refresh_at = 0.0
+        self.obtained = 0
+        self.lock = threading.Lock()
+
+
 class JumpCloudClient:
     def __init__(
         self,
@@ -232,18 +246,21 @@ class JumpCloudClient:
         on_retry=None,
         on_secret: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limiter: RateLimiter | None = None,
+        tokens: TokenHolder | None = None,
     ) -> None:
         self.cfg = cfg
         self.policy = policy
+        # shared by every client of a run (one per parallel org): the request-rate cap and
+        # the 429 pause; None: unlimited
+        self.limiter = limiter
         self.on_retry = on_retry
         self.on_secret = on_secret
         self.clock = clock
         self.url = cfg.events_url
-        self.tokens_obtained = 0
+        self.tokens = tokens if tokens is not None else TokenHolder()
         # JumpCloud's own clock: (server ms from the last answer's Date header, host ms then)
         self.server_clock: tuple[int, int] | None = None
-        self._token: str | None = None
-        self._token_refresh_at = 0.0
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if not cfg.service_account:
             headers["x-api-key"] = cfg.api_key or ""
@@ -253,20 +270,30 @@ class JumpCloudClient:
         self.session.close()
 
     # -- service account token ----------------------------------------------------------------
-    def token(self, force: bool = False) -> str:
-        """A valid access token (service accounts), fetched with retries when due."""
-        if force or self._token is None or self.clock() >= self._token_refresh_at:
-            self._token = None
-            token, expires_in = self.policy.run(
-                self._token_attempt, "JumpCloud token", self.on_retry
-            )
-            if self.on_secret is not None:
-                self.on_secret(token)
-            margin = min(TOKEN_REFRESH_MARGIN_S, expires_in * 0.2)
-            self._token = token
-            self._token_refresh_at = self.clock() + expires_in - margin
-            self.tokens_obtained += 1
-        return self._token
+    @property
+    def tokens_obtained(self) -> int:
+        return self.tokens.obtained
+
+    def token(self, force: bool = False, stale: str | None = None) -> str:
+        """A valid access token (service accounts), fetched with retries when due. ``force``
+        replaces ``stale`` (the token JumpCloud refused), unless another client already did."""
+        holder = self.tokens
+        with holder.lock:
+            due = holder.token is None or self.clock() >= holder.refresh_at
+            if force and (stale is None or holder.token == stale):
+                due = True
+            if due:
+                holder.token = None
+                token, expires_in = self.policy.run(
+                    self._token_attempt, "JumpCloud token", self.on_retry
+                )
+                if self.on_secret is not None:
+                    self.on_secret(token)
+                margin = min(TOKEN_REFRESH_MARGIN_S, expires_in * 0.2)
+                holder.token = token
+                holder.refresh_at = self.clock() + expires_in - margin
+                holder.obtained += 1
+            return holder.token
 
     def _token_attempt(self) -> tuple[str, float]:
         cfg = self.cfg
@@ -334,11 +361,19 @@ class JumpCloudClient:
     def _query(self, body: bytes, headers: dict[str, str] | None, org: str, path: str = ""):
         """One POST to /events<path> with the configured auth; notes JumpCloud's clock from
         the answer's Date header; anything but 200 raises (see _status_error)."""
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.acquire(self.policy.deadline)  # both on the pipeline's clock
         if self.cfg.service_account:
             response = self._post_bearer(body, headers, path)
         else:
             response = self._post(body, headers, path)
         self._note_date(response.headers.get("Date"))
+        if limiter is not None:
+            if response.status_code == 429:
+                limiter.refused(parse_retry_after(response.headers.get("Retry-After")))
+            else:
+                limiter.answered()
         if response.status_code != 200:
             raise _status_error(response.status_code, response, self.cfg.service_account, org)
         return response
@@ -374,8 +409,10 @@ class JumpCloudClient:
     def _post_bearer(self, body: bytes, headers: dict[str, str] | None, path: str = ""):
         """POST with the current token; on a 401, one fresh token and one more try."""
         refreshed = False
+        used: str | None = None
         while True:
-            auth = {**(headers or {}), "Authorization": "Bearer " + self.token(force=refreshed)}
+            used = self.token(force=refreshed, stale=used)
+            auth = {**(headers or {}), "Authorization": "Bearer " + used}
             response = self._post(body, auth, path)
             if response.status_code != 401 or refreshed:
                 return response

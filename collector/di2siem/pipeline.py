@@ -10,7 +10,12 @@ Invariants:
   clock (the Date header of its last answer), never for an event whose time cannot be read
   or represented; the host clock never sets it;
 - memory holds at most two pages (one processed, the next fetched), two batches (one posted,
-  one queued) and the bounded recent-id memory, whatever the backlog.
+  one queued) and the bounded recent-id memory, whatever the backlog: per org being served,
+  and at most ``parallel_orgs`` orgs are served at once.
+
+Orgs (one stream each: fetch, shape, batch, ship, checkpoint) are served by ``parallel_orgs``
+lanes in least-recently-served order; every lane has its own JumpCloud client, SIEM sink and
+retry policies, and all share one time budget and one request-rate limiter (throttle.py).
 """
 
 from __future__ import annotations
@@ -21,19 +26,21 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Callable
 
 from .batching import Batcher, Item, Oversize
 from .config import DEFAULT_ORG, Config, ConfigError
 from .http import BudgetExceeded, FatalError, GaveUpError, RetryPolicy
-from .jumpcloud import NONSTANDARD, JumpCloudClient
+from .jumpcloud import NONSTANDARD, JumpCloudClient, TokenHolder
 from .lock import InstanceLock, LockHeld
 from .log import Logger
 from .runrecord import RunRecorder
 from .shaping import Shaper, too_deep
 from .sink import Sink
 from .state import OrgState, StateError, StateStore, StateWriteError, unsafe_state_dir
+from .throttle import RateLimiter, WaitPastBudget
 from .timeutil import MAX_MS, format_ms, now_ms, parse_ms
 
 DAY_MS = 86_400_000
@@ -90,12 +97,50 @@ def tame_malloc() -> None:
         pass
 
 
+class Lane:
+    """One of the ``parallel_orgs`` workers: its own JumpCloud client, SIEM sink, shaper and
+    retry policies (one per side: used by the fetch thread / the send thread of the org it serves),
+    sharing the run's deadline and request-rate limiter."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        cfg = pipeline.cfg
+        self.jc_policy, self.sink_policy = (
+            RetryPolicy(
+                cfg.max_retries,
+                cfg.retry_base_delay_seconds,
+                cfg.retry_max_delay_seconds,
+                pipeline.sleep,
+                deadline=pipeline.deadline,
+                clock=pipeline.clock,
+            )
+            for _ in range(2)
+        )
+        self.jc = JumpCloudClient(
+            cfg.jumpcloud,
+            self.jc_policy,
+            pipeline._on_retry,
+            pipeline.log.add_secret,
+            limiter=pipeline.limiter,
+            tokens=pipeline.tokens,
+        )
+        self.sink = Sink(cfg.siem, self.sink_policy, pipeline._on_retry, pipeline.sleep)
+        self.shaper = Shaper(cfg)  # holds per-page state: one per lane
+
+    def retries(self) -> int:
+        return self.jc_policy.retries + self.sink_policy.retries
+
+    def close(self) -> None:
+        self.jc.close()
+        self.sink.close()
+
+
 class OrgRun:
     """Counters and the shipping bookkeeping of one org within one run."""
 
-    def __init__(self, org: str, state: OrgState) -> None:
+    def __init__(self, org: str, state: OrgState, lane: Lane) -> None:
         self.org = org
         self.state = state
+        self.lane = lane
         self.fetched = 0
         self.shipped = 0
         self.duplicates = 0
@@ -237,31 +282,23 @@ class Pipeline:
         self.clock = clock
         self.sleep = sleep
         self.deadline = clock() + cfg.run_time_budget_seconds
-        # one policy per side: each is used by one thread only (fetcher / sender)
-        self.jc_policy, self.sink_policy = (
-            RetryPolicy(
-                cfg.max_retries,
-                cfg.retry_base_delay_seconds,
-                cfg.retry_max_delay_seconds,
-                sleep,
-                deadline=self.deadline,
-                clock=clock,
-            )
-            for _ in range(2)
+        self.limiter = RateLimiter(
+            cfg.jumpcloud.max_requests_per_second,
+            cfg.retry_base_delay_seconds,
+            cfg.retry_max_delay_seconds,
+            clock,
+            sleep,
         )
+        self.tokens = TokenHolder()  # a service account's token, shared by the lanes
+        self.lanes: list[Lane] = []
         self.store = StateStore(cfg.state_dir)
-        self.shaper = Shaper(cfg)
         self.overlap_ms = int(cfg.jumpcloud.overlap_seconds * 1000)
         self._warnings = 0
         self._skew_warned = False
-        self.jc: JumpCloudClient | None = None
         self.recorder = RunRecorder(self)
         self.lock_held = False  # another run held the lock: this one did nothing
 
     # -- helpers -----------------------------------------------------------------------------
-    def _retries(self) -> int:
-        return self.jc_policy.retries + self.sink_policy.retries
-
     def _on_retry(self, what: str, reason: str, attempt: int, wait: float) -> None:
         self.log.warning("retrying", call=what, reason=reason, attempt=attempt, wait_s=wait)
 
@@ -315,22 +352,25 @@ class Pipeline:
         try:
             try:
                 self.store.load()
-                self.store.check_writable()
+                if self.store.migrated:
+                    self.log.info(
+                        "state migrated to one file per org",
+                        orgs=self.store.migrated,
+                        state_dir=self.cfg.state_dir,
+                    )
+                order = self._serving_order()
+                self.store.check_writable(order)
             except StateError as exc:
                 self.log.error(f"state file unusable: {exc}")
                 return 1
             except StateWriteError as exc:
                 self.log.error(str(exc))
                 return 1
-            jc = self.jc = JumpCloudClient(
-                self.cfg.jumpcloud, self.jc_policy, self._on_retry, self.log.add_secret
-            )
-            sink = Sink(self.cfg.siem, self.sink_policy, self._on_retry, self.sleep)
             try:
-                return self._run_orgs(jc, sink)
+                return self._run_orgs(order)
             finally:
-                jc.close()
-                sink.close()
+                for lane in self.lanes:
+                    lane.close()
                 self.store.close()
         finally:
             lock.release()
@@ -364,69 +404,116 @@ class Pipeline:
         self.log.info("another run holds the lock; exiting", lock=lock.path)
         return 0
 
-    def _run_orgs(self, jc: JumpCloudClient, sink: Sink) -> int:
-        rc = 0
-        orgs = self._serving_order()
-        for index, org in enumerate(orgs):
-            if self.clock() >= self.deadline:
-                self.log.info(
-                    "run time budget reached; remaining orgs wait for the next run",
-                    orgs_left=len(orgs) - index,
-                )
-                break
-            state = self.store.org(org)
-            # no cursor and no floor yet (a failed first run leaves only its run record)
-            fresh = state.cursor_ms is None and state.floor_ms is None
-            state.served_ms = now_ms()  # saved with the org's first accepted batch
-            if fresh and self.cfg.legacy_end_time_ms is not None:
-                state.floor_ms = self.cfg.legacy_end_time_ms
-                self.log.info(
-                    "seeding from the legacy state.end_time",
-                    org=org,
-                    floor=format_ms(state.floor_ms),
-                )
-            orun = OrgRun(org, state)
-            self.recorder.begin(orun)
-            retries_before = self._retries()
-            resent_before = sink.resent
-            stop = False
+    def _run_orgs(self, orgs: list[str]) -> int:
+        """Serve the orgs in order with up to parallel_orgs lanes; the worst exit code."""
+        todo = deque(orgs)
+        guard = threading.Lock()
+        stop = threading.Event()
+        outcome = {"rc": 0, "error": None}
+
+        def work() -> None:
+            lane: Lane | None = None
             try:
-                self._run_org(orun, jc, sink)
-            except BudgetReached:
+                while not stop.is_set() and self.clock() < self.deadline:
+                    with guard:
+                        if not todo:
+                            return
+                        org = todo.popleft()
+                    if lane is None:
+                        lane = Lane(self)
+                        with guard:
+                            self.lanes.append(lane)
+                    rc, fatal = self._serve(org, lane)
+                    with guard:
+                        outcome["rc"] = max(outcome["rc"], rc)
+                    if fatal:
+                        stop.set()
+            except BaseException as exc:  # handed to the main thread
+                with guard:
+                    outcome["error"] = outcome["error"] or exc
+                stop.set()
+
+        count = max(1, min(self.cfg.parallel_orgs, len(orgs)))
+        if count == 1:
+            work()
+        else:
+            threads = [
+                threading.Thread(target=work, name=f"di2siem-lane-{n}", daemon=True)
+                for n in range(count)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        if outcome["error"] is not None:
+            raise outcome["error"]
+        if todo and not stop.is_set():
+            self.log.info(
+                "run time budget reached; remaining orgs wait for the next run",
+                orgs_left=len(todo),
+            )
+        return outcome["rc"]
+
+    def _serve(self, org: str, lane: Lane) -> tuple[int, bool]:
+        """One org's turn: (exit code, whether the whole run must stop)."""
+        rc = 0
+        try:
+            state = self.store.org(org)
+        except StateError as exc:
+            self.log.error(f"state file unusable: {exc}", org=org)
+            return 1, False
+        # no cursor and no floor yet (a failed first run leaves only its run record)
+        fresh = state.cursor_ms is None and state.floor_ms is None
+        state.served_ms = now_ms()  # saved with the org's first accepted batch
+        if fresh and self.cfg.legacy_end_time_ms is not None:
+            state.floor_ms = self.cfg.legacy_end_time_ms
+            self.log.info(
+                "seeding from the legacy state.end_time",
+                org=org,
+                floor=format_ms(state.floor_ms),
+            )
+        orun = OrgRun(org, state, lane)
+        self.recorder.begin(orun)
+        jc, sink = lane.jc, lane.sink
+        retries_before = lane.retries()
+        resent_before = sink.resent
+        stop = False
+        try:
+            self._run_org(orun, jc, sink)
+        except (BudgetReached, WaitPastBudget):
+            orun.status = "budget"
+            self.log.info(
+                "run time budget reached; progress saved, next run resumes",
+                org=org,
+                budget_s=self.cfg.run_time_budget_seconds,
+            )
+        except BudgetExceeded as exc:
+            # an exchange was cut at the budget: fine once progress is saved, loud when
+            # a stalled peer kept this run from shipping anything
+            if orun.batches:
                 orun.status = "budget"
-                self.log.info(
-                    "run time budget reached; progress saved, next run resumes",
-                    org=org,
-                    budget_s=self.cfg.run_time_budget_seconds,
-                )
-            except BudgetExceeded as exc:
-                # an exchange was cut at the budget: fine once progress is saved, loud when
-                # a stalled peer kept this run from shipping anything
-                if orun.batches:
-                    orun.status = "budget"
-                    self.log.warning(f"{exc}; progress saved, next run resumes", org=org)
-                else:
-                    orun.status, orun.error = "failed", exc
-                    self.log.error(f"{exc}; nothing shipped this run", org=org)
-                    rc = 1
-            except (FatalError, GaveUpError) as exc:
+                self.log.warning(f"{exc}; progress saved, next run resumes", org=org)
+            else:
                 orun.status, orun.error = "failed", exc
-                self.log.error(str(exc), org=org)
+                self.log.error(f"{exc}; nothing shipped this run", org=org)
                 rc = 1
-            except StateWriteError as exc:
-                # every later batch (and org) would be delivered and not recorded either
-                orun.status, orun.error = "failed", exc
-                self.log.error(str(exc), org=org)
-                rc = 1
-                stop = True
-            orun.retries = self._retries() - retries_before
-            orun.resent = sink.resent - resent_before
-            self._check_skew(jc)
-            self._summary(orun)
-            self.recorder.finish(orun)
-            if stop:
-                break
-        return rc
+        except (FatalError, GaveUpError) as exc:
+            orun.status, orun.error = "failed", exc
+            self.log.error(str(exc), org=org)
+            rc = 1
+        except StateWriteError as exc:
+            # every later batch (and org) would be delivered and not recorded either
+            orun.status, orun.error = "failed", exc
+            self.log.error(str(exc), org=org)
+            rc = 1
+            stop = True
+        orun.retries = lane.retries() - retries_before
+        orun.resent = sink.resent - resent_before
+        self._check_skew(jc)
+        self._summary(orun)
+        self.recorder.finish(orun)
+        self.store.release(org)
+        return rc, stop
 
     def _check_skew(self, jc: JumpCloudClient) -> None:
         """Warn once per run when the host clock and JumpCloud's (its Date header) differ.
@@ -449,7 +536,7 @@ class Pipeline:
         that a long backfill of one org, cut by the run time budget, cannot starve the others:
         orgs that use up the budget take turns."""
         orgs = list(self.cfg.org_keys)
-        served = {org: self.store.orgs[org].served_ms for org in orgs if self.store.has(org)}
+        served = {org: self.store.served_ms(org) for org in orgs}
         return sorted(orgs, key=lambda org: served.get(org) or -1)
 
     def _summary(self, o: OrgRun) -> None:
@@ -490,7 +577,7 @@ class Pipeline:
         Events that can be spliced from the page text are never re-serialised; the rest
         (and only they) are. No per-event dict or text outlives the parse.
         """
-        shaper = self.shaper
+        shaper = o.lane.shaper
         src = shaper.src
         fast_bytes = shaper.fast_bytes
         shape = shaper.shape
@@ -653,7 +740,7 @@ class Pipeline:
         if first and state.cursor_ms is None and state.floor_ms is None:
             # pin the first window so later runs do not slide past late events
             state.floor_ms = start - 1
-            self.store.save()
+            self.store.save(o.org)
 
     def _oversize(self, o: OrgRun, item: Oversize) -> None:
         """An event that alone exceeds siem.max_batch_bytes (measured here): reported,
@@ -675,11 +762,11 @@ class Pipeline:
         self._record(o, items)
         o.pending.difference_update([item[1] for item in items])
 
-    def _bound(self) -> int:
-        """The latest time the fetch has covered: JumpCloud's clock at its last answer (the
-        host's when its answers carry no Date header)."""
-        jc = self.jc
-        if jc is not None and jc.server_clock is not None:
+    def _bound(self, o: OrgRun) -> int:
+        """The latest time the org's fetch has covered: JumpCloud's clock at its lane's last
+        answer (the host's when its answers carry no Date header)."""
+        jc = o.lane.jc
+        if jc.server_clock is not None:
             return jc.server_clock[0]
         return now_ms()
 
@@ -688,7 +775,7 @@ class Pipeline:
         covered bound; items stamped past it are remembered under their own time, untimed
         ones at the bound, and neither moves the cursor."""
         state = o.state
-        bound = self._bound()
+        bound = self._bound(o)
         stamps = [item[2] for item in items]
         if None in stamps:
             stamps = [t for t in stamps if t is not None]
@@ -710,7 +797,7 @@ class Pipeline:
             floor = recent.cap(self.cfg.recent_ids_max, newest)
             if floor is not None and (state.floor_ms is None or floor > state.floor_ms):
                 state.floor_ms = floor
-        self.store.save()
+        self.store.save(o.org)
 
 
 def run(cfg: Config, log: Logger) -> int:

@@ -1,6 +1,7 @@
 """Each org's run record and lifetime totals, kept in the state next to its cursor.
 
-Stored as the org's ``ops`` object in ``state.json`` (state.py saves it opaquely)::
+Stored as the org's ``ops`` object in its state file ``orgs/<org>.json`` (state.py saves it
+opaquely)::
 
     {"totals": {"fetched": n, "shipped": n, "duplicates": n, "skipped_too_large": n,
                 "batches": n, "retries_jumpcloud": n, "retries_siem": n, "failures": n},
@@ -15,6 +16,7 @@ written by an older version has no ``ops``: its totals start at zero and are kep
 from __future__ import annotations
 
 import re
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -80,24 +82,24 @@ class RunRecorder:
         self.pipeline = pipeline
         self.started_ms = now_ms()
         self.finished: list[str] = []  # orgs this run served, in order
+        self._lock = threading.Lock()
 
     def _live(self, o: OrgRun, base: dict[str, int], retries0: tuple[int, int]) -> dict[str, int]:
-        p = self.pipeline
+        lane = o.lane
         totals = dict(base)
         totals["fetched"] += o.fetched
         totals["shipped"] += o.shipped
         totals["duplicates"] += o.duplicates
         totals["skipped_too_large"] += o.skipped
         totals["batches"] += o.batches
-        totals["retries_jumpcloud"] += p.jc_policy.retries - retries0[0]
-        totals["retries_siem"] += p.sink_policy.retries - retries0[1]
+        totals["retries_jumpcloud"] += lane.jc_policy.retries - retries0[0]
+        totals["retries_siem"] += lane.sink_policy.retries - retries0[1]
         return totals
 
     def begin(self, o: OrgRun) -> None:
         state: OrgState = o.state
-        p = self.pipeline
         base = totals_of(state.ops)
-        retries0 = (p.jc_policy.retries, p.sink_policy.retries)
+        retries0 = (o.lane.jc_policy.retries, o.lane.sink_policy.retries)
         o.ops_totals = lambda: self._live(o, base, retries0)
         state.ops_live = lambda: {**state.ops, "totals": o.ops_totals()}
 
@@ -122,8 +124,9 @@ class RunRecorder:
         ops["totals"] = totals
         state.ops = ops
         state.ops_live = None
-        self.finished.append(o.org)
+        with self._lock:
+            self.finished.append(o.org)
         try:
-            self.pipeline.store.save()
+            self.pipeline.store.save(o.org)
         except StateWriteError as exc:
             self.pipeline.log.warning(f"run record not saved: {exc}", org=o.org)

@@ -1,4 +1,4 @@
-"""Atomic state store: ``<state_dir>/state.json``.
+"""Atomic state store: one file per org, ``<state_dir>/orgs/<org>.json``.
 
 Per org: ``cursor`` (time of the newest event the SIEM accepted), ``floor`` (exclusive lower
 bound: events at or before it count as shipped), ``served`` (wall time a run last began
@@ -8,28 +8,45 @@ lifetime totals of runrecord.py, opaque here, saved with the cursor so they agre
 When the cap forces ids out, the floor rises to the newest evicted time, so a forgotten id
 can never be re-read and re-sent.
 
-Writes happen after every accepted batch, so they must stay cheap: ids are kept in chunks
-(one per accepted batch) whose JSON fragment is built once and re-joined on every write.
-The file is replaced atomically: temp file in state_dir, fsync, os.replace, fsync dir. The
+One file per org: orgs served at the same time (parallel_orgs) write different files, and an
+accepted batch rewrites only its own org's file, never everyone's. Writes happen after every
+accepted batch, so they must stay cheap: ids are kept in chunks (one per accepted batch) whose
+JSON fragment is built once and re-joined on every write. ``recent_ids`` is written last, so
+the small part in front of it (``read_meta``) is all that ordering, ``status`` and the metrics
+read. Each file is replaced atomically: temp file in orgs/, fsync, os.replace, fsync dir. The
 temp file gets a fresh name, created with O_EXCL|O_NOFOLLOW (never an existing file or a
 symlink someone planted), and is removed when a write fails; leftovers of killed runs are
 removed on load (under the run lock). A write that fails raises StateWriteError naming
 state_dir and the cause: the caller must stop, since every later batch would be delivered
 and not recorded.
+
+Older versions kept every org in one ``<state_dir>/state.json``. ``load`` migrates it in
+place: every org's file is written (and synced) first, then state.json is renamed to
+``state.json.v1-migrated`` (one atomic step). A kill before the rename leaves state.json
+authoritative and the next load migrates again from it, so a kill at any instant loses
+nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import threading
+from collections.abc import Iterable
 from typing import Any, Callable
+from urllib.parse import quote, unquote
 
 from .atomicfile import unlink_quietly, write_temp
 from .timeutil import format_ms, parse_ms
 
-STATE_FILE = "state.json"
-VERSION = 1
+STATE_FILE = "state.json"  # the single file of older versions (format version 1)
+MIGRATED_FILE = STATE_FILE + ".v1-migrated"
+ORGS_DIR = "orgs"
+VERSION = 2
+_IDS_MARK = b',"recent_ids":'
+_META_READ = 64 * 1024
 _LOAD_CHUNK = 4096
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 _encode_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -185,15 +202,16 @@ class OrgState:
             candidates.append(self.floor_ms + 1)
         return max(candidates) if candidates else None
 
-    def json(self) -> str:
+    def json(self, name: str) -> str:
+        """The org's file: everything small first, ``recent_ids`` last (see read_meta)."""
         cursor = "null" if self.cursor_ms is None else f'"{format_ms(self.cursor_ms)}"'
         floor = "null" if self.floor_ms is None else f'"{format_ms(self.floor_ms)}"'
         served = "null" if self.served_ms is None else f'"{format_ms(self.served_ms)}"'
         ops = self.ops_live() if self.ops_live is not None else self.ops
-        ops_json = f',"ops":{_encode_compact(ops)}' if ops else ""
+        ops_json = f'"ops":{_encode_compact(ops)},' if ops else ""
         return (
-            f'{{"cursor":{cursor},"floor":{floor},"served":{served},'
-            f'"recent_ids":{self.recent.json()}{ops_json}}}'
+            f'{{"version":{VERSION},"org":{_encode(name)},"served":{served},"cursor":{cursor},'
+            f'"floor":{floor},{ops_json}"recent_ids":{self.recent.json()}}}\n'
         )
 
 
@@ -217,59 +235,201 @@ def _parse_org(name: str, data: Any, path: str) -> OrgState:
     )
 
 
+def org_file_name(org: str) -> str:
+    """The org's file name in orgs/: the id percent-encoded (never a path separator, never a
+    leading dot, which temp files use)."""
+    name = quote(org, safe="-_.@")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    return name + ".json"
+
+
+def org_of_file_name(name: str) -> str | None:
+    if name.startswith(".") or not name.endswith(".json"):
+        return None
+    return unquote(name[: -len(".json")])
+
+
+def _read_bytes(path: str) -> bytes | None:
+    """The file's bytes, None when it does not exist; StateError when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read {path} ({exc.strerror})") from None
+
+
+def _read_legacy(path: str) -> dict[str, Any] | None:
+    """The ``orgs`` object of an older version's state.json, None when there is none."""
+    raw = _read_bytes(path)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise StateError(f"{path} is not valid JSON; move it aside to start over") from None
+    if not isinstance(data, dict) or not isinstance(data.get("orgs"), dict):
+        raise StateError(f"{path} has no orgs object; move it aside to start over")
+    return data["orgs"]
+
+
+def _read_org_file(path: str, name: str) -> dict[str, Any] | None:
+    raw = _read_bytes(path)
+    return None if raw is None else _org_object(raw, path, name)
+
+
+def _org_object(raw: bytes, path: str, name: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise StateError(
+            f"{path} is not valid JSON; move it aside to start org {name} over"
+        ) from None
+    if not isinstance(data, dict) or data.get("org") != name:
+        raise StateError(f"{path} is not the state of org {name}; move it aside")
+    return data
+
+
+def read_meta(path: str, name: str) -> dict[str, Any] | None:
+    """An org file without its ``recent_ids`` (cursor, floor, served, ops), reading only the
+    part in front of them; None when the file does not exist. Raises StateError."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (the with below: open's errors differ)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read {path} ({exc.strerror})") from None
+    with fh:
+        head = b""
+        while True:
+            chunk = fh.read(_META_READ)
+            at = (head[-len(_IDS_MARK) :] + chunk).find(_IDS_MARK)
+            if at >= 0:  # JSON strings escape quotes, so the mark is never inside one
+                cut = max(0, len(head) - len(_IDS_MARK)) + at
+                head = head + chunk
+                return _org_object(head[:cut] + b"}", path, name)
+            head += chunk
+            if not chunk:
+                return _org_object(head, path, name)
+
+
+def read_orgs(state_dir: str, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Read only, without the lock (status, metrics): each named org's state without its
+    recent ids; an older version's state.json while it is not migrated yet."""
+    legacy = _read_legacy(os.path.join(state_dir, STATE_FILE))
+    if legacy is not None:
+        return {n: v for n, v in legacy.items() if isinstance(v, dict)}
+    orgs_dir = os.path.join(state_dir, ORGS_DIR)
+    out = {}
+    for name in names:
+        meta = read_meta(os.path.join(orgs_dir, org_file_name(name)), name)
+        if meta is not None:
+            out[name] = meta
+    return out
+
+
 class StateStore:
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
-        self.path = os.path.join(state_dir, STATE_FILE)
-        self.tmp_prefix = f".{STATE_FILE}."
-        self.orgs: dict[str, OrgState] = {}
+        self.orgs_dir = os.path.join(state_dir, ORGS_DIR)
+        self.legacy_path = os.path.join(state_dir, STATE_FILE)
+        self.orgs: dict[str, OrgState] = {}  # loaded (being served or served this run)
         self._dir_fd: int | None = None
+        self._lock = threading.Lock()
         self.writes = 0
+        self.migrated = 0  # orgs moved out of an older version's state.json by load()
+
+    def path_of(self, name: str) -> str:
+        return os.path.join(self.orgs_dir, org_file_name(name))
 
     def _remove_stale_temps(self) -> None:
+        try:
+            names = os.listdir(self.orgs_dir)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(".") and name.endswith(".tmp"):
+                unlink_quietly(os.path.join(self.orgs_dir, name))
+        # an older version's temp files next to state.json
         try:
             names = os.listdir(self.state_dir)
         except OSError:
             return
+        prefix = f".{STATE_FILE}."
         for name in names:
-            if name.startswith(self.tmp_prefix) and name.endswith(".tmp"):
+            if name.startswith(prefix) and name.endswith(".tmp"):
                 unlink_quietly(os.path.join(self.state_dir, name))
 
-    def load(self) -> dict[str, OrgState]:
+    def load(self) -> None:
+        """Prepare orgs/ (under the run lock): migrate an older version's state.json, remove
+        temp files of killed runs. Org files are read when an org is asked for (org())."""
+        try:
+            os.makedirs(self.orgs_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise self._write_error(exc) from None
         self._remove_stale_temps()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        legacy = _read_legacy(self.legacy_path)
+        if legacy is None:
+            return
+        states = {name: _parse_org(name, v, self.legacy_path) for name, v in legacy.items()}
         try:
-            with open(self.path, "rb") as fh:
-                raw = fh.read()
-        except FileNotFoundError:
-            self.orgs = {}
-            return self.orgs
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise StateError(
-                f"{self.path} is not valid JSON; move it aside to start over"
-            ) from None
-        if not isinstance(data, dict) or not isinstance(data.get("orgs"), dict):
-            raise StateError(f"{self.path} has no orgs object; move it aside to start over")
-        self.orgs = {name: _parse_org(name, v, self.path) for name, v in data["orgs"].items()}
-        return self.orgs
+            for name, state in states.items():
+                self._write(name, state.json(name).encode(), sync=False)
+            os.sync()  # one flush for all (an fsync per file costs minutes for 1,000s of orgs)
+            os.replace(self.legacy_path, os.path.join(self.state_dir, MIGRATED_FILE))
+            fd = os.open(self.state_dir, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        self.migrated = len(states)
+
+    def _load_org(self, name: str) -> OrgState | None:
+        path = self.path_of(name)
+        data = _read_org_file(path, name)
+        return None if data is None else _parse_org(name, data, path)
 
     def org(self, name: str) -> OrgState:
-        state = self.orgs.get(name)
+        """The org's state (read from its file the first time; empty when it has none)."""
+        with self._lock:
+            state = self.orgs.get(name)
         if state is None:
-            state = self.orgs[name] = OrgState()
+            state = self._load_org(name) or OrgState()
+            with self._lock:
+                state = self.orgs.setdefault(name, state)
         return state
 
     def has(self, name: str) -> bool:
-        return name in self.orgs
+        return name in self.orgs or os.path.exists(self.path_of(name))
 
-    def serialize(self) -> bytes:
-        orgs = ",".join(f"{_encode(name)}:{st.json()}" for name, st in self.orgs.items())
-        return f'{{"version":{VERSION},"orgs":{{{orgs}}}}}\n'.encode()
+    def served_ms(self, name: str) -> int | None:
+        """When a run last began reading the org (from its file; None: never)."""
+        state = self.orgs.get(name)
+        if state is not None:
+            return state.served_ms
+        try:
+            meta = read_meta(self.path_of(name), name)
+        except StateError:
+            return None  # served first: its turn reports the problem
+        served = meta.get("served") if meta else None
+        try:
+            return parse_ms(served) if isinstance(served, str) else None
+        except ValueError:
+            return None
+
+    def serialize(self, name: str) -> bytes:
+        return self.org(name).json(name).encode()
 
     def _write_temp(self, data: bytes, sync: bool) -> str:
-        """data in a new temp file in state_dir; its path. Removed again on failure."""
-        return write_temp(self.state_dir, self.tmp_prefix, data, 0o600, sync)
+        """data in a new temp file in orgs/; its path. Removed again on failure."""
+        return write_temp(self.orgs_dir, ".", data, 0o600, sync)
 
     def _write_error(self, exc: OSError) -> StateWriteError:
         cause = _HINTS.get(exc.errno or 0, exc.strerror or str(exc))
@@ -280,31 +440,72 @@ class StateStore:
             "again then)"
         )
 
-    def check_writable(self) -> None:
-        """Before anything is shipped: prove that the current state can be written in
-        state_dir (a temp file of the same size, removed again)."""
+    def check_writable(self, names: Iterable[str] = ()) -> None:
+        """Before anything is shipped: prove that the largest of these orgs' states can be
+        written in state_dir (a temp file of the same size, removed again)."""
+        names = list(names)
+        size = len(OrgState().json(names[0] if names else "_default"))
+        for name in names:
+            with contextlib.suppress(OSError):
+                size = max(size, os.stat(self.path_of(name)).st_size)
         try:
-            unlink_quietly(self._write_temp(self.serialize(), sync=False))
+            unlink_quietly(self._write_temp(b" " * size, sync=False))
         except OSError as exc:
             raise self._write_error(exc) from None
 
-    def save(self) -> None:
-        data = self.serialize()
+    def _write(self, name: str, data: bytes, sync: bool = True) -> None:
+        """Replace the org's file with data (durably unless not ``sync``). Raises OSError."""
+        tmp = self._write_temp(data, sync=sync)
         try:
-            tmp = self._write_temp(data, sync=True)
-            try:
-                os.replace(tmp, self.path)
-            except BaseException:
-                unlink_quietly(tmp)
-                raise
+            os.replace(tmp, self.path_of(name))
+        except BaseException:
+            unlink_quietly(tmp)
+            raise
+        with self._lock:
             if self._dir_fd is None:
-                self._dir_fd = os.open(self.state_dir, os.O_RDONLY)
-            os.fsync(self._dir_fd)
+                self._dir_fd = os.open(self.orgs_dir, os.O_RDONLY)
+            dir_fd = self._dir_fd
+        if sync:
+            os.fsync(dir_fd)
+
+    def save(self, name: str) -> None:
+        """Write one org's state (only that org's file)."""
+        data = self.serialize(name)
+        try:
+            self._write(name, data)
         except OSError as exc:
             raise self._write_error(exc) from None
         self.writes += 1
+
+    def release(self, name: str) -> None:
+        """Forget the org's recent ids once it is served (its file keeps them): memory stays
+        bounded by the orgs being served, not by every org of the run."""
+        state = self.orgs.get(name)
+        if state is not None:
+            state.recent = RecentIds()
 
     def close(self) -> None:
         if self._dir_fd is not None:
             os.close(self._dir_fd)
             self._dir_fd = None
+
+
+def snapshot(state_dir: str) -> dict[str, Any]:
+    """Every org's whole state as one object ``{"version", "orgs": {org: {...}}}`` (tests,
+    support): the org files, or an older version's state.json while it is not migrated."""
+    legacy = _read_legacy(os.path.join(state_dir, STATE_FILE))
+    if legacy is not None:
+        return {"version": 1, "orgs": legacy}
+    orgs: dict[str, Any] = {}
+    orgs_dir = os.path.join(state_dir, ORGS_DIR)
+    try:
+        names = sorted(os.listdir(orgs_dir))
+    except FileNotFoundError:
+        names = []
+    for file_name in names:
+        org = org_of_file_name(file_name)
+        if org is not None:
+            data = _read_org_file(os.path.join(orgs_dir, file_name), org)
+            if data is not None:
+                orgs[org] = data
+    return {"version": VERSION, "orgs": orgs}

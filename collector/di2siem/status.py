@@ -8,35 +8,23 @@ Healthy means every org's last run succeeded and its last success is newer than 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
 from . import __version__
 from .config import Config
 from .runrecord import totals_of
-from .state import STATE_FILE, StateError
+from .state import StateError, read_orgs
 from .timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
 
 DEFAULT_MAX_LAG_S = 600.0
 DAY_MS = 86_400_000
 
 
-def read_state(state_dir: str) -> dict[str, Any]:
-    """The ``orgs`` object of state.json ({} before the first run), without the lock."""
-    path = os.path.join(state_dir, STATE_FILE)
-    try:
-        with open(path, "rb") as fh:
-            data = json.loads(fh.read())
-    except FileNotFoundError:
-        return {}
-    except ValueError:
-        raise StateError(f"{path} is not valid JSON; runs fail until it is moved aside") from None
-    except OSError as exc:
-        raise StateError(f"cannot read {path} ({exc.strerror}); run status as its owner") from None
-    if not isinstance(data, dict) or not isinstance(data.get("orgs"), dict):
-        raise StateError(f"{path} has no orgs object; runs fail until it is moved aside")
-    return data["orgs"]
+def read_state(state_dir: str, orgs: tuple[str, ...]) -> dict[str, Any]:
+    """Each org's state without its recent ids ({} before the first run), without the lock;
+    an unreadable file is a StateError naming it."""
+    return read_orgs(state_dir, orgs)
 
 
 def org_status(org: str, data: Any, now: int, max_lag_s: float, redact) -> dict[str, Any]:
@@ -107,7 +95,7 @@ def add_backlog(report: dict[str, Any], orgs: dict[str, Any], cfg: Config, redac
 
 
 def build_report(cfg: Config, max_lag_s: float, redact) -> tuple[dict[str, Any], dict]:
-    orgs = read_state(cfg.state_dir)
+    orgs = read_state(cfg.state_dir, cfg.org_keys)
     now = now_ms()
     entries = [org_status(org, orgs.get(org), now, max_lag_s, redact) for org in cfg.org_keys]
     report = {

@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="JumpCloud: every API answer waits this long (a real API's round trip ~200)",
+    )
     p.add_argument("--write-config", type=Path, help="write a collector config JSON here")
     p.add_argument("--siem-format", choices=("json_lines", "coralogix"), default="json_lines")
     p.add_argument("--only", choices=("jumpcloud", "coralogix"), help="run one simulator")
@@ -265,6 +271,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
                 token_ttl_s=args.token_ttl_s,
                 provider_id=args.provider_id,
                 insights_disabled=args.no_insights,
+                latency_s=args.latency_ms / 1000,
             )
             _seed_jumpcloud(jc, args)
             sims.append(jc.start())

@@ -315,12 +315,15 @@ class JumpCloudSimulator(BaseSimulator):
         token_reported_ttl_s: float | None = None,
         provider_id: str | None = None,
         insights_disabled: Sequence[str] = (),
+        latency_s: float = 0.0,
     ) -> None:
         """`service_accounts`: client id -> client secret for /oauth2/token; tokens live
         `token_ttl_s` seconds and announce `token_reported_ttl_s` (default: the real TTL) as
         expires_in, so a test can make a token expire before the client expects it.
         `provider_id`: the MSP provider whose portal events `x-provider-id` reads (store them
-        with `org=sim.provider_store`). `insights_disabled`: orgs answered with 402."""
+        with `org=sim.provider_store`). `insights_disabled`: orgs answered with 402.
+        `latency_s`: every API answer (not /_sim/) waits this long first, like a real API's
+        round trip (requests are served concurrently, so waits overlap)."""
         super().__init__(host, port)
         self.provider_id = provider_id
         self.insights_disabled: set[str] = set(insights_disabled)
@@ -337,6 +340,10 @@ class JumpCloudSimulator(BaseSimulator):
         self.late_delay_s = late_delay_s
         self.seed = seed
         self.retention_days = retention_days
+        self.latency_s = latency_s
+        # (monotonic arrival time, path, x-org-id values) of every API request, faults
+        # included (tests measure request rates and pauses)
+        self.arrivals: list[tuple[float, str, tuple[str, ...]]] = []
         self._lock = threading.Lock()
         self._stores: dict[str, _OrgStore] = {key: _OrgStore() for key in self._store_keys()}
         self._live_stop = threading.Event()
@@ -468,6 +475,8 @@ class JumpCloudSimulator(BaseSimulator):
     def reset(self) -> None:
         super().reset()
         self.clear_events()
+        with self._lock:
+            self.arrivals.clear()
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -523,6 +532,16 @@ class JumpCloudSimulator(BaseSimulator):
         self.add_events([event], org, self.late_delay_s if late else 0)
 
     # -- HTTP ------------------------------------------------------------------------------
+    def dispatch(self, request: Request) -> Response:
+        if not request.path.startswith("/_sim/"):
+            with self._lock:
+                self.arrivals.append(
+                    (time.monotonic(), request.path, tuple(request.header_all("x-org-id")))
+                )
+            if self.latency_s > 0:
+                time.sleep(self.latency_s)
+        return super().dispatch(request)
+
     def handle_api(self, request: Request) -> Response:
         if request.path == TOKEN_PATH:
             return self._token(request)

@@ -1,0 +1,195 @@
+"""Many orgs per run (parallel_orgs) under one JumpCloud request-rate cap: faults, 429 storms
+(one 429 pauses every org) and kill -9 loops lose nothing and double at most the batch in
+flight per org and kill. Real HTTP to the simulators on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    FAST,
+    JC_KEY,
+    Env,
+    di2siem_executable,
+    kill_if_running,
+    legacy_config,
+    start_run,
+    summary,
+)
+from di2siem.sandbox import JumpCloudSimulator
+from di2siem.sandbox.events import generate_events
+from di2siem.timeutil import now_ms
+
+ORGS = [f"{n:02d}" + "5f1b0c2e8d3a4b00123456"[:22] for n in range(8)]
+MIN = 60_000
+EVENTS_PATH = "/insights/directory/v1/events"
+
+
+@pytest.fixture
+def msp() -> Iterator[JumpCloudSimulator]:
+    with JumpCloudSimulator(api_key=JC_KEY, org_ids=ORGS) as sim:
+        yield sim
+
+
+def _seed(sim: JumpCloudSimulator, per_org: int, minutes: int = 20) -> dict[str, list[dict]]:
+    end = now_ms() - 1000
+    events = {}
+    for n, org in enumerate(sim.org_ids):
+        events[org] = generate_events(per_org, end - minutes * MIN, end, seed=n + 1, org=org)
+        sim.add_events(events[org], org=org)
+    return events
+
+
+def _config(env: Env, sim: JumpCloudSimulator, sink, **top) -> dict:
+    cfg = legacy_config(sim.url, sink.url, batch_size=top.pop("batch_size", 25))
+    cfg["jumpcloud"]["org_ids"] = list(sim.org_ids)
+    cfg["jumpcloud"]["max_requests_per_second"] = top.pop("rate", 100)
+    cfg["jumpcloud"]["page_size"] = top.pop("page_size", 10000)
+    env.write(cfg, **top)
+    return cfg
+
+
+def _copies(sink) -> Counter:
+    return Counter(r["record"]["id"] for r in sink.received)
+
+
+def _assert_exactly_once(sink, events: dict[str, list[dict]]) -> None:
+    copies = _copies(sink)
+    assert set(copies) == {e["id"] for evs in events.values() for e in evs}, "lost or foreign"
+    assert set(copies.values()) == {1}, "doubled"
+
+
+def _api_arrivals(sim: JumpCloudSimulator) -> list[float]:
+    return sorted(t for t, path, _ in sim.arrivals if path.startswith("/insights/"))
+
+
+def test_orgs_are_served_in_parallel_with_faults_exactly_once(
+    tmp_path: Path, msp: JumpCloudSimulator, sink, capsys
+) -> None:
+    events = _seed(msp, 60)
+    env = Env(tmp_path, msp, sink)
+    _config(env, msp, sink, parallel_orgs=4, page_size=20)
+    msp.latency_s = 0.2
+    msp.inject_fault(503, count=3)  # JumpCloud fails now and then...
+    sink.inject_fault(500, count=3)  # ... and so does the SIEM (max_retries: 3)
+    started = time.monotonic()
+    rc, _, err = env.run(capsys)
+    took = time.monotonic() - started
+    assert rc == 0, err
+    _assert_exactly_once(sink, events)
+    lines = [line for line in err.splitlines() if "run summary" in line]
+    assert sorted(summary(line)["org"] for line in lines) == sorted(ORGS)
+    assert sum(int(summary(line)["retries"]) for line in lines) == 6
+    # 8 orgs x 4 pages x 0.2 s of latency is 6.4 s one after another; four lanes overlap them
+    assert took < 4.5, f"not parallel: {took:.1f}s"
+
+
+def test_a_long_backfill_does_not_starve_the_other_orgs(
+    tmp_path: Path, msp: JumpCloudSimulator, sink, capsys
+) -> None:
+    end = now_ms() - 1000
+    big = generate_events(1200, end - 120 * MIN, end - 10 * MIN, seed=1, org=ORGS[0])
+    msp.add_events(big, org=ORGS[0])
+    small = {}
+    for n, org in enumerate(ORGS[1:], 2):
+        small[org] = generate_events(5, end - 5 * MIN, end, seed=n, org=org)
+        msp.add_events(small[org], org=org)
+    env = Env(tmp_path, msp, sink)
+    _config(env, msp, sink, parallel_orgs=2, run_time_budget_seconds=1.5, batch_size=10)
+    sink.inject_fault(None, count=-1, delay_s=0.02)  # the backfill alone outlasts the budget
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    copies = _copies(sink)
+    for org, evs in small.items():
+        assert {e["id"] for e in evs} <= set(copies), f"org {org} starved"
+    assert 0 < sum(1 for e in big if e["id"] in copies) < len(big)  # cut by the budget
+    assert set(copies.values()) == {1}
+    sink.clear_faults()
+    env.edit(lambda cfg: cfg.update(run_time_budget_seconds=60))
+    assert env.run(capsys)[0] == 0
+    _assert_exactly_once(sink, {**small, ORGS[0]: big})
+
+
+def test_request_rate_cap_and_one_429_pauses_every_org(
+    tmp_path: Path, msp: JumpCloudSimulator, sink, capsys
+) -> None:
+    events = _seed(msp, 8)
+    env = Env(tmp_path, msp, sink)
+    rate = 8.0
+    _config(env, msp, sink, parallel_orgs=8, rate=rate, retry_max_delay_seconds=5)
+    msp.inject_fault(429, count=2, retry_after=1, path=EVENTS_PATH)
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    _assert_exactly_once(sink, events)
+    times = _api_arrivals(msp)
+    assert len(times) >= len(ORGS) + 2
+    # the two first requests got 429 + Retry-After: 1; each paused EVERY org for 1 s
+    assert times[1] - times[0] >= 0.95 and times[2] - times[1] >= 0.95, times[:3]
+    # the global cap: requests start at least 1/rate apart, whichever org sends them
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 1 / rate - 0.02, gaps
+    in_any_second = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+    assert in_any_second <= rate + 1
+
+
+def test_a_429_storm_past_the_budget_ends_the_run_cleanly(
+    tmp_path: Path, msp: JumpCloudSimulator, sink, capsys
+) -> None:
+    events = _seed(msp, 4)
+    env = Env(tmp_path, msp, sink)
+    _config(
+        env, msp, sink, parallel_orgs=8, rate=5, run_time_budget_seconds=2,
+        retry_max_delay_seconds=30, max_retries=5,
+    )  # fmt: skip
+    msp.inject_fault(429, count=-1, retry_after=30)  # everyone, for longer than the budget
+    started = time.monotonic()
+    rc, _, err = env.run(capsys)
+    assert time.monotonic() - started < 2 + 5  # budget plus the exchange grace
+    assert len(_api_arrivals(msp)) <= 2, "the shared pause did not hold the other orgs back"
+    assert rc == 1 and "429" in err  # loud: nothing could be read
+    assert not sink.received
+    msp.clear_faults()
+    env.edit(lambda cfg: cfg.update(run_time_budget_seconds=60))
+    assert env.run(capsys)[0] == 0
+    _assert_exactly_once(sink, events)
+
+
+def test_kill_9_loop_with_parallel_orgs_doubles_at_most_one_batch_per_org(
+    tmp_path: Path, msp: JumpCloudSimulator, sink
+) -> None:
+    batch = 15
+    events = _seed(msp, 150, minutes=30)
+    cfg = legacy_config(msp.url, sink.url, batch_size=batch)
+    cfg["jumpcloud"].update(org_ids=ORGS, page_size=60, max_requests_per_second=50)
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps({**cfg, **FAST, "state_dir": str(tmp_path / "state"), "parallel_orgs": 4})
+    )
+    os.chmod(path, 0o600)
+    sink.inject_fault(None, count=-1, delay_s=0.03)  # every POST takes a while
+    rng = random.Random(77)
+    kills = 0
+    for _ in range(8):
+        proc = start_run(path)
+        time.sleep(rng.uniform(0.4, 1.0))
+        kills += kill_if_running(proc)
+    sink.clear_faults()
+    result = subprocess.run(
+        [di2siem_executable(), "run", "--config", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert kills >= 5
+    copies = _copies(sink)
+    assert set(copies) == {e["id"] for evs in events.values() for e in evs}, "an event was lost"
+    for org, evs in events.items():
+        doubled = sum(copies[e["id"]] - 1 for e in evs)
+        assert doubled <= kills * batch, f"org {org}: {doubled} copies after {kills} kills"
