@@ -1,4 +1,4 @@
-"""Command line: ``di2siem run|check|status|sandbox``, ``di2siem --version``.
+"""Command line: ``di2siem run|check|status|state|sandbox``, ``di2siem --version``.
 
 Exit codes: 0 success (also nothing new, lock held, time budget reached); 1 failure after
 retries (state keeps what was shipped); 2 configuration or usage error.
@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         "log intake, losing nothing.",
     )
     parser.add_argument("--version", action="version", version=f"di2siem {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,check,status,sandbox}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,check,status,state,sandbox}")
     run = sub.add_parser("run", help="one poll-and-ship cycle (cron runs this every minute)")
     run.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
     _env_file_option(run)
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="unhealthy when an org's last success is older than this (default 600)",
     )
+    _state_parser(sub)
     sub.add_parser("sandbox", help="run the JumpCloud and Coralogix simulators on loopback")
     return parser
 
@@ -74,6 +75,34 @@ def _env_file_option(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _state_parser(sub) -> None:
+    state = sub.add_parser(
+        "state", help="move an org's cursor and recent ids between hosts (export / import)"
+    )
+    actions = state.add_subparsers(dest="action", metavar="{export,import}")
+    wait = {
+        "type": _wait_seconds,
+        "default": 90.0,
+        "metavar": "SECONDS",
+        "help": "how long to wait for a running run to release the lock (default 90)",
+    }
+    export = actions.add_parser("export", help="write one org's state as a versioned JSON file")
+    export.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
+    export.add_argument("--org", required=True, metavar="ID", help="org id (_default: no org_ids)")
+    export.add_argument("--output", metavar="FILE", help="write here (mode 0600) instead of stdout")
+    export.add_argument("--wait", **wait)
+    imp = actions.add_parser("import", help="install an exported org state on this host")
+    imp.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
+    imp.add_argument("file", metavar="FILE", help="a file written by di2siem state export")
+    imp.add_argument("--org", metavar="ID", help="refuse the file unless it holds this org")
+    imp.add_argument(
+        "--force",
+        action="store_true",
+        help="also when this host's state of the org is newer (goes back to the file's point)",
+    )
+    imp.add_argument("--wait", **wait)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -81,6 +110,16 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text!r})")
+    return value
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (got {text!r})")
     return value
 
 
@@ -104,12 +143,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code if isinstance(code, int) else EXIT_CONFIG
     if args.command is None:
         parser.print_usage(sys.stderr)
-        sys.stderr.write("di2siem: error: a command is required (run, check, status, sandbox)\n")
+        sys.stderr.write(
+            "di2siem: error: a command is required (run, check, status, state, sandbox)\n"
+        )
         return EXIT_CONFIG
     if args.command == "run":
         return cmd_run(args.config, args.env_file)
     if args.command == "status":
         return cmd_status(args.config, args.json, args.online, args.max_lag, args.env_file)
+    if args.command == "state":
+        if args.action is None:
+            sys.stderr.write("di2siem state: error: export or import is required\n")
+            return EXIT_CONFIG
+        return cmd_state(args)
     return cmd_check(args.config, args.offline, args.env_file)
 
 
@@ -179,6 +225,25 @@ def cmd_status(
     from .status import run_status
 
     return run_status(cfg, as_json, online, max_lag, log.redact)
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    """``state export|import``: one summary line on stderr (stdout may carry the export)."""
+    cfg, log, rc, _ = _load(args.config)
+    if cfg is None:
+        return rc
+    from .handoff import HandoffError, export_org, import_org
+
+    try:
+        if args.action == "export":
+            line = export_org(cfg, args.org, args.output, args.wait)
+        else:
+            line = import_org(cfg, args.file, args.org, args.force, args.wait)
+    except HandoffError as exc:
+        sys.stderr.write(log.redact(f"di2siem state {args.action}: error: {exc}") + "\n")
+        return exc.code
+    sys.stderr.write(log.redact(f"di2siem state {args.action}: {line}") + "\n")
+    return EXIT_OK
 
 
 def _verdict(name: str, ok: bool | None, detail: str, log) -> None:

@@ -1,0 +1,234 @@
+"""``di2siem state export|import``: move one org's cursor and recent ids between hosts.
+
+The file (format ``di2siem-org-state``, version 1; see docs/state.md)::
+
+    {"format": "di2siem-org-state", "version": 1, "org": "<id>",
+     "exported_at": ISO, "di2siem_version": "x.y.z",
+     "cursor": ISO | null, "floor": ISO | null, "recent_ids": {"<id>": epoch ms, ...}}
+
+Both commands hold the run lock (waiting up to ``--wait`` seconds for a run to end), so a
+state never changes under them. Import only ever moves the org forward: when this host's
+state of the org is newer than the file's, nothing changes unless ``--force`` (then the org
+goes back to the file's point and says so: events this host shipped after it are sent again,
+duplicates but no loss). Run records (``ops``: totals, last run) stay with the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from . import __version__
+from .atomicfile import unlink_quietly, write_temp
+from .config import DEFAULT_ORG, PROVIDER_PREFIX, Config
+from .lock import InstanceLock, LockHeld
+from .state import OrgState, RecentIds, StateError, StateStore, StateWriteError
+from .timeutil import format_ms, now_ms, parse_ms
+
+FORMAT = "di2siem-org-state"
+FORMAT_VERSION = 1
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class HandoffError(Exception):
+    """A one-line refusal; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _locked(cfg: Config, wait_s: float) -> InstanceLock:
+    if not os.path.isdir(cfg.state_dir):
+        raise HandoffError(f"state_dir {cfg.state_dir} does not exist (no run here yet)")
+    lock = InstanceLock(cfg.state_dir)
+    ends = time.monotonic() + wait_s
+    while True:
+        try:
+            lock.acquire()
+            return lock
+        except LockHeld:
+            if time.monotonic() >= ends:
+                raise HandoffError(
+                    f"a run holds the lock {lock.path} (waited {wait_s:g}s); try again when it "
+                    "has ended (or stop the schedule first)",
+                    EXIT_FAILURE,
+                ) from None
+            time.sleep(0.2)
+
+
+def _store(cfg: Config) -> StateStore:
+    store = StateStore(cfg.state_dir)
+    try:
+        store.load()
+    except (StateError, StateWriteError) as exc:
+        raise HandoffError(f"state unusable: {exc}", EXIT_FAILURE) from None
+    return store
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else format_ms(ms)
+
+
+def export_document(org: str, state: OrgState) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "org": org,
+        "exported_at": format_ms(now_ms()),
+        "di2siem_version": __version__,
+        "cursor": _iso(state.cursor_ms),
+        "floor": _iso(state.floor_ms),
+        "recent_ids": state.recent.times,
+    }
+
+
+def export_org(cfg: Config, org: str, output: str | None, wait_s: float) -> str:
+    """Write the org's state to output (or stdout); the one-line summary."""
+    lock = _locked(cfg, wait_s)
+    try:
+        store = _store(cfg)
+        try:
+            if not store.has(org):
+                raise HandoffError(f"org {org} has no state in {cfg.state_dir} (never served here)")
+            state = store.org(org)
+        except StateError as exc:
+            raise HandoffError(f"state unusable: {exc}", EXIT_FAILURE) from None
+        text = json.dumps(export_document(org, state), separators=(",", ":")) + "\n"
+        if output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            _write_file(output, text)
+    finally:
+        lock.release()
+    where = output or "stdout"
+    return (
+        f"org {org}: exported cursor {_iso(state.cursor_ms)} floor {_iso(state.floor_ms)} "
+        f"recent_ids {len(state.recent)} to {where}"
+    )
+
+
+def _write_file(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        tmp = write_temp(directory, f".{os.path.basename(path)}.", text.encode(), 0o600, True)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            unlink_quietly(tmp)
+            raise
+    except OSError as exc:
+        raise HandoffError(f"--output {path}: {exc.strerror or exc}", EXIT_FAILURE) from None
+
+
+def _time(doc: dict[str, Any], key: str, path: str) -> int | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return parse_ms(value)
+    except ValueError:
+        raise HandoffError(f"{path}: {key} is not an RFC 3339 time or null") from None
+
+
+def read_document(path: str) -> tuple[str, OrgState]:
+    """The org and its state from an export file; HandoffError (exit 2) when it is not one."""
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read())
+    except OSError as exc:
+        raise HandoffError(f"{path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise HandoffError(f"{path} is not JSON (not a di2siem state export)") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise HandoffError(f"{path} is not a di2siem state export (format is not {FORMAT!r})")
+    if doc.get("version") != FORMAT_VERSION:
+        raise HandoffError(
+            f"{path} has format version {doc.get('version')!r}; this di2siem {__version__} "
+            f"reads version {FORMAT_VERSION}: import it with the version that exported it"
+        )
+    org = doc.get("org")
+    if not isinstance(org, str) or not org:
+        raise HandoffError(f"{path}: org is missing")
+    ids = doc.get("recent_ids")
+    if not isinstance(ids, dict) or not all(
+        isinstance(k, str) and type(v) is int for k, v in ids.items()
+    ):
+        raise HandoffError(f"{path}: recent_ids is not an object of id -> epoch ms")
+    cursor, floor = _time(doc, "cursor", path), _time(doc, "floor", path)
+    return org, OrgState(cursor, floor, RecentIds.from_mapping(ids))
+
+
+def _org_fits(cfg: Config, org: str) -> str | None:
+    """Why this config cannot serve the org, or None. An org id missing from
+    jumpcloud.org_ids is fine: the handoff imports before the new owner lists it."""
+    if org.startswith(PROVIDER_PREFIX):
+        if org in cfg.org_keys:
+            return None
+        provider = org[len(PROVIDER_PREFIX) :]
+        return f"the file holds the MSP portal stream, but jumpcloud.provider_id is not {provider}"
+    if cfg.jumpcloud.org_ids:
+        if org == DEFAULT_ORG:
+            return "the file holds the single-org stream (_default), but jumpcloud.org_ids is set"
+        return None
+    if org != DEFAULT_ORG:
+        return f"the file holds org {org}, but this config has no jumpcloud.org_ids (single org)"
+    return None
+
+
+def _point(state: OrgState) -> int:
+    """How far the org has got: the later of cursor and floor (-1: nowhere yet)."""
+    return max(x for x in (state.cursor_ms, state.floor_ms, -1) if x is not None)
+
+
+def import_org(cfg: Config, path: str, expected_org: str | None, force: bool, wait_s: float) -> str:
+    """Install the file's state for its org; the one-line summary."""
+    org, incoming = read_document(path)
+    if expected_org is not None and org != expected_org:
+        raise HandoffError(f"{path} holds org {org}, not --org {expected_org}; nothing changed")
+    misfit = _org_fits(cfg, org)
+    if misfit is not None:
+        raise HandoffError(f"{path}: {misfit} ({cfg.path}); nothing changed")
+    lock = _locked(cfg, wait_s)
+    try:
+        store = _store(cfg)
+        try:
+            local = store.org(org)
+        except StateError as exc:
+            raise HandoffError(f"state unusable: {exc}", EXIT_FAILURE) from None
+        was = _iso(local.cursor_ms)
+        note = ""
+        if _point(local) > _point(incoming):
+            if not force:
+                raise HandoffError(
+                    f"org {org}: this host's state is newer (cursor {was}, floor "
+                    f"{_iso(local.floor_ms)}) than {path} (cursor {_iso(incoming.cursor_ms)}); "
+                    "nothing changed. --force goes back to the file's point (events shipped "
+                    "here after it are sent again unless still remembered: duplicates, no loss)"
+                )
+            note = "; went BACK from this host's newer state (--force)"
+        # every id either side remembers was shipped: both stay remembered
+        merged = {**local.recent.times, **incoming.recent.times}
+        local.cursor_ms, local.floor_ms = incoming.cursor_ms, incoming.floor_ms
+        local.recent = RecentIds.from_mapping(merged)
+        try:
+            store.save(org)
+        except StateWriteError as exc:
+            raise HandoffError(str(exc), EXIT_FAILURE) from None
+        finally:
+            store.close()
+    finally:
+        lock.release()
+    listed = org in cfg.org_keys
+    served = "" if listed else f"; served once {cfg.path} lists it"
+    return (
+        f"org {org}: imported cursor {_iso(incoming.cursor_ms)} floor "
+        f"{_iso(incoming.floor_ms)} recent_ids {len(incoming.recent)} (was cursor {was})"
+        f"{note}{served}"
+    )
