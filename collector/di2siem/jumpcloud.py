@@ -254,6 +254,7 @@ class JumpCloudClient:
         # shared by every client of a run (one per parallel org): the request-rate cap and
         # the 429 pause; None: unlimited
         self.limiter = limiter
+        self.next_ticket: int | None = None  # the queue place of the next request, if drawn
         self.on_retry = on_retry
         self.on_secret = on_secret
         self.clock = clock
@@ -363,7 +364,8 @@ class JumpCloudClient:
         the answer's Date header; anything but 200 raises (see _status_error)."""
         limiter = self.limiter
         if limiter is not None:
-            limiter.acquire(self.policy.deadline)  # both on the pipeline's clock
+            ticket, self.next_ticket = self.next_ticket, None
+            limiter.acquire(self.policy.deadline, ticket)  # both on the pipeline's clock
         if self.cfg.service_account:
             response = self._post_bearer(body, headers, path)
         else:

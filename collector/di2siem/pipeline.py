@@ -287,10 +287,11 @@ class Pipeline:
             cfg.retry_base_delay_seconds,
             cfg.retry_max_delay_seconds,
             clock,
-            sleep,
         )
         self.tokens = TokenHolder()  # a service account's token, shared by the lanes
         self.lanes: list[Lane] = []
+        self.unserved = 0  # orgs whose turn the rate cap cut before their first request
+        self._unserved_lock = threading.Lock()
         self.store = StateStore(cfg.state_dir)
         self.overlap_ms = int(cfg.jumpcloud.overlap_seconds * 1000)
         self._warnings = 0
@@ -419,10 +420,13 @@ class Pipeline:
                         if not todo:
                             return
                         org = todo.popleft()
+                        # its first request queues from now: orgs start in serving order
+                        ticket = self.limiter.ticket()
                     if lane is None:
                         lane = Lane(self)
                         with guard:
                             self.lanes.append(lane)
+                    lane.jc.next_ticket = ticket
                     rc, fatal = self._serve(org, lane)
                     with guard:
                         outcome["rc"] = max(outcome["rc"], rc)
@@ -447,10 +451,10 @@ class Pipeline:
                 thread.join()
         if outcome["error"] is not None:
             raise outcome["error"]
-        if todo and not stop.is_set():
+        if (todo or self.unserved) and not stop.is_set():
             self.log.info(
                 "run time budget reached; remaining orgs wait for the next run",
-                orgs_left=len(todo),
+                orgs_left=len(todo) + self.unserved,
             )
         return outcome["rc"]
 
@@ -464,6 +468,7 @@ class Pipeline:
             return 1, False
         # no cursor and no floor yet (a failed first run leaves only its run record)
         fresh = state.cursor_ms is None and state.floor_ms is None
+        served_before = state.served_ms
         state.served_ms = now_ms()  # saved with the org's first accepted batch
         if fresh and self.cfg.legacy_end_time_ms is not None:
             state.floor_ms = self.cfg.legacy_end_time_ms
@@ -480,8 +485,27 @@ class Pipeline:
         stop = False
         try:
             self._run_org(orun, jc, sink)
-        except (BudgetReached, WaitPastBudget):
+        except WaitPastBudget:
+            if not (orun.fetched or orun.batches or orun.skipped):
+                # the rate cap left it no request before the budget ended: not its turn, so
+                # it keeps its place (least recently served) for the next run
+                state.served_ms = served_before
+                state.ops_live = None
+                with self._unserved_lock:
+                    self.unserved += 1
+                return 0, False
             orun.status = "budget"
+            self.log.info(
+                "run time budget reached; progress saved, next run resumes",
+                org=org,
+                budget_s=self.cfg.run_time_budget_seconds,
+            )
+            if not orun.batches:
+                state.served_ms = served_before  # shipped nothing: keeps its place
+        except BudgetReached:
+            orun.status = "budget"
+            if not orun.batches:
+                state.served_ms = served_before  # shipped nothing: keeps its place
             self.log.info(
                 "run time budget reached; progress saved, next run resumes",
                 org=org,

@@ -10,6 +10,7 @@ not one): orgs do not take turns hammering a server that asked everyone to slow 
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from typing import Callable
@@ -20,47 +21,73 @@ class WaitPastBudget(Exception):
 
 
 class RateLimiter:
+    """Requests take turns first come, first served (a ticket each); an org's first request
+    may use the ticket it drew when the org was picked (``ticket()``), so orgs get their
+    first request in serving order however their lanes race."""
+
     def __init__(
         self,
         rate: float,
         base_backoff: float = 1.0,
         max_backoff: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.interval = 1.0 / rate
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
         self.clock = clock
-        self.sleep = sleep
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._next = clock()  # the earliest start of the next request
         self._paused_until = 0.0
         self._refusals = 0  # consecutive 429s
+        self._seq = 0
+        self._waiting: list[int] = []  # tickets of the requests waiting (a heap)
         self.requests = 0
         self.pauses = 0
 
-    def acquire(self, deadline: float | None = None) -> None:
+    def ticket(self) -> int:
+        """A place in the queue, drawn now and used by a later acquire()."""
+        with self._cond:
+            self._seq += 1
+            return self._seq
+
+    def acquire(self, deadline: float | None = None, ticket: int | None = None) -> None:
         """Wait for this request's turn; raises WaitPastBudget when it would come after
         ``deadline`` (a clock() value)."""
-        while True:
-            with self._lock:
-                now = self.clock()
-                start = max(self._next, self._paused_until)
-                if start <= now:
-                    self._next = now + self.interval
-                    self.requests += 1
-                    return
-            if deadline is not None and start > deadline:
-                raise WaitPastBudget(
-                    "JumpCloud: the request-rate cap (jumpcloud.max_requests_per_second) or a "
-                    "429 pause reaches past run_time_budget_seconds"
-                )
-            self.sleep(start - now)  # then compete again: a 429 may have paused everyone
+        with self._cond:
+            if ticket is None:
+                self._seq += 1
+                ticket = self._seq
+            heapq.heappush(self._waiting, ticket)
+            try:
+                while True:
+                    now = self.clock()
+                    start = max(self._next, self._paused_until)
+                    first = self._waiting[0] == ticket
+                    if first and start <= now:
+                        heapq.heappop(self._waiting)
+                        self._next = now + self.interval
+                        self.requests += 1
+                        self._cond.notify_all()
+                        return
+                    if deadline is not None and start > deadline:
+                        raise WaitPastBudget(
+                            "JumpCloud: the request-rate cap (jumpcloud.max_requests_per_second)"
+                            " or a 429 pause reaches past run_time_budget_seconds"
+                        )
+                    # the first in line sleeps until its start (a 429 wakes it early); the
+                    # others until they are first
+                    self._cond.wait(max(0.0, start - now) if first else 1.0)
+            except BaseException:
+                if ticket in self._waiting:
+                    self._waiting.remove(ticket)
+                    heapq.heapify(self._waiting)
+                    self._cond.notify_all()
+                raise
 
     def refused(self, retry_after: float | None) -> float:
         """A 429: pause every org; returns the pause in seconds."""
-        with self._lock:
+        with self._cond:
             self._refusals += 1
             if retry_after is not None:
                 pause = min(retry_after, self.max_backoff)
@@ -68,10 +95,11 @@ class RateLimiter:
                 pause = min(self.max_backoff, self.base_backoff * 2 ** (self._refusals - 1))
             self._paused_until = max(self._paused_until, self.clock() + pause)
             self.pauses += 1
+            self._cond.notify_all()
         return pause
 
     def answered(self) -> None:
         """Any answer but a 429: the backoff starts small again."""
         if self._refusals:
-            with self._lock:
+            with self._cond:
                 self._refusals = 0
