@@ -1,6 +1,8 @@
 """What an operator cares about after converge: the user, owners and modes, no secret
 readable by others, the schedule."""
 
+import json
+
 import pytest
 
 from conftest import CONFIG, SECRETS, VENV_BIN
@@ -24,6 +26,25 @@ def test_install_dir_owned_by_root_and_not_writable_by_the_service(host):
     )
     assert not_root == "", f"not root-owned or group/world-writable: {not_root}"
     assert host.run("runuser -u di2siem -- test -w /opt/di2siem/venv").rc != 0
+
+
+def test_the_venv_holds_exactly_the_shipped_wheel_set(host):
+    """The target installs from the wheelhouse the role shipped, nothing from an index: the
+    venv's distributions are the pinned set, version for version (pip's own aside)."""
+    pinned = {}
+    for line in host.file("/opt/di2siem/wheelhouse/requirements.txt").content_string.splitlines():
+        name, rest = line.split("==", 1)
+        pinned[name.lower().replace("_", "-")] = rest.split()[0]
+    listed = host.check_output(
+        "/opt/di2siem/venv/bin/python3 -m pip list --format=json --disable-pip-version-check"
+    )
+    installed = {
+        p["name"].lower().replace("_", "-"): p["version"]
+        for p in json.loads(listed)
+        if p["name"] not in ("pip", "setuptools")
+    }
+    assert "di2siem" in pinned
+    assert installed == pinned
 
 
 def test_config_file_is_private_to_root_and_the_service_group(host):
