@@ -180,11 +180,23 @@ def test_install_from_the_tarball(tarball: Path, tmp_path: Path) -> None:
     assert_usable_by_fqcn(project, env)
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
-def test_install_from_git_through_requirements(tmp_path: Path) -> None:
-    # A git repository holding the working tree as it is (tracked and new files, uncommitted
-    # changes included), so the test proves this tree, not the last commit.
-    repo = tmp_path / "di2siem.git"
+README = (REPO / "README.md").read_text(encoding="utf-8")
+# The README's git forms: the https URL of your copy of the repository, or a local clone.
+README_GIT_URL = "git+https://<your git host>/<path>/di2siem.git"
+README_GIT_LOCAL = "git+file:///srv/git/di2siem.git,<version>"
+
+
+def readme_requirements() -> str:
+    """The README's requirements.yml block, as documented."""
+    block = re.search(r"```yaml\n(# requirements\.yml.*?)```", README, re.S)
+    assert block, "README: no requirements.yml block"
+    return block[1]
+
+
+def git_copy_of_the_working_tree(repo: Path) -> None:
+    """A git repository holding the working tree as it is (tracked and new files, uncommitted
+    changes included), tagged v<version> as a release would be: it proves this tree, not the
+    last commit."""
     files = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], REPO)
     for name in filter(None, files.split("\0")):
         source = REPO / name
@@ -208,11 +220,23 @@ def test_install_from_git_through_requirements(tmp_path: Path) -> None:
     run([*git, "init", "-q"], repo)
     run([*git, "add", "-A"], repo)
     run([*git, "commit", "-q", "-m", "working tree"], repo)
+    run([*git, "tag", f"v{VERSION}"], repo)
 
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_install_from_git_the_readme_ways(tmp_path: Path) -> None:
+    """The README's requirements.yml as written (only the URL of your copy replaced by a local
+    one) and its one-line git+file:// form, each into an empty collections path."""
+    repo = tmp_path / "di2siem.git"
+    git_copy_of_the_working_tree(repo)
+
+    documented = readme_requirements()
+    entry = yaml.safe_load(documented)["collections"][0]
+    assert entry["name"] == README_GIT_URL and entry["type"] == "git", entry
+    assert entry["version"] == f"v{VERSION}", "README's requirements.yml pins another version"
     project, env = outside(tmp_path)
     (project / "requirements.yml").write_text(
-        f"---\ncollections:\n  - name: git+file://{repo}\n    type: git\n    version: main\n",
-        encoding="utf-8",
+        documented.replace(README_GIT_URL, f"git+file://{repo}"), encoding="utf-8"
     )
     run(
         [str(BIN / "ansible-galaxy"), "collection", "install", "-r", "requirements.yml"],
@@ -220,6 +244,25 @@ def test_install_from_git_through_requirements(tmp_path: Path) -> None:
         env,
     )
     assert_usable_by_fqcn(project, env)
+
+    assert f"ansible-galaxy collection install '{README_GIT_LOCAL}'" in README
+    one_line = README_GIT_LOCAL.replace("/srv/git/di2siem.git", str(repo))
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(tmp_path / "collections-one-line")
+    run(
+        [
+            str(BIN / "ansible-galaxy"),
+            "collection",
+            "install",
+            one_line.replace("<version>", f"v{VERSION}"),
+        ],
+        project,
+        env,
+    )
+    listed = run(
+        [str(BIN / "ansible-galaxy"), "collection", "list", "di2siem.di2siem"], project, env
+    )
+    assert f"{tmp_path / 'collections-one-line'}/ansible_collections" in listed, listed
+    assert re.search(rf"di2siem\.di2siem\s+{re.escape(VERSION)}", listed), listed
 
 
 MIXED_HOSTS = """all:
@@ -251,8 +294,13 @@ def test_mixed_fleet_builds_from_the_installed_collection(tarball: Path, tmp_pat
     build (run_once) still runs, from the collector source the installed collection carries,
     and every present host gets the wheel set; the second play finds the cache warm. A present
     host's key is an inline !vault value: the role's argument validation accepts it.
-    --tags di2siem_build: the controller side only."""
+    --tags di2siem_build: the controller side only.
+    The controller cache is per user: the runs write nothing in the temporary tree around the
+    playbook directory but ~/.cache/di2siem (and pip's own ~/.cache/pip), leave nothing in
+    TMPDIR, and a third run follows XDG_CACHE_HOME."""
     project, env = outside(tmp_path)
+    env["TMPDIR"] = str(tmp_path / "tmpdir")
+    (tmp_path / "tmpdir").mkdir()
     env["ANSIBLE_GATHERING"] = "explicit"  # the role gathers the few facts it needs
     run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball)], project, env)
     # an inline !vault value: the role's argument validation must accept it
@@ -265,12 +313,9 @@ def test_mixed_fleet_builds_from_the_installed_collection(tarball: Path, tmp_pat
     (project / "hosts.yml").write_text(hosts, encoding="utf-8")
     (project / "serial.yml").write_text(SERIAL_PLAY, encoding="utf-8")
     cache = tmp_path / "home" / ".cache" / "di2siem" / "wheelhouse"
+    before = files_below(tmp_path)
     for playbook, built in (("di2siem.di2siem.site", "changed"), ("serial.yml", "ok")):
-        out = run(
-            [str(BIN / "ansible-playbook"), "-i", "hosts.yml", playbook, "--tags", "di2siem_build"],
-            project,
-            env,
-        )
+        out = build_only(playbook, project, env)
         assert INLINE_SECRET not in out
         # failed=0 below: staying's inline !vault value passed the role's argument validation
         recap = dict(re.findall(r"(?m)^(\w+)\s+: (ok=.*)$", out))
@@ -284,12 +329,32 @@ def test_mixed_fleet_builds_from_the_installed_collection(tarball: Path, tmp_pat
     # the default controller cache is per user (~/.cache/di2siem), never next to the project
     assert f"di2siem-{VERSION}-py3-none-any.whl" in [p.name for p in cache.glob("*.whl")], out
     assert (cache / "requirements.txt").is_file()
-    assert sorted(p.name for p in project.parent.iterdir()) == ["collections", "home", "project"]
+    written = sorted(k for k, v in files_below(tmp_path).items() if before.get(k) != v)
+    # pip's own cache; and pip's user agent runs `rustc --version`, which a rustup install
+    # answers by writing its settings (machines with rustup on PATH)
+    per_user = ("home/.cache/di2siem/", "home/.cache/pip/", "home/.rustup/")
+    assert [p for p in written if not p.startswith(per_user)] == []
+    assert any(p.startswith("home/.cache/di2siem/wheelhouse/") for p in written)
+    assert sorted(p.name for p in project.parent.iterdir()) == [
+        "collections",
+        "home",
+        "project",
+        "tmpdir",
+    ]
     assert sorted(p.name for p in project.iterdir()) == [
         "hosts.yml",
         "serial.yml",
         "vault-password",
     ]
+    assert list((tmp_path / "tmpdir").iterdir()) == []
+    # XDG_CACHE_HOME moves the cache: the warm one moved there is used (a run that still
+    # looked in ~/.cache would rebuild there)
+    xdg = tmp_path / "home" / "xdg"
+    shutil.move(str(tmp_path / "home" / ".cache" / "di2siem"), str(xdg / "di2siem"))
+    env["XDG_CACHE_HOME"] = str(xdg)
+    out = build_only("serial.yml", project, env)
+    assert re.search(r"(?m)^ok: \[\w+ -> localhost\]", out), out
+    assert not (tmp_path / "home" / ".cache" / "di2siem").exists()
 
 
 def test_installed_role_shards_with_the_collections_filter(tarball: Path, tmp_path: Path) -> None:
@@ -310,3 +375,20 @@ def test_installed_role_shards_with_the_collections_filter(tarball: Path, tmp_pa
     assert {h: s["orgs"] for h, s in shares.items()} == {
         h: shard.shard(orgs, ["vm-a", "vm-b"], h) for h in ("vm-a", "vm-b")
     }
+
+
+def files_below(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ROOT (relative path: size, mtime)."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def build_only(playbook: str, project: Path, env: dict[str, str]) -> str:
+    return run(
+        [str(BIN / "ansible-playbook"), "-i", "hosts.yml", playbook, "--tags", "di2siem_build"],
+        project,
+        env,
+    )

@@ -236,3 +236,58 @@ def test_the_version_pin_refuses_another_version_before_any_change(
     assert proc.returncode != 0
     assert f"carries di2siem {VERSION}, not 9.9.9: set di2siem_version" in proc.stderr
     assert wheels(dest) == {}
+
+
+def test_the_molecule_no_index_listener_catches_a_build_that_needs_the_index(
+    tmp_path: Path,
+) -> None:
+    """molecule/shared/no_index.py and the pip environment of tasks/no_index.yml, as the
+    trixie scenario's converge uses them: a cold build (it needs the index) fails there and
+    the listener records its requests, so the scenario's "no contact" can fail."""
+    yaml = pytest.importorskip("yaml")
+    shared = REPO / "molecule" / "shared"
+    tasks = yaml.safe_load((shared / "tasks" / "no_index.yml").read_text(encoding="utf-8"))
+    (pip_env,) = [
+        t["ansible.builtin.set_fact"]["__mol_no_index_env"]
+        for t in tasks
+        if "ansible.builtin.set_fact" in t
+    ]
+    listener = [sys.executable, str(shared / "no_index.py")]
+    started = json.loads(
+        subprocess.run(
+            [*listener, "start", "--lifetime", "120"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+    )
+    port_template = "{{ (__mol_no_index.stdout | from_json).port }}"
+    env = {k: str(v).replace(port_template, str(started["port"])) for k, v in pip_env.items()}
+    assert sorted(env) == sorted(k for k in env if k.startswith("PIP_"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--python",
+            sys.executable,
+            "--source",
+            str(REPO),
+            "--dest",
+            str(tmp_path / "cold"),
+        ],
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    stopped = subprocess.run(
+        [*listener, "stop", started["dir"]], capture_output=True, text=True, check=True, timeout=30
+    )
+    contacts = json.loads(stopped.stdout)["contacts"]
+    assert proc.returncode != 0, proc.stdout
+    assert wheels(tmp_path / "cold") == {}
+    requested = {c["request"].split()[1].split("/")[1] for c in contacts}
+    assert requested == {"simple", "extra"}, contacts
+    assert not Path(started["dir"]).exists()
