@@ -27,7 +27,7 @@ BIN = Path(sys.executable).parent
 GALAXY = yaml.safe_load((REPO / "galaxy.yml").read_text(encoding="utf-8"))
 VERSION = GALAXY["version"]
 TARBALL = f"di2siem-di2siem-{VERSION}.tar.gz"
-PLAYBOOKS = ("site", "uninstall")
+PLAYBOOKS = ("site", "uninstall", "handoff")
 # What the role needs from the collection to build the targets' wheel.
 CARRIED = (
     "pyproject.toml",

@@ -271,3 +271,56 @@ def test_without_a_shard_group_every_host_serves_the_whole_list(tmp_path: Path) 
         "vm-a": {"orgs": ORGS[:3], "provider": False},
         "vm-b": {"orgs": ORGS[5:7], "provider": False},
     }
+
+
+# The handoff plan (filter di2siem_handoff_plan): what each host stops, gives and takes.
+def plan(shard_map: dict[str, str], serving: dict, host: str) -> dict:
+    return shard.handoff_plan(shard_map, serving, host)
+
+
+def test_a_moved_org_goes_from_its_holder_to_its_new_owner() -> None:
+    new = {"o1": "a", "o2": "b", "o3": "b"}
+    serving = {"a": ["o1", "o2"], "b": ["o3"]}
+    assert plan(new, serving, "a") == {"stop": ["o2"], "give": ["o2"], "take": []}
+    assert plan(new, serving, "b") == {"stop": [], "give": [], "take": [{"org": "o2", "from": "a"}]}
+
+
+def test_a_new_host_takes_its_share_from_the_old_owners() -> None:
+    orgs = ORGS[:60]
+    before = shard.shard_assignment(orgs, ["a", "b"])
+    after = shard.shard_assignment(orgs, ["a", "b", "c"])
+    serving = {h: [o for o in orgs if before[o] == h] for h in ("a", "b")} | {"c": None}
+    plans = {h: plan(after, serving, h) for h in ("a", "b", "c")}
+    moved = sorted(o for o in orgs if after[o] == "c")
+    assert sorted(t["org"] for t in plans["c"]["take"]) == moved
+    assert all(t["from"] == before[t["org"]] for t in plans["c"]["take"])
+    assert sorted(plans["a"]["give"] + plans["b"]["give"]) == moved
+    assert plans["a"]["stop"] == plans["a"]["give"] and plans["a"]["take"] == []
+
+
+def test_unsharded_to_sharded_one_export_per_org_and_no_move_for_kept_orgs() -> None:
+    # before sharding every host served every org: each keeps its share, stops the rest
+    new = {"o1": "a", "o2": "b"}
+    serving = {"a": ["o1", "o2"], "b": ["o1", "o2"]}
+    assert plan(new, serving, "a") == {"stop": ["o2"], "give": [], "take": []}
+    assert plan(new, serving, "b") == {"stop": ["o1"], "give": [], "take": []}
+
+
+def test_an_org_nobody_reachable_serves_is_taken_from_nobody() -> None:
+    new = {"o1": "a", "o2": "a"}
+    # o2's old owner is unreachable: not in serving at all
+    assert plan(new, {"a": ["o1"]}, "a") == {
+        "stop": [],
+        "give": [],
+        "take": [{"org": "o2", "from": None}],
+    }
+    # a fresh fleet (nothing deployed anywhere): plain first deploy, no takes
+    assert plan(new, {"a": None, "b": None}, "a") == {"stop": [], "give": [], "take": []}
+
+
+def test_an_org_dropped_from_the_list_is_stopped_not_given() -> None:
+    assert plan({"o1": "a"}, {"a": ["o1", "gone"]}, "a") == {
+        "stop": ["gone"],
+        "give": [],
+        "take": [],
+    }

@@ -10,6 +10,7 @@ Filters (di2siem.di2siem.<name> from the installed collection; the role also car
 role-embedded plugins, so the checkout's role finds them under the short name):
   org_ids | di2siem_shard_assignment(hosts, pins)  -> {org: host}, in org_ids order
   org_ids | di2siem_shard(hosts, host, pins)       -> the orgs of host, in org_ids order
+  shard_map | di2siem_handoff_plan(serving, host)  -> what host stops, gives and takes
 pins: {host: [org, ...]}; hosts without pins may be left out.
 """
 
@@ -106,8 +107,46 @@ def shard(
     return [org for org, owner in shard_assignment(org_ids, hosts, pins).items() if owner == host]
 
 
+def handoff_plan(
+    shard_map: Mapping[str, str],
+    serving: Mapping[str, Sequence[str] | None],
+    host: str,
+) -> dict[str, list]:
+    """What host does in a handoff: {"stop": [...], "give": [...], "take": [{"org", "from"}]}.
+
+    shard_map: the new {org: host}; serving: {host: the org keys its deployed config lists, or
+    None when nothing is deployed there} for the reachable hosts of the group. An org moves
+    from its first current holder (by name) unless its new owner already serves it; "from" is
+    None when no reachable host serves it (its old owner is gone, or the org is new). On a
+    fresh group (nothing deployed anywhere) nothing is taken: every org starts as configured.
+    """
+    host = str(host)
+    current = {str(h): list(orgs) for h, orgs in serving.items() if orgs is not None}
+    mine = [org for org, owner in shard_map.items() if owner == host]
+    here = current.get(host, [])
+
+    def first_holder(org: str) -> str | None:
+        holders = sorted(h for h, orgs in current.items() if org in orgs)
+        return holders[0] if holders else None
+
+    take = [{"org": org, "from": first_holder(org)} for org in mine if org not in here and current]
+    stop = [org for org in here if shard_map.get(org) != host]
+    give = [
+        org
+        for org in stop
+        if org in shard_map
+        and org not in current.get(shard_map[org], [])
+        and first_holder(org) == host
+    ]
+    return {"stop": stop, "give": give, "take": take}
+
+
 class FilterModule:
-    """di2siem_shard, di2siem_shard_assignment."""
+    """di2siem_shard, di2siem_shard_assignment, di2siem_handoff_plan."""
 
     def filters(self) -> dict[str, object]:
-        return {"di2siem_shard": shard, "di2siem_shard_assignment": shard_assignment}
+        return {
+            "di2siem_shard": shard,
+            "di2siem_shard_assignment": shard_assignment,
+            "di2siem_handoff_plan": handoff_plan,
+        }
