@@ -330,7 +330,14 @@ def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
     policy = RetryPolicy(
         min(cfg.max_retries, 2), cfg.retry_base_delay_seconds, min(cfg.retry_max_delay_seconds, 5)
     )
-    jc = JumpCloudClient(cfg.jumpcloud, policy, on_secret=log.add_secret)
+    from .throttle import RateLimiter
+
+    jc = JumpCloudClient(
+        cfg.jumpcloud,
+        policy,
+        on_secret=log.add_secret,
+        limiter=RateLimiter(cfg.jumpcloud.max_requests_per_second),  # one probe per org
+    )
     if cfg.jumpcloud.service_account:
         accepted = "the service account token (jumpcloud.client_id)"
     else:

@@ -78,9 +78,11 @@ def add_backlog(report: dict[str, Any], orgs: dict[str, Any], cfg: Config, redac
     from .http import FatalError, GaveUpError, RetryPolicy
     from .jumpcloud import JumpCloudClient
     from .runrecord import error_line
+    from .throttle import RateLimiter
 
     policy = RetryPolicy(1, 0.5, 2.0)
-    jc = JumpCloudClient(cfg.jumpcloud, policy)
+    limiter = RateLimiter(cfg.jumpcloud.max_requests_per_second)  # one count per org
+    jc = JumpCloudClient(cfg.jumpcloud, policy, limiter=limiter)
     now = now_ms()
     try:
         for entry in report["orgs"]:
