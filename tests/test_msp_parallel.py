@@ -211,6 +211,7 @@ def test_orgs_the_rate_cap_left_out_keep_their_turn(
     orgs = env.state()["orgs"]
     assert set(orgs) == first  # the others have no record: their turn did not happen
     msp.arrivals.clear()
+    env.edit(lambda cfg: cfg.update(parallel_orgs=1))  # one lane: requests in serving order
     rc, _, err = env.run(capsys)
     assert rc == 0, err
     asked = [org for _, _, (org,) in sorted(msp.arrivals)]
