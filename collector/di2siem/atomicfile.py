@@ -1,6 +1,6 @@
-"""Temp files for atomic replaces (state.json, the metrics textfile): a fresh name, created
-with O_EXCL|O_NOFOLLOW (never an existing file or a symlink someone planted), the exact mode
-whatever the umask, removed again when writing fails."""
+"""Atomic replaces (org state files, the metrics textfile, state exports) through temp files:
+a fresh name, created with O_EXCL|O_NOFOLLOW (never an existing file or a symlink someone
+planted), the exact mode whatever the umask, removed again when writing fails."""
 
 from __future__ import annotations
 
@@ -30,6 +30,18 @@ def write_temp(directory: str, prefix: str, data: bytes, mode: int, sync: bool) 
         raise
     os.close(fd)
     return tmp
+
+
+def replace_file(path: str, data: bytes, mode: int, sync: bool, prefix: str | None = None) -> None:
+    """Replace path with data through a temp file beside it (named ``<prefix><random>.tmp``,
+    by default ``.<name>.``), removed again when the replace fails. Raises OSError."""
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = write_temp(directory, f".{name}." if prefix is None else prefix, data, mode, sync)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
 
 
 def unlink_quietly(path: str) -> None:

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from . import __version__
-from .atomicfile import unlink_quietly, write_temp
+from .atomicfile import replace_file
 from .config import DEFAULT_ORG, PROVIDER_PREFIX, Config
 from .lock import InstanceLock, LockHeld
 from .state import OrgState, RecentIds, StateError, StateStore, StateWriteError
@@ -113,14 +113,8 @@ def export_org(cfg: Config, org: str, output: str | None, wait_s: float) -> str:
 
 
 def _write_file(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        tmp = write_temp(directory, f".{os.path.basename(path)}.", text.encode(), 0o600, True)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            unlink_quietly(tmp)
-            raise
+        replace_file(path, text.encode(), 0o600, sync=True)
     except OSError as exc:
         raise HandoffError(f"--output {path}: {exc.strerror or exc}", EXIT_FAILURE) from None
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import __version__
-from .atomicfile import unlink_quietly, write_temp
+from .atomicfile import replace_file
 from .runrecord import totals_of
 from .timeutil import parse_ms_or_none
 
@@ -135,10 +135,4 @@ def _user_name() -> str:
 
 def write_atomically(path: str, text: str) -> None:
     """Replace path with text (mode 0644: node_exporter reads it); raises OSError."""
-    directory, name = os.path.split(path)
-    tmp = write_temp(directory, f".{name}.", text.encode(), 0o644, sync=False)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
+    replace_file(path, text.encode(), 0o644, sync=False)

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from typing import Any, Callable
 from urllib.parse import quote, unquote
 
-from .atomicfile import unlink_quietly, write_temp
+from .atomicfile import replace_file, unlink_quietly, write_temp
 from .timeutil import format_ms, parse_ms
 
 STATE_FILE = "state.json"  # the single file of older versions (format version 1)
@@ -455,12 +455,7 @@ class StateStore:
 
     def _write(self, name: str, data: bytes, sync: bool = True) -> None:
         """Replace the org's file with data (durably unless not ``sync``). Raises OSError."""
-        tmp = self._write_temp(data, sync=sync)
-        try:
-            os.replace(tmp, self.path_of(name))
-        except BaseException:
-            unlink_quietly(tmp)
-            raise
+        replace_file(self.path_of(name), data, 0o600, sync, prefix=".")
         with self._lock:
             if self._dir_fd is None:
                 self._dir_fd = os.open(self.orgs_dir, os.O_RDONLY)
