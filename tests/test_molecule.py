@@ -41,8 +41,9 @@ ACTION = re.compile(
     r"(?:\[(?P<s1>\w+) > (?P<a1>\w+)\]|(?P<s2>\w+) \u279c (?P<a2>\w+):)"
     r" (?P<what>Executing|Executed: (?P<result>\w+))"
 )
-# The simulators' credentials the scenarios configure (molecule/shared/vars, molecule.yml).
-SECRETS = ("sandbox-jumpcloud-key", "sandbox-coralogix-key")
+# The simulators' and the proxy's credentials the scenarios configure (molecule/shared/vars,
+# molecule.yml).
+SECRETS = ("sandbox-jumpcloud-key", "sandbox-coralogix-key", "sandbox-proxy-password")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

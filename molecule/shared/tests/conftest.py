@@ -15,8 +15,10 @@ import testinfra.utils.ansible_runner
 
 SINK_OUT = "/var/lib/di2siem-sandbox/sink.jsonl"
 CONFIG = "/etc/di2siem/config.json"
+CREDENTIALS = "/etc/di2siem/credentials.json"
+ENV_FILE = "/etc/di2siem/environment"
 VENV_BIN = "/opt/di2siem/venv/bin/di2siem"
-SECRETS = ("sandbox-jumpcloud-key", "sandbox-coralogix-key")
+SECRETS = ("sandbox-jumpcloud-key", "sandbox-coralogix-key", "sandbox-proxy-password")
 EVENTS_TIMEOUT_S = float(os.environ.get("DI2SIEM_EVENTS_TIMEOUT", "150"))
 
 

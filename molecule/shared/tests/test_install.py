@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from conftest import CONFIG, SECRETS, VENV_BIN
+from conftest import CONFIG, CREDENTIALS, ENV_FILE, SECRETS, VENV_BIN
+
+JOB = f"{VENV_BIN} run --config {CONFIG}"
 
 
 def test_service_user_cannot_log_in(host):
@@ -47,18 +49,42 @@ def test_the_venv_holds_exactly_the_shipped_wheel_set(host):
     assert installed == pinned
 
 
-def test_config_file_is_private_to_root_and_the_service_group(host):
-    f = host.file(CONFIG)
+@pytest.mark.parametrize("path", [CONFIG, CREDENTIALS, ENV_FILE])
+def test_config_files_are_private_to_root_and_the_service_group(host, path):
+    f = host.file(path)
     assert f.is_file
     assert (f.user, f.group) == ("root", "di2siem")
     assert f.mode == 0o640
-    assert f.mode & 0o007 == 0
     # the service can read it, nobody else can
-    assert host.run(f"runuser -u di2siem -- cat {CONFIG}").rc == 0
-    assert host.run(f"runuser -u nobody -- cat {CONFIG}").rc != 0
+    assert host.run(f"runuser -u di2siem -- cat {path}").rc == 0
+    assert host.run(f"runuser -u nobody -- cat {path}").rc != 0
     d = host.file("/etc/di2siem")
     assert d.user == "root"
     assert d.mode & 0o002 == 0
+
+
+def test_secrets_are_in_the_credentials_file_not_in_the_config(host):
+    config = host.file(CONFIG).content_string
+    assert [s for s in SECRETS if s in config] == []
+    assert f'"credentials_file": "{CREDENTIALS}"' in config
+    assert "sandbox-jumpcloud-key" in host.file(CREDENTIALS).content_string
+
+
+def test_environment_means_the_same_to_systemd_and_the_collector(host, hostvars):
+    """The env file the role writes from di2siem_environment: systemd's EnvironmentFile= and
+    `di2siem --env-file` read the same values (a value with quotes, $, ` and a backslash)."""
+    wanted = (hostvars.get("di2siem_environment") or {}).get("DI2SIEM_TEST_VARIABLE")
+    if wanted is None:
+        pytest.skip("the scenario sets no DI2SIEM_TEST_VARIABLE")
+    by_systemd = host.check_output(
+        f"systemd-run --quiet --wait --pipe -p EnvironmentFile={ENV_FILE} "
+        "printenv DI2SIEM_TEST_VARIABLE"
+    )
+    by_collector = host.check_output(
+        f"{VENV_BIN.rsplit('/', 1)[0]}/python -c 'import sys; from di2siem import envfile; "
+        f'sys.stdout.write(envfile.read("{ENV_FILE}")["DI2SIEM_TEST_VARIABLE"])\''
+    )
+    assert by_systemd == by_collector == wanted.replace("$$", "$")
 
 
 def test_no_secret_readable_by_others(host):
@@ -93,7 +119,7 @@ def test_etc_and_usr_ownership_unchanged(host):
     now = host.check_output(
         "find /etc /usr -xdev \\( ! -user root -o ! -group root \\) -printf '%p %u:%g\\n' | sort"
     ).splitlines()
-    allowed = {"/etc/di2siem root:di2siem", f"{CONFIG} root:di2siem"}
+    allowed = {f"{p} root:di2siem" for p in ("/etc/di2siem", CONFIG, CREDENTIALS, ENV_FILE)}
     added = sorted(set(now) - set(baseline) - allowed)
     removed = sorted(set(baseline) - set(now))
     assert added == [] and removed == [], f"ownership changed: +{added} -{removed}"
@@ -102,16 +128,19 @@ def test_etc_and_usr_ownership_unchanged(host):
 def test_schedule(host, scheduler):
     crontab = host.run("crontab -l -u di2siem")
     timer = host.service("di2siem.timer")
-    job = f"{VENV_BIN} run --config {CONFIG}"
+    job = JOB
     if scheduler == "cron":
         assert crontab.rc == 0
-        assert job in crontab.stdout
+        assert f"{job} --env-file {ENV_FILE} >>" in crontab.stdout
+        assert [s for s in SECRETS if s in crontab.stdout] == []
         assert host.service("cron").is_running
         assert not host.file("/etc/systemd/system/di2siem.timer").exists
     else:
         assert crontab.rc != 0 or job not in crontab.stdout
         assert timer.is_enabled
         assert timer.is_running
+        files = host.check_output("systemctl show di2siem.service -p EnvironmentFiles --value")
+        assert files.split()[0] == ENV_FILE
 
 
 SERVICE_PROPERTIES = {
@@ -135,4 +164,4 @@ def test_timer_service_hardening(host, scheduler, prop):
 
 def job_in_unit(host):
     out = host.check_output("systemctl cat di2siem.service")
-    return f"{VENV_BIN} run --config {CONFIG}" in out
+    return JOB in out
