@@ -112,7 +112,9 @@ def test_names_and_paths_carry_the_instance(rendered, host: str, suffix: str) ->
     config = json.loads(files["config.json"])
     assert config["state_dir"] == f"/var/lib/di2siem{suffix}"
     assert config["metrics_file"] == f"/var/lib/node_exporter/di2siem{suffix}.prom"
+    assert config["credentials_file"] == f"/etc/di2siem/credentials{suffix}.json"
     service = files["di2siem.service"].splitlines()
+    assert f"EnvironmentFile=/etc/di2siem/environment{suffix}" in service
     assert f"StateDirectory=di2siem{suffix}" in service
     assert f"ReadWritePaths=/var/lib/di2siem{suffix}" in service
     run = f"ExecStart=/opt/di2siem/venv/bin/di2siem run --config /etc/di2siem/config{suffix}.json"
