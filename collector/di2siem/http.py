@@ -41,6 +41,23 @@ class GaveUpError(Exception):
     """Retries exhausted."""
 
 
+class HeaderLines(str):
+    """A header sent as one line per value (``x-org-id: a``, ``x-org-id: b``...), not folded
+    into one: ``requests`` keeps headers in a dict, so the values ride along on this str
+    (their comma-joined text, which is what requests validates) and the guarded adapter
+    writes them as separate lines (see _guarded_adapter)."""
+
+    values: tuple[str, ...]
+
+    def __new__(cls, values: Iterator[str] | list[str] | tuple[str, ...]) -> HeaderLines:
+        values = tuple(values)
+        if not values or any(not v or "\r" in v or "\n" in v or "," in v for v in values):
+            raise ValueError("header line values must be non-empty, without CR, LF or comma")
+        line = super().__new__(cls, ", ".join(values))
+        line.values = values
+        return line
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Retry-After as seconds: either delta-seconds or an HTTP date."""
     if not value:
@@ -495,6 +512,11 @@ def _guarded_adapter():
         pools = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
 
         class GuardedAdapter(HTTPAdapter):
+            def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+                if any(type(v) is HeaderLines for v in request.headers.values()):
+                    request.headers = _header_lines(request.headers)
+                return super().send(request, *args, **kwargs)
+
             def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
                 super().init_poolmanager(*args, **kwargs)
                 self.poolmanager.pool_classes_by_scheme = pools
@@ -507,6 +529,19 @@ def _guarded_adapter():
 
         _ADAPTER_CLASS = GuardedAdapter
     return _ADAPTER_CLASS()
+
+
+def _header_lines(headers: Any) -> Any:
+    """The request's headers with every HeaderLines value as lines of its own: urllib3's
+    HTTPHeaderDict, whose items() (which urllib3 2 writes the request from) yields each
+    value of a repeated header separately."""
+    from urllib3 import HTTPHeaderDict
+
+    lines = HTTPHeaderDict()
+    for name, value in headers.items():
+        for one in value.values if type(value) is HeaderLines else (value,):
+            lines.add(name, one)
+    return lines
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

@@ -13,12 +13,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from .config import DEFAULT_ORG, PROVIDER_PREFIX, JumpCloudConfig
 from .http import (
     MAX_PAGE_BYTES,
     FatalError,
+    HeaderLines,
     RetryableError,
     RetryPolicy,
     body_excerpt,
@@ -60,6 +61,8 @@ _tolerant_scan_once = json.JSONDecoder(
     parse_constant=_nonstandard_constant, parse_int=_long_int
 ).scan_once
 Transform = Callable[[dict, str, int, int, int], Any]
+# what one query reads: an org key (config.org_keys) or several orgs' ids (a shared query)
+Scope = Union[str, tuple]
 
 
 def _pair(event: dict[str, Any], text: str, start: int, end: int, index: int) -> Any:
@@ -160,10 +163,22 @@ def _insights_disabled(org: str) -> FatalError:
     )
 
 
+def scope_name(org: Scope) -> str:
+    """An org key as is; a shared query's orgs as ``first+N`` (log lines stay short)."""
+    if isinstance(org, tuple):
+        return f"{org[0]}+{len(org) - 1}" if len(org) > 1 else org[0]
+    return org
+
+
 def _status_error(
-    status: int, response, service_account: bool = False, org: str = DEFAULT_ORG
+    status: int, response, service_account: bool = False, org: Scope = DEFAULT_ORG
 ) -> Exception:
     if status == 402:
+        if isinstance(org, tuple):  # which org of the group is not said: each one alone will
+            return FatalError(
+                f"orgs {scope_name(org)}: Directory Insights is not enabled for one of them "
+                "(JumpCloud 402 to a shared query); they are served alone next"
+            )
         return _insights_disabled(org)
     detail = body_excerpt(response)
     suffix = f" ({detail})" if detail else ""
@@ -317,7 +332,9 @@ class JumpCloudClient:
             raise _token_status_error(response.status_code, response)
         return _parse_token(response.content)
 
-    def _headers(self, org: str) -> dict[str, str] | None:
+    def _headers(self, org: Scope) -> dict[str, str] | None:
+        if isinstance(org, tuple):  # a shared query: one x-org-id line per org
+            return {"x-org-id": HeaderLines(org)}
         if org == DEFAULT_ORG:
             return None
         if org.startswith(PROVIDER_PREFIX):  # the MSP portal's own activity
@@ -330,7 +347,7 @@ class JumpCloudClient:
         headers: dict[str, str] | None,
         limit: int,
         transform: Transform | None = None,
-        org: str = DEFAULT_ORG,
+        org: Scope = DEFAULT_ORG,
     ):
         response = self._query(body, headers, org)
         content = response.content
@@ -359,7 +376,7 @@ class JumpCloudClient:
                 raise RetryableError("JumpCloud sent a malformed X-Search_after header")
         return (text, events), search_after, page_limit
 
-    def _query(self, body: bytes, headers: dict[str, str] | None, org: str, path: str = ""):
+    def _query(self, body: bytes, headers: dict[str, str] | None, org: Scope, path: str = ""):
         """One POST to /events<path> with the configured auth; notes JumpCloud's clock from
         the answer's Date header; anything but 200 raises (see _status_error)."""
         limiter = self.limiter
@@ -422,10 +439,11 @@ class JumpCloudClient:
             refreshed = True
 
     def pages(
-        self, start_time: str, org: str = DEFAULT_ORG, transform: Transform | None = None
+        self, start_time: str, org: Scope = DEFAULT_ORG, transform: Transform | None = None
     ) -> Iterator[tuple[str, list[Any]]]:
         """Yield pages, ascending, from start_time to the end: (page text, list of
-        ``transform(event, text, start, end, index)``), see split_page."""
+        ``transform(event, text, start, end, index)``), see split_page. ``org`` may be a
+        tuple of org ids: one shared query, their events mixed in one stream."""
         query: dict[str, Any] = {
             "service": list(self.cfg.services),
             "start_time": start_time,
@@ -433,7 +451,9 @@ class JumpCloudClient:
             "sort": "ASC",
         }
         headers = self._headers(org)
-        what = "JumpCloud events" if org == DEFAULT_ORG else f"JumpCloud events org={org}"
+        what = (
+            "JumpCloud events" if org == DEFAULT_ORG else f"JumpCloud events org={scope_name(org)}"
+        )
         while True:
             body = json.dumps(query, separators=(",", ":")).encode()
             page, search_after, page_limit = self.policy.run(
