@@ -259,3 +259,17 @@ def recent_events(n: int, seed: int = 1, minutes: int = 60, end_ago_ms: int = 10
 
     end = now_ms() - end_ago_ms
     return generate_events(n, end - minutes * 60_000, end, seed=seed)
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The Molecule scenarios go last and start right away: they mostly wait for the minutely
+    schedule, so they run in the background of the collector tests instead of after them."""
+    molecule = [item for item in items if item.get_closest_marker("molecule")]
+    if not molecule:
+        return
+    items[:] = [item for item in items if not item.get_closest_marker("molecule")] + molecule
+    if config.option.collectonly:
+        return
+    scenarios = [item.callspec.params["scenario"] for item in molecule if hasattr(item, "callspec")]
+    molecule[0].module.start_early(scenarios)

@@ -2,7 +2,9 @@
 one plain pytest summary.
 
 Every scenario runs `molecule test -s NAME` in a subprocess; all scenarios start together (the
-run is mostly waiting for the minutely schedule) unless DI2SIEM_MOLECULE_PARALLEL=0. The full
+run is mostly waiting for the minutely schedule) unless DI2SIEM_MOLECULE_PARALLEL=0. They start
+as soon as pytest has collected them (tests/conftest.py), in the background of the collector
+tests, which run first; these tests run last and wait for them. The full
 output goes to .cache/molecule-logs/NAME.log; on failure the test shows its tail. Timings of
 every Molecule action are printed. The scenarios run their playbooks with -v --diff: a log that
 shows a sandbox credential fails the scenario.
@@ -11,7 +13,8 @@ Skipped loudly when not root or systemd-nspawn/debootstrap are missing (tests/en
 one "MOLECULE SCENARIOS NOT RUN" line, repeated by `make test` last), unless
 DI2SIEM_REQUIRE_MOLECULE=1 (CI: .ci/run) turns that skip into a failure.
 DI2SIEM_MOLECULE_SCENARIOS=default,trixie picks scenarios; DI2SIEM_MOLECULE_TIMEOUT (s, default
-1200) bounds each one.
+1800, counted from its start, so it includes the time shared with the collector tests) bounds
+each one.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ from pathlib import Path
 
 import pytest
 
-from end_to_end import require_targets
+from end_to_end import missing_requirements, require_targets
 
 REPO = Path(__file__).resolve().parent.parent
 MOLECULE_DIR = REPO / "molecule"
 LOG_DIR = REPO / ".cache" / "molecule-logs"
-TIMEOUT_S = float(os.environ.get("DI2SIEM_MOLECULE_TIMEOUT", "1200"))
+TIMEOUT_S = float(os.environ.get("DI2SIEM_MOLECULE_TIMEOUT", "1800"))
 PARALLEL = os.environ.get("DI2SIEM_MOLECULE_PARALLEL", "1") != "0"
 # "[default > converge] Executing" (NO_COLOR) or "default ➜ converge: Executed: Successful"
 ACTION = re.compile(
@@ -159,6 +162,13 @@ def _stop_leftover_runs() -> None:
         if run.proc is not None and run.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.proc.pid, signal.SIGTERM)
+
+
+def start_early(scenarios: list[str]) -> None:
+    """Start the selected scenarios now (at collection), when they can run and run together."""
+    if PARALLEL and scenarios and missing_requirements() is None:
+        for name in scenarios:
+            _RUNS.setdefault(name, Run(name).start())
 
 
 def _run_for(scenario: str, scenarios: list[str]) -> Run:
