@@ -28,6 +28,11 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes = field(repr=False)
+    lines: list[tuple[str, str]] = field(default_factory=list, repr=False)  # every header line
+
+    def header_all(self, name: str) -> list[str]:
+        """Every value of a header sent on several lines (``headers`` keeps the last)."""
+        return [v for k, v in self.lines if k.lower() == name.lower()]
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -100,6 +105,7 @@ class HostilePeer:
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
                     body,
+                    list(self.headers.items()),
                 )
                 with peer._lock:
                     peer.received.append(got)

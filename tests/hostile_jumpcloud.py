@@ -14,19 +14,26 @@ from di2siem.timeutil import now_ms, parse_ms
 from hostile import Exchange, HostilePeer
 
 TIMESTAMP = re.compile(r'"timestamp":"([^"]*)"')
+SHARED_ONLY = "(shared queries only)"
 
 
 class FakeJumpCloud:
     """Serves event texts in the order given (the API's ascending order): honours start_time
     (events whose time it cannot read are always returned, as a lying API might), limit and
     search_after; its clock is the host's plus ``skew_ms``: the Date header says so and a
-    start_time after it is refused, as JumpCloud does."""
+    start_time after it is refused, as JumpCloud does.
+
+    Texts added with ``add_for(org, ...)`` are served only to queries naming that org in an
+    x-org-id line; ``add_for(SHARED_ONLY, ...)`` only to queries naming several orgs (a lie
+    told to shared queries alone). ``add`` texts go to every query."""
 
     def __init__(self, skew_ms: int = 0, page_size: int = 1000) -> None:
         self.skew_ms = skew_ms
         self.page_size = page_size
         self.texts: list[str] = []
+        self.owners: list[str | None] = []  # per text: the org it is served to (None: all)
         self.queries: list[dict[str, Any]] = []
+        self.scopes: list[tuple[str, ...]] = []  # the x-org-id lines of each query
         self._lock = threading.Lock()
         self.peer = HostilePeer(self._behave)
 
@@ -49,6 +56,20 @@ class FakeJumpCloud:
             for event in events:
                 text = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
                 self.texts.append(text)
+                self.owners.append(None)
+
+    def add_for(self, org: str, *events: dict[str, Any]) -> None:
+        with self._lock:
+            for event in events:
+                self.texts.append(json.dumps(event, separators=(",", ":")))
+                self.owners.append(org)
+
+    def _serves(self, owner: str | None, asked: list[str]) -> bool:
+        if owner is None:
+            return True
+        if owner == SHARED_ONLY:
+            return len(asked) > 1
+        return owner in asked
 
     def _answer(self, ex: Exchange, status: int, body: bytes, headers: dict[str, str]) -> None:
         # written by hand: send_response would add a second (host clock) Date header
@@ -60,7 +81,9 @@ class FakeJumpCloud:
         query = ex.request.json()
         with self._lock:
             self.queries.append(query)
-            texts = list(self.texts)
+            asked = ex.request.header_all("x-org-id")
+            self.scopes.append(tuple(asked))
+            texts = [t if self._serves(o, asked) else None for t, o in zip(self.texts, self.owners)]
         now = self.now()
         date = {"Date": formatdate(now / 1000, usegmt=True), "Content-Type": "application/json"}
         start = parse_ms(query["start_time"])
@@ -71,7 +94,7 @@ class FakeJumpCloud:
         after = query.get("search_after", [-1])[0]
         selected = []
         for index, text in enumerate(texts):
-            if index <= after:
+            if index <= after or text is None:
                 continue
             found = TIMESTAMP.search(text)  # not json.loads: texts may be hostile
             try:

@@ -214,7 +214,7 @@ def test_orgs_the_rate_cap_left_out_keep_their_turn(
     env.edit(lambda cfg: cfg.update(parallel_orgs=1))  # one lane: requests in serving order
     rc, _, err = env.run(capsys)
     assert rc == 0, err
-    asked = [org for _, _, (org,) in sorted(msp.arrivals)]
+    asked = [org for _, _, orgs in sorted(msp.arrivals) for org in orgs]
     left = set(ORGS) - first
     first_turns = min(len(asked), len(left))
     assert first_turns and set(asked[:first_turns]) <= left, asked  # they go first

@@ -145,6 +145,7 @@ class JumpCloudConfig:
     token_url: str = JUMPCLOUD_TOKEN_URL
     provider_id: str | None = None
     max_requests_per_second: float = 5.0
+    shared_query_max_orgs: int = 50
 
     @property
     def events_url(self) -> str:
@@ -464,6 +465,9 @@ def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
         provider_id=_provider_id(sec, p + "provider_id"),
         max_requests_per_second=float(
             _number(sec, "max_requests_per_second", p + "max_requests_per_second", 5, 0.1, 100)
+        ),
+        shared_query_max_orgs=_number(
+            sec, "shared_query_max_orgs", p + "shared_query_max_orgs", 50, 1, 50, integer=True
         ),
     )
 

@@ -28,20 +28,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Callable
+from typing import Any, Callable
 
 from .batching import Batcher, Item, Oversize
 from .config import DEFAULT_ORG, Config, ConfigError
+from .grouping import Turn, plan_turns
 from .http import BudgetExceeded, FatalError, GaveUpError, RetryPolicy
-from .jumpcloud import NONSTANDARD, JumpCloudClient, TokenHolder
+from .jumpcloud import NONSTANDARD, JumpCloudClient, TokenHolder, scope_name
 from .lock import InstanceLock, LockHeld
 from .log import Logger
 from .runrecord import RunRecorder
 from .shaping import Shaper, too_deep
+from .shared import SharedStream
 from .sink import Sink
 from .state import OrgState, StateError, StateStore, StateWriteError, unsafe_state_dir
 from .throttle import RateLimiter, WaitPastBudget
-from .timeutil import MAX_MS, format_ms, now_ms, parse_ms
+from .timeutil import MAX_MS, format_ms, now_ms, parse_ms, parse_ms_or_none
 
 DAY_MS = 86_400_000
 MAX_DETAIL_WARNINGS = 10
@@ -65,6 +67,10 @@ def event_key(event_id: object, raw: str) -> str:
 
 class BudgetReached(Exception):
     pass
+
+
+def _orgs_of(turn: Turn) -> tuple[str, ...]:
+    return turn if isinstance(turn, tuple) else (turn,)
 
 
 def peak_rss_mb() -> float | None:
@@ -151,6 +157,7 @@ class OrgRun:
         self.resent = 0
         self.untimed = 0
         self.started = time.monotonic()
+        self.served_before = state.served_ms  # restored when the turn did not count
         self.status = "ok"
         self.error: BaseException | None = None  # why status is "failed"
         self.ops_totals: Callable[[], dict[str, int]] = dict  # lifetime totals so far
@@ -223,10 +230,15 @@ class Sender:
     At most one batch waits while another is in flight; the state is only ever written by
     this thread, after the SIEM accepted a batch."""
 
-    def __init__(self, pipeline: Pipeline, o: OrgRun, sink: Sink) -> None:
-        self.pipeline = pipeline
-        self.o = o
+    def __init__(
+        self,
+        sink: Sink,
+        accepted: Callable[[list], None],
+        skipped: Callable[[Any], None],
+    ) -> None:
         self.sink = sink
+        self.accepted = accepted  # records an accepted batch
+        self.skipped = skipped  # records an event too large to post
         self.queue: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._work, name="di2siem-send", daemon=True)
@@ -234,7 +246,6 @@ class Sender:
         self.finished = False
 
     def _work(self) -> None:
-        p, o = self.pipeline, self.o
         while True:
             kind, payload = self.queue.get()
             if kind is _END:
@@ -243,9 +254,9 @@ class Sender:
                 continue  # drain without shipping after a failure
             try:
                 if kind == SKIP:
-                    p._oversize(o, payload)
+                    self.skipped(payload)
                 else:
-                    self.sink.ship(payload, lambda acc: p._accepted(o, acc))
+                    self.sink.ship(payload, self.accepted)
             except BaseException as exc:
                 self.error = exc
 
@@ -291,6 +302,8 @@ class Pipeline:
         self.tokens = TokenHolder()  # a service account's token, shared by the lanes
         self.lanes: list[Lane] = []
         self.unserved = 0  # orgs whose turn the rate cap cut before their first request
+        self._turned: set[str] = set()  # orgs whose turn began this run
+        self.shared_turns: list[int] = []  # the size of each shared query served
         self._unserved_lock = threading.Lock()
         self.store = StateStore(cfg.state_dir)
         self.overlap_ms = int(cfg.jumpcloud.overlap_seconds * 1000)
@@ -360,7 +373,7 @@ class Pipeline:
                         state_dir=self.cfg.state_dir,
                     )
                 order = self._serving_order()
-                self.store.check_writable(order)
+                self.store.check_writable(org for turn in order for org in _orgs_of(turn))
             except StateError as exc:
                 self.log.error(f"state file unusable: {exc}")
                 return 1
@@ -405,12 +418,13 @@ class Pipeline:
         self.log.info("another run holds the lock; exiting", lock=lock.path)
         return 0
 
-    def _run_orgs(self, orgs: list[str]) -> int:
-        """Serve the orgs in order with up to parallel_orgs lanes; the worst exit code."""
-        todo = deque(orgs)
+    def _run_orgs(self, turns: list[Turn]) -> int:
+        """Serve the turns in order with up to parallel_orgs lanes; the worst exit code."""
+        todo: deque[Turn] = deque(turns)
         guard = threading.Lock()
         stop = threading.Event()
-        outcome = {"rc": 0, "error": None}
+        outcome: dict[str, Any] = {"rc": 0, "error": None}
+        started = time.monotonic()
 
         def work() -> None:
             lane: Lane | None = None
@@ -419,17 +433,18 @@ class Pipeline:
                     with guard:
                         if not todo:
                             return
-                        org = todo.popleft()
-                        # its first request queues from now: orgs start in serving order
+                        turn = todo.popleft()
+                        # its first request queues from now: turns start in serving order
                         ticket = self.limiter.ticket()
                     if lane is None:
                         lane = Lane(self)
                         with guard:
                             self.lanes.append(lane)
                     lane.jc.next_ticket = ticket
-                    rc, fatal = self._serve(org, lane)
+                    rc, fatal, alone = self._serve(turn, lane)
                     with guard:
                         outcome["rc"] = max(outcome["rc"], rc)
+                        todo.extendleft(reversed(alone))  # served alone next, this run
                     if fatal:
                         stop.set()
             except BaseException as exc:  # handed to the main thread
@@ -437,7 +452,7 @@ class Pipeline:
                     outcome["error"] = outcome["error"] or exc
                 stop.set()
 
-        count = max(1, min(self.cfg.parallel_orgs, len(orgs)))
+        count = max(1, min(self.cfg.parallel_orgs, len(turns)))
         if count == 1:
             work()
         else:
@@ -451,24 +466,36 @@ class Pipeline:
                 thread.join()
         if outcome["error"] is not None:
             raise outcome["error"]
-        if (todo or self.unserved) and not stop.is_set():
+        left = sum(len(_orgs_of(turn)) for turn in todo) + self.unserved
+        if left and not stop.is_set():
             self.log.info(
-                "run time budget reached; remaining orgs wait for the next run",
-                orgs_left=len(todo) + self.unserved,
+                "run time budget reached; remaining orgs wait for the next run", orgs_left=left
             )
+        self.log.info(
+            "run finished",
+            orgs_served=len(self.recorder.finished),
+            orgs_left=left,
+            shared_queries=len(self.shared_turns),
+            orgs_in_shared_queries=sum(self.shared_turns),
+            jumpcloud_requests=self.limiter.requests,
+            duration_s=round(time.monotonic() - started, 3),
+        )
         return outcome["rc"]
 
-    def _serve(self, org: str, lane: Lane) -> tuple[int, bool]:
-        """One org's turn: (exit code, whether the whole run must stop)."""
-        rc = 0
+    def _begin(self, org: str, lane: Lane) -> OrgRun | None:
+        """An org's turn begins: its state (read again when it already had a turn this run),
+        its run record; None (logged) when its state file is unusable."""
+        if org in self._turned:
+            self.store.forget(org)
         try:
             state = self.store.org(org)
         except StateError as exc:
             self.log.error(f"state file unusable: {exc}", org=org)
-            return 1, False
+            return None
+        self._turned.add(org)
         # no cursor and no floor yet (a failed first run leaves only its run record)
         fresh = state.cursor_ms is None and state.floor_ms is None
-        served_before = state.served_ms
+        orun = OrgRun(org, state, lane)
         state.served_ms = now_ms()  # saved with the org's first accepted batch
         if fresh and self.cfg.legacy_end_time_ms is not None:
             state.floor_ms = self.cfg.legacy_end_time_ms
@@ -477,67 +504,119 @@ class Pipeline:
                 org=org,
                 floor=format_ms(state.floor_ms),
             )
-        orun = OrgRun(org, state, lane)
         self.recorder.begin(orun)
+        return orun
+
+    def _serve(self, turn: Turn, lane: Lane) -> tuple[int, bool, list[str]]:
+        """One turn, an org alone or a shared query: (exit code, whether the whole run must
+        stop, orgs to serve alone next in this run)."""
+        runs = []
+        rc = 0
+        for org in _orgs_of(turn):
+            orun = self._begin(org, lane)
+            if orun is None:
+                rc = 1
+            else:
+                runs.append(orun)
+        if not runs:
+            return rc, False, []
         jc, sink = lane.jc, lane.sink
+        stream = SharedStream(self, runs, lane) if len(runs) > 1 else None
+        label = scope_name(tuple(o.org for o in runs))
         retries_before = lane.retries()
         resent_before = sink.resent
         stop = False
         try:
-            self._run_org(orun, jc, sink)
+            if stream is None:
+                self._run_org(runs[0], jc, sink)
+            else:
+                stream.run()
         except WaitPastBudget:
-            if not (orun.fetched or orun.batches or orun.skipped):
+            if not any(o.fetched or o.batches or o.skipped for o in runs):
                 # the rate cap left it no request before the budget ended: not its turn, so
                 # it keeps its place (least recently served) for the next run
-                state.served_ms = served_before
-                state.ops_live = None
+                for o in runs:
+                    o.state.served_ms = o.served_before
+                    o.state.ops_live = None
                 with self._unserved_lock:
-                    self.unserved += 1
-                return 0, False
-            orun.status = "budget"
-            self.log.info(
-                "run time budget reached; progress saved, next run resumes",
-                org=org,
-                budget_s=self.cfg.run_time_budget_seconds,
-            )
-            if not orun.batches:
-                state.served_ms = served_before  # shipped nothing: keeps its place
+                    self.unserved += len(runs)
+                return rc, False, []
+            self._budget_cut(runs, label)
         except BudgetReached:
-            orun.status = "budget"
-            if not orun.batches:
-                state.served_ms = served_before  # shipped nothing: keeps its place
-            self.log.info(
-                "run time budget reached; progress saved, next run resumes",
-                org=org,
-                budget_s=self.cfg.run_time_budget_seconds,
-            )
+            self._budget_cut(runs, label)
         except BudgetExceeded as exc:
             # an exchange was cut at the budget: fine once progress is saved, loud when
             # a stalled peer kept this run from shipping anything
-            if orun.batches:
-                orun.status = "budget"
-                self.log.warning(f"{exc}; progress saved, next run resumes", org=org)
+            if any(o.batches for o in runs):
+                self._ended(runs, "budget")
+                self.log.warning(f"{exc}; progress saved, next run resumes", org=label)
             else:
-                orun.status, orun.error = "failed", exc
-                self.log.error(f"{exc}; nothing shipped this run", org=org)
+                self._ended(runs, "failed", exc)
+                self.log.error(f"{exc}; nothing shipped this run", org=label)
                 rc = 1
         except (FatalError, GaveUpError) as exc:
-            orun.status, orun.error = "failed", exc
-            self.log.error(str(exc), org=org)
+            self._ended(runs, "failed", exc)
+            self.log.error(str(exc), org=label)
             rc = 1
         except StateWriteError as exc:
             # every later batch (and org) would be delivered and not recorded either
-            orun.status, orun.error = "failed", exc
-            self.log.error(str(exc), org=org)
+            self._ended(runs, "failed", exc)
+            self.log.error(str(exc), org=label)
             rc = 1
             stop = True
-        orun.retries = lane.retries() - retries_before
-        orun.resent = sink.resent - resent_before
+        alone = []
+        if stream is not None:
+            with self._unserved_lock:
+                self.shared_turns.append(len(runs))
+            if not stop:
+                alone = self._unroutable(stream, runs)
+        retries = lane.retries() - retries_before
+        resent = sink.resent - resent_before
         self._check_skew(jc)
-        self._summary(orun)
-        self.recorder.finish(orun)
-        self.store.release(org)
-        return rc, stop
+        for o in runs:
+            o.retries, o.resent = retries, resent
+            self._summary(o)
+            self.recorder.finish(o)
+            self.store.release(o.org)
+        return rc, stop, alone
+
+    def _ended(self, runs: list[OrgRun], status: str, error: BaseException | None = None) -> None:
+        for o in runs:
+            o.status, o.error = status, error
+
+    def _budget_cut(self, runs: list[OrgRun], label: str) -> None:
+        for o in runs:
+            o.status = "budget"
+            if not o.batches:
+                o.state.served_ms = o.served_before  # shipped nothing: keeps its place
+        self.log.info(
+            "run time budget reached; progress saved, next run resumes",
+            org=label,
+            budget_s=self.cfg.run_time_budget_seconds,
+        )
+
+    def _unroutable(self, stream: SharedStream, runs: list[OrgRun]) -> list[str]:
+        """After a shared query that met an event it could not route: its members are served
+        alone from now on (persisted: until their windows start after that event), first
+        this run if the budget allows; they keep their place meanwhile."""
+        event = stream.unroutable
+        if event is None:
+            return []
+        until = self._bound(runs[0])
+        if event.ts_ms is not None:
+            until = max(until, event.ts_ms)
+        for o in runs:
+            o.state.solo_until_ms = until
+            o.state.served_ms = o.served_before
+        self.log.warning(
+            "a shared query returned an event without the organization of one of its orgs; "
+            "nothing was guessed: its orgs are served alone (events before it are shipped, "
+            "the rest is read again by each org's own stream)",
+            orgs=",".join(o.org for o in runs),
+            id=event.key,
+            organization=event.reason,
+        )
+        return [o.org for o in runs]
 
     def _check_skew(self, jc: JumpCloudClient) -> None:
         """Warn once per run when the host clock and JumpCloud's (its Date header) differ.
@@ -555,13 +634,18 @@ class Pipeline:
                 skew_s=round(abs(skew) / 1000),
             )
 
-    def _serving_order(self) -> list[str]:
-        """Least recently served org first (never served: first of all, in config order), so
-        that a long backfill of one org, cut by the run time budget, cannot starve the others:
-        orgs that use up the budget take turns."""
+    def _serving_order(self) -> list[Turn]:
+        """The run's turns: least recently served org first (never served: first of all, in
+        config order), so that a long backfill of one org, cut by the run time budget, cannot
+        starve the others: orgs that use up the budget take turns. Caught-up orgs share
+        queries (grouping.py); a group takes the place of its least recently served member."""
         orgs = list(self.cfg.org_keys)
-        served = {org: self.store.served_ms(org) for org in orgs}
-        return sorted(orgs, key=lambda org: served.get(org) or -1)
+        metas = {org: self.store.meta(org) for org in orgs}
+        served = {org: parse_ms_or_none((metas[org] or {}).get("served")) for org in orgs}
+        order = sorted(orgs, key=lambda org: served.get(org) or -1)
+        return plan_turns(
+            order, metas, self.overlap_ms, self.cfg.jumpcloud.shared_query_max_orgs, now_ms()
+        )
 
     def _summary(self, o: OrgRun) -> None:
         cursor = format_ms(o.state.cursor_ms) if o.state.cursor_ms is not None else "none"
@@ -671,7 +755,9 @@ class Pipeline:
                 json_depth=self.cfg.jumpcloud.json_depth,
             )
 
-    def _run_org(self, o: OrgRun, jc: JumpCloudClient, sink: Sink) -> None:
+    def _window(self, o: OrgRun, jc: JumpCloudClient) -> tuple[int, bool]:
+        """(start of the org's window this turn, whether it is its first), on JumpCloud's
+        clock (probed once per lane when the window is recent)."""
         cfg = self.cfg
         state = o.state
         start = state.start_ms(self.overlap_ms)
@@ -699,6 +785,12 @@ class Pipeline:
             state.cursor_ms = now
             if state.floor_ms is not None and state.floor_ms >= now:
                 state.floor_ms = now - 1
+        return start, first
+
+    def _run_org(self, o: OrgRun, jc: JumpCloudClient, sink: Sink) -> None:
+        cfg = self.cfg
+        state = o.state
+        start, first = self._window(o, jc)
         self.log.debug("polling", org=o.org, start_time=format_ms(start))
 
         batcher = Batcher(cfg.siem.batch_size, cfg.siem.max_batch_bytes, sink.framing)
@@ -714,7 +806,7 @@ class Pipeline:
         # JumpCloud pages are fetched, parsed and shaped one page ahead, batches are posted
         # (and recorded) by a sender thread: network waits overlap with our own work.
         pages = Prefetcher(jc.pages(format_ms(start), o.org, self._digest(o, start, alone_max)))
-        sender = Sender(self, o, sink)
+        sender = Sender(sink, lambda acc: self._accepted(o, acc), lambda i: self._oversize(o, i))
         try:
             for _text, page in pages:
                 _text = None  # the items own their bytes; the page text is not needed

@@ -184,6 +184,7 @@ class OrgState:
         recent: RecentIds | None = None,
         served_ms: int | None = None,
         ops: dict[str, Any] | None = None,
+        solo_until_ms: int | None = None,
     ) -> None:
         self.cursor_ms = cursor_ms
         self.floor_ms = floor_ms
@@ -192,6 +193,9 @@ class OrgState:
         # run record and totals (runrecord.py); during a run ``ops_live`` adds its counts so far
         self.ops: dict[str, Any] = ops if ops is not None else {}
         self.ops_live: Callable[[], dict[str, Any]] | None = None
+        # a shared query met an event it could not route (grouping.py): the org is served
+        # alone until its window starts after this JumpCloud time
+        self.solo_until_ms = solo_until_ms
 
     def start_ms(self, overlap_ms: int) -> int | None:
         """max(cursor - overlap, floor + 1 ms); None when the org has no state yet."""
@@ -209,9 +213,11 @@ class OrgState:
         served = "null" if self.served_ms is None else f'"{format_ms(self.served_ms)}"'
         ops = self.ops_live() if self.ops_live is not None else self.ops
         ops_json = f'"ops":{_encode_compact(ops)},' if ops else ""
+        solo = self.solo_until_ms
+        solo_json = "" if solo is None else f'"solo_until":"{format_ms(solo)}",'
         return (
             f'{{"version":{VERSION},"org":{_encode(name)},"served":{served},"cursor":{cursor},'
-            f'"floor":{floor},{ops_json}"recent_ids":{self.recent.json()}}}\n'
+            f'"floor":{floor},{solo_json}{ops_json}"recent_ids":{self.recent.json()}}}\n'
         )
 
 
@@ -222,8 +228,11 @@ def _parse_org(name: str, data: Any, path: str) -> OrgState:
         cursor = parse_ms(data["cursor"]) if data.get("cursor") else None
         floor = parse_ms(data["floor"]) if data.get("floor") else None
         served = parse_ms(data["served"]) if data.get("served") else None
+        solo_until = parse_ms(data["solo_until"]) if data.get("solo_until") else None
     except (ValueError, TypeError):
-        raise StateError(f"{path}: orgs.{name} has an unreadable cursor, floor or served") from None
+        raise StateError(
+            f"{path}: orgs.{name} has an unreadable cursor, floor, served or solo_until"
+        ) from None
     ids = data.get("recent_ids") or {}
     if not isinstance(ids, dict) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in ids.values()
@@ -231,7 +240,12 @@ def _parse_org(name: str, data: Any, path: str) -> OrgState:
         raise StateError(f"{path}: orgs.{name}.recent_ids is not an object of id -> epoch ms")
     ops = data.get("ops")
     return OrgState(
-        cursor, floor, RecentIds.from_mapping(ids), served, ops if isinstance(ops, dict) else None
+        cursor,
+        floor,
+        RecentIds.from_mapping(ids),
+        served,
+        ops if isinstance(ops, dict) else None,
+        solo_until,
     )
 
 
@@ -409,20 +423,19 @@ class StateStore:
     def has(self, name: str) -> bool:
         return name in self.orgs or os.path.exists(self.path_of(name))
 
-    def served_ms(self, name: str) -> int | None:
-        """When a run last began reading the org (from its file; None: never)."""
-        state = self.orgs.get(name)
-        if state is not None:
-            return state.served_ms
+    def meta(self, name: str) -> dict[str, Any] | None:
+        """The org's file without its recent ids (see read_meta); None when it has none or
+        it is unreadable (its turn reports the problem)."""
         try:
-            meta = read_meta(self.path_of(name), name)
+            return read_meta(self.path_of(name), name)
         except StateError:
-            return None  # served first: its turn reports the problem
-        served = meta.get("served") if meta else None
-        try:
-            return parse_ms(served) if isinstance(served, str) else None
-        except ValueError:
             return None
+
+    def forget(self, name: str) -> None:
+        """Drop the org's loaded state, so that a second turn in the same run reads its file
+        again (release() emptied its recent ids)."""
+        with self._lock:
+            self.orgs.pop(name, None)
 
     def serialize(self, name: str) -> bytes:
         return self.org(name).json(name).encode()
