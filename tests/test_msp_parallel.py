@@ -169,7 +169,10 @@ def test_kill_9_loop_with_parallel_orgs_doubles_at_most_one_batch_per_org(
     batch = 15
     events = _seed(msp, 150, minutes=30)
     cfg = legacy_config(msp.url, sink.url, batch_size=batch)
-    cfg["jumpcloud"].update(org_ids=ORGS, page_size=60, max_requests_per_second=50)
+    # each org its own stream (tests/test_shared_query.py kills shared ones)
+    cfg["jumpcloud"].update(
+        org_ids=ORGS, page_size=60, max_requests_per_second=50, shared_query_max_orgs=1
+    )
     path = tmp_path / "config.json"
     path.write_text(
         json.dumps({**cfg, **FAST, "state_dir": str(tmp_path / "state"), "parallel_orgs": 4})

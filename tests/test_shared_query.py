@@ -468,3 +468,32 @@ def test_plan_turns_groups_only_caught_up_orgs_with_close_window_starts() -> Non
         "provider:p1",
     ]
     assert plan_turns(order, metas, overlap, 1, now) == order
+
+
+def test_a_shared_stream_cut_by_the_budget_leaves_its_orgs_to_their_own_streams(
+    tmp_path: Path, sink, capsys
+) -> None:
+    orgs = org_ids(5)
+    with JumpCloudSimulator(api_key=JC_KEY, org_ids=orgs) as sim:
+        env = Env(tmp_path, sim, sink)
+        configure(env, sim, sink, orgs, batch_size=10, page_size=100)
+        first = seed(sim, orgs, 2, salt=1)
+        assert env.run(capsys)[0] == 0
+        second = seed(sim, orgs, 200, salt=2, minutes=4)  # a backlog for every org
+        sink.inject_fault(None, count=-1, delay_s=0.05)  # 100 batches: longer than the budget
+        env.edit(lambda cfg: cfg.update(run_time_budget_seconds=1.5))
+        sim.arrivals.clear()
+        rc, _, err = env.run(capsys)
+        assert rc == 0, err
+        assert queries(sim) and all(q == tuple(orgs) for q in queries(sim) if len(q) > 1)
+        assert any(len(q) > 1 for q in queries(sim))
+        assert {f["status"] for f in run_lines(err).values()} == {"budget"}
+        # not caught up: next run each org gets its own stream
+        sink.clear_faults()
+        env.edit(lambda cfg: cfg.update(run_time_budget_seconds=60))
+        sim.arrivals.clear()
+        rc, _, err = env.run(capsys)
+        assert rc == 0, err
+        assert {q for q in queries(sim)} == {(org,) for org in orgs}
+        exactly_once(sink, first, second)
+        cursors_at_newest(env, first, second)
