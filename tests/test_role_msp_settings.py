@@ -1,7 +1,8 @@
-"""The role's MSP run settings: di2siem_parallel_orgs and
-di2siem_jumpcloud_max_requests_per_second reach the rendered config.json as parallel_orgs and
-jumpcloud.max_requests_per_second (defaults and set values), the collector's own parser reads
-them back, and out-of-range values stop the preflight with a message naming the variable."""
+"""The role's MSP run settings: di2siem_parallel_orgs, di2siem_jumpcloud_max_requests_per_second
+and di2siem_jumpcloud_shared_query_max_orgs reach the rendered config.json as parallel_orgs,
+jumpcloud.max_requests_per_second and jumpcloud.shared_query_max_orgs (defaults and set
+values), the collector's own parser reads them back, and out-of-range values stop the preflight
+with a message naming the variable."""
 
 from __future__ import annotations
 
@@ -35,12 +36,14 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             **COMMON,
             "di2siem_parallel_orgs": 3,
             "di2siem_jumpcloud_max_requests_per_second": 0.5,
+            "di2siem_jumpcloud_shared_query_max_orgs": 1,
         },
         # inventory files and -e give strings
         "strings": {
             **COMMON,
             "di2siem_parallel_orgs": "64",
             "di2siem_jumpcloud_max_requests_per_second": "100",
+            "di2siem_jumpcloud_shared_query_max_orgs": "20",
         },
     }
     # the rendered config names the rendered credentials file (as configure.yml's validation does)
@@ -55,17 +58,22 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize(
-    ("host", "parallel_orgs", "rate"),
-    [("defaults", 8, 5.0), ("tuned", 3, 0.5), ("strings", 64, 100.0)],
+    ("host", "parallel_orgs", "rate", "shared"),
+    [("defaults", 8, 5.0, 50), ("tuned", 3, 0.5, 1), ("strings", 64, 100.0, 20)],
 )
-def test_rendered_config_carries_them(rendered, host: str, parallel_orgs: int, rate: float):
+def test_rendered_config_carries_them(
+    rendered, host: str, parallel_orgs: int, rate: float, shared: int
+) -> None:
     raw = json.loads(rendered[host].read_text(encoding="utf-8"))
     assert raw["parallel_orgs"] == parallel_orgs
     assert isinstance(raw["parallel_orgs"], int)
     assert raw["jumpcloud"]["max_requests_per_second"] == rate
+    assert raw["jumpcloud"]["shared_query_max_orgs"] == shared
+    assert isinstance(raw["jumpcloud"]["shared_query_max_orgs"], int)
     parsed = config.load(str(rendered[host]))
     assert parsed.parallel_orgs == parallel_orgs
     assert parsed.jumpcloud.max_requests_per_second == rate
+    assert parsed.jumpcloud.shared_query_max_orgs == shared
 
 
 PREFLIGHT = """---
@@ -80,7 +88,7 @@ PREFLIGHT = """---
 """
 
 
-BAD = {"zero": (0, 0), "above": (65, 101), "not_numbers": (2.5, "fast")}
+BAD = {"zero": (0, 0, 0), "above": (65, 101, 51), "not_numbers": (2.5, "fast", "all")}
 
 
 def test_out_of_range_values_are_refused(tmp_path: Path) -> None:
@@ -89,8 +97,9 @@ def test_out_of_range_values_are_refused(tmp_path: Path) -> None:
             **COMMON,
             "di2siem_parallel_orgs": orgs,
             "di2siem_jumpcloud_max_requests_per_second": rate,
+            "di2siem_jumpcloud_shared_query_max_orgs": shared,
         }
-        for name, (orgs, rate) in {**BAD, "edges": (64, 0.1)}.items()
+        for name, (orgs, rate, shared) in {**BAD, "edges": (64, 0.1, 1)}.items()
     }
     result = playbook(tmp_path, PREFLIGHT, hosts)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -105,6 +114,7 @@ def test_out_of_range_values_are_refused(tmp_path: Path) -> None:
     rules = {
         "di2siem_parallel_orgs": "a whole number from 1 to 64",
         "di2siem_jumpcloud_max_requests_per_second": "from 0.1 to 100",
+        "di2siem_jumpcloud_shared_query_max_orgs": "a whole number from 1 to 50",
     }
     expected = {
         (host, key): f"{key}={value} is out of range: set it to"
