@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,6 +101,18 @@ def kill_if_running(proc: subprocess.Popen) -> int:
     out, err = proc.communicate(timeout=60)
     assert_no_secrets(out, err)
     return killed
+
+
+def kill_at_random(config: Path, rounds: int, seed: int, low: float, high: float) -> int:
+    """ROUNDS runs, each kill -9'd after a random LOW..HIGH s (seeded); how many were killed
+    mid-run (the others had ended by then)."""
+    rng = random.Random(seed)
+    kills = 0
+    for _ in range(rounds):
+        proc = start_run(config)
+        time.sleep(rng.uniform(low, high))
+        kills += kill_if_running(proc)
+    return kills
 
 
 def assert_no_secrets(*texts: str) -> None:

@@ -17,6 +17,7 @@ from conftest import (
     assert_no_secrets,
     console_run,
     counts,
+    kill_at_random,
     kill_if_running,
     legacy_config,
     start_run,
@@ -37,12 +38,7 @@ def test_kill_9_at_random_instants_loses_nothing(env: Env) -> None:
     cfg["jumpcloud"]["page_size"] = 400
     env.write(cfg)
     env.cx.inject_fault(None, count=-1, delay_s=0.05)  # every POST takes a while
-    rng = random.Random(1234)
-    kills = 0
-    for _ in range(15):
-        proc = start_run(env.path)
-        time.sleep(rng.uniform(0.3, 0.8))
-        kills += kill_if_running(proc)
+    kills = kill_at_random(env.path, rounds=15, seed=1234, low=0.3, high=0.8)
     env.cx.clear_faults()
     rc, _, err = env.proc()
     assert rc == 0, err

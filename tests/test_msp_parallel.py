@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import time
 from collections import Counter
@@ -20,9 +19,8 @@ from conftest import (
     JC_KEY,
     Env,
     di2siem_executable,
-    kill_if_running,
+    kill_at_random,
     legacy_config,
-    start_run,
     summary,
 )
 from di2siem.sandbox import JumpCloudSimulator
@@ -179,12 +177,7 @@ def test_kill_9_loop_with_parallel_orgs_doubles_at_most_one_batch_per_org(
     )
     os.chmod(path, 0o600)
     sink.inject_fault(None, count=-1, delay_s=0.03)  # every POST takes a while
-    rng = random.Random(77)
-    kills = 0
-    for _ in range(8):
-        proc = start_run(path)
-        time.sleep(rng.uniform(0.4, 1.0))
-        kills += kill_if_running(proc)
+    kills = kill_at_random(path, rounds=8, seed=77, low=0.4, high=1.0)
     sink.clear_faults()
     result = subprocess.run(
         [di2siem_executable(), "run", "--config", str(path)], capture_output=True, text=True

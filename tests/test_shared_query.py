@@ -9,10 +9,8 @@ the grouping against the simulator (which counts the requests) and hostile JumpC
 from __future__ import annotations
 
 import json
-import random
 import re
 import socket
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +22,8 @@ from conftest import (
     JC_KEY,
     Env,
     console_run,
-    kill_if_running,
+    kill_at_random,
     legacy_config,
-    start_run,
     summary,
 )
 from di2siem.http import HeaderLines, RetryPolicy
@@ -356,12 +353,7 @@ def test_kill_9_loop_with_shared_queries_loses_nothing(tmp_path: Path, sink) -> 
         second = seed(sim, orgs, 40, salt=2, minutes=5)
         sim.arrivals.clear()
         sink.inject_fault(None, count=-1, delay_s=0.03)  # every POST takes a while
-        rng = random.Random(78)
-        kills = 0
-        for _ in range(8):
-            proc = start_run(env.path)
-            time.sleep(rng.uniform(0.4, 1.0))
-            kills += kill_if_running(proc)
+        kills = kill_at_random(env.path, rounds=8, seed=78, low=0.4, high=1.0)
         sink.clear_faults()
         result = console_run(env.path)
         assert result.returncode == 0, result.stderr
