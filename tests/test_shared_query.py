@@ -497,3 +497,45 @@ def test_a_shared_stream_cut_by_the_budget_leaves_its_orgs_to_their_own_streams(
         assert {q for q in queries(sim)} == {(org,) for org in orgs}
         exactly_once(sink, first, second)
         cursors_at_newest(env, first, second)
+
+
+def test_one_refused_member_costs_only_itself_and_the_rest_ship_in_the_same_run(
+    tmp_path: Path, sink, capsys
+) -> None:
+    """JumpCloud refuses a shared query with 402 when one member has no Directory Insights
+    (the answer does not say which): the other members ship in the same run, alone, and only
+    the refused org fails; the next run the healthy ones share again."""
+    orgs = org_ids(4)
+    with JumpCloudSimulator(api_key=JC_KEY, org_ids=orgs) as sim:
+        env = Env(tmp_path, sim, sink)
+        configure(env, sim, sink, orgs)
+        first = seed(sim, orgs, 2, salt=1)
+        assert env.run(capsys)[0] == 0
+        second = seed(sim, orgs, 3, salt=2)
+        refused = orgs[2]
+        sim.set_insights(refused, False)
+        sim.arrivals.clear()
+        rc, _, err = env.run(capsys)
+        assert rc == 1, err  # one org failed
+        asked = queries(sim)
+        assert [sorted(q) for q in asked if len(q) > 1] == [sorted(orgs)], asked
+        assert {q for q in asked if len(q) == 1} == {(org,) for org in orgs}, asked
+        lines = run_lines(err)
+        assert {org: f["status"] for org, f in lines.items()} == {
+            org: "failed" if org == refused else "ok" for org in orgs
+        }
+        assert "JumpCloud 402" in err
+        healthy = [org for org in orgs if org != refused]
+        exactly_once(sink, first, {org: second[org] for org in healthy})
+        cursors_at_newest(env, first, {org: second[org] for org in healthy})
+        ops = {org: s["ops"] for org, s in env.state()["orgs"].items()}
+        assert ops[refused]["last_status"] == "failed" and "402" in ops[refused]["last_error"]
+        assert all(ops[org]["last_status"] == "ok" for org in healthy)
+        # enabled again: nothing was lost, the refused org catches up alone, the rest share
+        sim.set_insights(refused, True)
+        sim.arrivals.clear()
+        rc, _, err = env.run(capsys)
+        assert rc == 0, err
+        assert [sorted(q) for q in queries(sim) if len(q) > 1] == [sorted(healthy)]
+        exactly_once(sink, first, second)
+        cursors_at_newest(env, first, second)

@@ -145,19 +145,24 @@ def split_page(
     return text, out
 
 
+class OrgRefused(FatalError):
+    """JumpCloud refused the query's org (402 Directory Insights not enabled, 403 not
+    accessible). To a shared query this does not say which member: each is served alone."""
+
+
 def _insights_disabled(org: str) -> FatalError:
     """402: a plan/licence problem of that org, not a transient error nor a wrong URL."""
     if org == DEFAULT_ORG:
-        return FatalError(
+        return OrgRefused(
             "Directory Insights is not enabled for this organization (JumpCloud 402): enable "
             "Directory Insights on the organization's plan"
         )
     if org.startswith(PROVIDER_PREFIX):
-        return FatalError(
+        return OrgRefused(
             f"provider {org[len(PROVIDER_PREFIX) :]}: Directory Insights is not enabled for the "
             "MSP portal (JumpCloud 402): enable it or remove jumpcloud.provider_id"
         )
-    return FatalError(
+    return OrgRefused(
         f"org {org}: Directory Insights is not enabled for this organization (JumpCloud 402): "
         "enable Directory Insights on its plan or remove it from jumpcloud.org_ids"
     )
@@ -175,7 +180,7 @@ def _status_error(
 ) -> Exception:
     if status == 402:
         if isinstance(org, tuple):  # which org of the group is not said: each one alone will
-            return FatalError(
+            return OrgRefused(
                 f"orgs {scope_name(org)}: Directory Insights is not enabled for one of them "
                 "(JumpCloud 402 to a shared query); they are served alone next"
             )
@@ -187,11 +192,11 @@ def _status_error(
         return FatalError(f"JumpCloud answered 401: check {keys}{suffix}")
     if status == 403:
         if service_account:
-            return FatalError(
+            return OrgRefused(
                 f"JumpCloud answered 403: check {SA_KEYS} (the service account must be "
                 f"allowed to read Directory Insights) and jumpcloud.org_ids{suffix}"
             )
-        return FatalError(
+        return OrgRefused(
             "JumpCloud answered 403: check jumpcloud.api_key (it must be an administrator "
             f"API key allowed to read Directory Insights) and jumpcloud.org_ids{suffix}"
         )

@@ -34,7 +34,7 @@ from .batching import Batcher, Item, Oversize
 from .config import DEFAULT_ORG, Config, ConfigError
 from .grouping import Turn, plan_turns
 from .http import BudgetExceeded, FatalError, GaveUpError, RetryPolicy
-from .jumpcloud import NONSTANDARD, JumpCloudClient, TokenHolder, scope_name
+from .jumpcloud import NONSTANDARD, JumpCloudClient, OrgRefused, TokenHolder, scope_name
 from .lock import InstanceLock, LockHeld
 from .log import Logger
 from .runrecord import RunRecorder
@@ -554,6 +554,13 @@ class Pipeline:
                 self._ended(runs, "failed", exc)
                 self.log.error(f"{exc}; nothing shipped this run", org=label)
                 rc = 1
+        except OrgRefused as exc:
+            if stream is None:
+                self._ended(runs, "failed", exc)
+                self.log.error(str(exc), org=label)
+                rc = 1
+            else:
+                return rc, False, self._refused(runs, exc)
         except (FatalError, GaveUpError) as exc:
             self._ended(runs, "failed", exc)
             self.log.error(str(exc), org=label)
@@ -579,6 +586,22 @@ class Pipeline:
             self.recorder.finish(o)
             self.store.release(o.org)
         return rc, stop, alone
+
+    def _refused(self, runs: list[OrgRun], exc: OrgRefused) -> list[str]:
+        """JumpCloud refused a shared query (402/403), which does not say for which member:
+        the turn does not count for any of them (no run record, their place kept), and each
+        is served alone next, in this run, so that only the refused org fails."""
+        for o in runs:
+            o.state.served_ms = o.served_before
+            o.state.ops_live = None
+            self.store.release(o.org)
+        with self._unserved_lock:
+            self.shared_turns.append(len(runs))
+        self.log.warning(
+            f"{exc}; the query's orgs are served alone next, so that only the refused one fails",
+            orgs=",".join(o.org for o in runs),
+        )
+        return [o.org for o in runs]
 
     def _ended(self, runs: list[OrgRun], status: str, error: BaseException | None = None) -> None:
         for o in runs:
