@@ -58,10 +58,11 @@ class FakeJumpCloud:
                 self.texts.append(text)
                 self.owners.append(None)
 
-    def add_for(self, org: str, *events: dict[str, Any]) -> None:
+    def add_for(self, org: str, *events: dict[str, Any] | str) -> None:
         with self._lock:
             for event in events:
-                self.texts.append(json.dumps(event, separators=(",", ":")))
+                text = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
+                self.texts.append(text)
                 self.owners.append(org)
 
     def _serves(self, owner: str | None, asked: list[str]) -> bool:
@@ -105,7 +106,8 @@ class FakeJumpCloud:
             selected.append((index, text))
             if len(selected) == limit:
                 break
-        body = ("[" + ",".join(t for _, t in selected) + "]").encode()
+        # surrogateescape: a text may carry invalid UTF-8 bytes (U+DC80..U+DCFF) as bytes
+        body = ("[" + ",".join(t for _, t in selected) + "]").encode("utf-8", "surrogateescape")
         last = selected[-1][0] if selected else after
         headers = {**date, "X-Limit": str(limit), "X-Search_after": json.dumps([last])}
         self._answer(ex, 200, body, headers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -76,8 +77,53 @@ def decode_page(content: bytes | bytearray) -> str:
         raise RetryableError("JumpCloud sent a malformed answer (not UTF-8)") from None
 
 
+# Invalid UTF-8 bytes, as the surrogateescape decoder keeps them (U+DC80..U+DCFF)
+_ESCAPED_BYTES = re.compile("[\udc80-\udcff]")
+UNPARSABLE = ("not an object", "nested too deep to parse", "not valid UTF-8")
+# Called for an element of a well-formed page that can never become an event (one of
+# UNPARSABLE): (its exact text, why); what it returns takes the element's place in the page.
+OnDefect = Callable[[str, str], Any]
+
+
+def decode_keeping_bytes(content: bytes | bytearray) -> tuple[str, bool]:
+    """(text, whether it holds invalid UTF-8 bytes, kept as U+DC80..U+DCFF)."""
+    try:
+        return content.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return content.decode("utf-8", "surrogateescape"), True
+
+
+def raw_bytes(text: str) -> bytes:
+    """The bytes an element's text was decoded from (invalid UTF-8 bytes included)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _value_end(text: str, i: int) -> int:
+    """Where the JSON value starting at text[i] (an object or array) ends, by its brackets
+    (strings skipped); ValueError when it does not end. Only for values too deep to parse."""
+    depth = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise ValueError("unterminated value")
+
+
 def split_page(
-    content: bytes | bytearray | str, transform: Transform | None = None
+    content: bytes | bytearray | str,
+    transform: Transform | None = None,
+    on_defect: OnDefect | None = None,
+    escaped: bool = False,
 ) -> tuple[str, list[Any]]:
     """Parse a page (a JSON array of objects): (page text, list of
     ``transform(event, text, start, end, index)``), by default (event, event text) pairs.
@@ -85,10 +131,19 @@ def split_page(
     The event's own text (``text[start:end]``) lets the shaper ship it without
     re-serialising it; transforming while parsing means a page never holds all its decoded
     dicts at once, only small tuples and the page text (one block of memory).
-    Anything else than an array of objects raises RetryableError (malformed answer).
+    Anything else than an array of objects raises RetryableError (malformed answer), except,
+    given ``on_defect``, an element that can never be an event in an otherwise well-formed
+    page (``null``, nested past what the parser can hold, invalid UTF-8 inside it): it is
+    handed to ``on_defect`` and the page goes on (the index counts events only). ``escaped``:
+    the text came from decode_keeping_bytes and holds invalid bytes.
     """
     transform = transform or _pair
-    text = content if isinstance(content, str) else decode_page(content)
+    if isinstance(content, str):
+        text = content
+    elif on_defect is None:
+        text = decode_page(content)
+    else:
+        text, escaped = decode_keeping_bytes(content)
     n = len(text)
     i = 0
     while i < n and text[i] in _WS:
@@ -112,13 +167,29 @@ def split_page(
             while True:
                 # the C scanner itself (raw_decode is a Python wrapper around it)
                 try:
-                    event, end = _scan_once(text, i)
-                except ValueError:
-                    event, end = _tolerant_scan_once(text, i)
-                if type(event) is not dict:
-                    raise RetryableError("JumpCloud sent a malformed answer (non-object event)")
-                append(transform(event, text, i, end, index))
-                index += 1
+                    try:
+                        event, end = _scan_once(text, i)
+                    except ValueError:
+                        event, end = _tolerant_scan_once(text, i)
+                except RecursionError:
+                    if on_defect is None:
+                        raise RetryableError(
+                            "JumpCloud sent an event nested too deep to parse"
+                        ) from None
+                    end = _value_end(text, i)
+                    append(on_defect(text[i:end], UNPARSABLE[1]))
+                else:
+                    if type(event) is not dict:
+                        if on_defect is None:
+                            raise RetryableError(
+                                "JumpCloud sent a malformed answer (non-object event)"
+                            )
+                        append(on_defect(text[i:end], UNPARSABLE[0]))
+                    elif escaped and _ESCAPED_BYTES.search(text, i, end):
+                        append(on_defect(text[i:end], UNPARSABLE[2]))
+                    else:
+                        append(transform(event, text, i, end, index))
+                        index += 1
                 c = text[end]
                 if c == ",":  # compact pages: the next event starts right after the comma
                     i = end + 1
@@ -353,14 +424,18 @@ class JumpCloudClient:
         limit: int,
         transform: Transform | None = None,
         org: Scope = DEFAULT_ORG,
+        on_defect: OnDefect | None = None,
     ):
         response = self._query(body, headers, org)
         content = response.content
         response_headers = response.headers
         del response
-        text = decode_page(content)
+        if on_defect is None:
+            text, escaped = decode_page(content), False
+        else:
+            text, escaped = decode_keeping_bytes(content)
         del content  # not held while the page is parsed (a page may be hundreds of MB)
-        text, events = split_page(text, transform)
+        text, events = split_page(text, transform, on_defect, escaped)
         page_limit = limit
         raw_limit = response_headers.get("X-Limit")
         if raw_limit:
@@ -444,11 +519,16 @@ class JumpCloudClient:
             refreshed = True
 
     def pages(
-        self, start_time: str, org: Scope = DEFAULT_ORG, transform: Transform | None = None
+        self,
+        start_time: str,
+        org: Scope = DEFAULT_ORG,
+        transform: Transform | None = None,
+        on_defect: OnDefect | None = None,
     ) -> Iterator[tuple[str, list[Any]]]:
         """Yield pages, ascending, from start_time to the end: (page text, list of
-        ``transform(event, text, start, end, index)``), see split_page. ``org`` may be a
-        tuple of org ids: one shared query, their events mixed in one stream."""
+        ``transform(event, text, start, end, index)``), see split_page (and ``on_defect``).
+        ``org`` may be a tuple of org ids: one shared query, their events mixed in one
+        stream."""
         query: dict[str, Any] = {
             "service": list(self.cfg.services),
             "start_time": start_time,
@@ -462,7 +542,9 @@ class JumpCloudClient:
         while True:
             body = json.dumps(query, separators=(",", ":")).encode()
             page, search_after, page_limit = self.policy.run(
-                lambda b=body: self._fetch(b, headers, self.cfg.page_size, transform, org),
+                lambda b=body: self._fetch(
+                    b, headers, self.cfg.page_size, transform, org, on_defect
+                ),
                 what,
                 self.on_retry,
             )

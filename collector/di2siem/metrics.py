@@ -26,6 +26,8 @@ COUNTERS = (
     ("di2siem_events_duplicate_total", "Events dropped as already shipped.", "duplicates", ()),
     ("di2siem_events_skipped_total", "Events not shipped, by reason.", "skipped_too_large",
      (("reason", "too_large"),)),
+    ("di2siem_events_skipped_total", "Events not shipped, by reason.", "skipped_unparsable",
+     (("reason", "unparsable"),)),
     ("di2siem_batches_total", "Batches the SIEM accepted.", "batches", ()),
     ("di2siem_retries_total", "Retried requests, by side.", "retries_jumpcloud",
      (("side", "jumpcloud"),)),

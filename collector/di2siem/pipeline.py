@@ -28,10 +28,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from .batching import Batcher, Item, Oversize
 from .config import DEFAULT_ORG, Config, ConfigError
+from .deadletter import DeadLetters
 from .grouping import Turn, plan_turns
 from .http import BudgetExceeded, FatalError, GaveUpError, RetryPolicy
 from .jumpcloud import NONSTANDARD, JumpCloudClient, OrgRefused, TokenHolder, scope_name
@@ -39,7 +40,7 @@ from .lock import InstanceLock, LockHeld
 from .log import Logger
 from .runrecord import RunRecorder
 from .shaping import Shaper, too_deep
-from .shared import SharedStream
+from .shared import UNPARSABLE, SharedStream
 from .sink import Sink
 from .state import OrgState, StateError, StateStore, StateWriteError, unsafe_state_dir
 from .throttle import RateLimiter, WaitPastBudget
@@ -156,6 +157,7 @@ class OrgRun:
         self.retries = 0
         self.resent = 0
         self.untimed = 0
+        self.dead_lettered = 0
         self.started = time.monotonic()
         self.served_before = state.served_ms  # restored when the turn did not count
         self.status = "ok"
@@ -164,6 +166,13 @@ class OrgRun:
         # keys handed to the sender and not yet recorded in the state (read by the main
         # thread, emptied by the sender once the state holds them)
         self.pending: set[str] = set()
+
+
+class Defect(NamedTuple):
+    """An element of a JumpCloud page that can never be an event (jumpcloud.UNPARSABLE)."""
+
+    text: str
+    reason: str
 
 
 BATCH = "batch"
@@ -310,6 +319,7 @@ class Pipeline:
         self._warnings = 0
         self._skew_warned = False
         self.recorder = RunRecorder(self)
+        self.dead_letters = DeadLetters(cfg.state_dir)
         self.lock_held = False  # another run held the lock: this one did nothing
 
     # -- helpers -----------------------------------------------------------------------------
@@ -631,10 +641,14 @@ class Pipeline:
         for o in runs:
             o.state.solo_until_ms = until
             o.state.served_ms = o.served_before
+        what = (
+            "an element that is no event (its org cannot be read)"
+            if event.reason == UNPARSABLE
+            else "an event without the organization of one of its orgs"
+        )
         self.log.warning(
-            "a shared query returned an event without the organization of one of its orgs; "
-            "nothing was guessed: its orgs are served alone (events before it are shipped, "
-            "the rest is read again by each org's own stream)",
+            f"a shared query returned {what}; nothing was guessed: its orgs are served alone "
+            "(events before it are shipped, the rest is read again by each org's own stream)",
             orgs=",".join(o.org for o in runs),
             id=event.key,
             organization=event.reason,
@@ -688,6 +702,8 @@ class Pipeline:
             fields["deep"] = o.deep
         if o.untimed:
             fields["untimed"] = o.untimed
+        if o.dead_lettered:
+            fields["dead_lettered"] = o.dead_lettered
         peak = peak_rss_mb()
         if peak is not None:
             fields["peak_rss_mb"] = peak
@@ -828,7 +844,9 @@ class Pipeline:
         pending_add = pending_ids.add
         # JumpCloud pages are fetched, parsed and shaped one page ahead, batches are posted
         # (and recorded) by a sender thread: network waits overlap with our own work.
-        pages = Prefetcher(jc.pages(format_ms(start), o.org, self._digest(o, start, alone_max)))
+        pages = Prefetcher(
+            jc.pages(format_ms(start), o.org, self._digest(o, start, alone_max), Defect)
+        )
         sender = Sender(sink, lambda acc: self._accepted(o, acc), lambda i: self._oversize(o, i))
         try:
             for _text, page in pages:
@@ -845,6 +863,9 @@ class Pipeline:
                             else:
                                 pending_add(item[1])
                                 sender.submit(SKIP, item)
+                            continue
+                        if type(item) is Defect:
+                            self._dead_letter(o, item)
                             continue
                         item, deep = item
                         key = item[1]
@@ -880,6 +901,28 @@ class Pipeline:
             # pin the first window so later runs do not slide past late events
             state.floor_ms = start - 1
             self.store.save(o.org)
+
+    def _dead_letter(self, o: OrgRun, defect: Defect) -> None:
+        """An element that can never be shipped as an event: its exact bytes are kept in
+        state_dir/dead-letter (once: a re-read finds the file and counts a duplicate), the
+        stream goes on past it, and the org's totals and status say so."""
+        try:
+            path, new = self.dead_letters.keep(o.org, defect.text)
+        except OSError as exc:
+            raise StateWriteError(
+                f"cannot keep an unparsable JumpCloud event in {self.dead_letters.directory} "
+                f"({exc.strerror or exc}); it is not skipped unkept, so the org stops here"
+            ) from None
+        if not new:
+            o.duplicates += 1
+            return
+        o.dead_lettered += 1
+        self.log.warning(
+            f"JumpCloud sent an element that is no event ({defect.reason}); not shipped, "
+            "kept as received in the dead-letter file, the stream goes on past it",
+            org=o.org,
+            file=path,
+        )
 
     def _oversize(self, o: OrgRun, item: Oversize) -> None:
         """An event that alone exceeds siem.max_batch_bytes (measured here): reported,

@@ -4,7 +4,8 @@ Stored as the org's ``ops`` object in its state file ``orgs/<org>.json`` (state.
 opaquely)::
 
     {"totals": {"fetched": n, "shipped": n, "duplicates": n, "skipped_too_large": n,
-                "batches": n, "retries_jumpcloud": n, "retries_siem": n, "failures": n},
+                "skipped_unparsable": n, "batches": n, "retries_jumpcloud": n,
+                "retries_siem": n, "failures": n},
      "last_run": ISO, "last_success": ISO | null, "last_status": "ok" | "budget" | "failed",
      "last_error": one redacted line naming the side | null, "last_duration_s": s}
 
@@ -31,12 +32,13 @@ TOTALS = (
     "shipped",
     "duplicates",
     "skipped_too_large",
+    "skipped_unparsable",
     "batches",
     "retries_jumpcloud",
     "retries_siem",
     "failures",
 )
-SKIP_REASONS = {"skipped_too_large": "too_large"}
+SKIP_REASONS = {"skipped_too_large": "too_large", "skipped_unparsable": "unparsable"}
 SIDES = ("JumpCloud", "SIEM")
 MAX_ERROR_CHARS = 400
 
@@ -91,6 +93,7 @@ class RunRecorder:
         totals["shipped"] += o.shipped
         totals["duplicates"] += o.duplicates
         totals["skipped_too_large"] += o.skipped
+        totals["skipped_unparsable"] += o.dead_lettered
         totals["batches"] += o.batches
         totals["retries_jumpcloud"] += lane.jc_policy.retries - retries0[0]
         totals["retries_siem"] += lane.sink_policy.retries - retries0[1]

@@ -8,10 +8,11 @@ batches (which may mix members: the shipped shape does not depend on the org) ar
 per member once the SIEM accepted them (cursor moved to the member's own events' times within
 JumpCloud's clock). A member without events in the answer keeps its cursor.
 
-An event this stream cannot route (no ``organization``, or one the query did not name) is
-never guessed: the stream stops before it, what was accepted stays recorded, and the caller
-serves the members alone (``unroutable``). Everything after that event is re-read by those
-solo streams, since no member's cursor passed it (the stream is ascending).
+An event this stream cannot route (no ``organization``, one the query did not name, or an
+element that is no event at all, whose org cannot be read) is never guessed: the stream stops
+before it, what was accepted stays recorded, and the caller serves the members alone
+(``unroutable``). Everything after that event is re-read by those solo streams, since no
+member's cursor passed it (the stream is ascending).
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ class Unroutable(NamedTuple):
 
     key: str
     ts_ms: int | None
-    reason: str  # "missing" (no organization) or "foreign" (an org not in the query)
+    # "missing" (no organization), "foreign" (an org not in the query) or UNPARSABLE (an
+    # element that is no event: jumpcloud.UNPARSABLE)
+    reason: str
+
+
+UNPARSABLE = "unparsable"
 
 
 class SharedStream:
@@ -76,7 +82,11 @@ class SharedStream:
             o, member_digest = member
             return (o, member_digest(event, text, s, e, index))
 
-        pages = Prefetcher(jc.pages(format_ms(start), tuple(members), digest))
+        def defect(text: str, reason: str) -> tuple:
+            # whose it is cannot be read: the members' own streams dead-letter it
+            return (None, Unroutable(event_key(None, text), None, UNPARSABLE))
+
+        pages = Prefetcher(jc.pages(format_ms(start), tuple(members), digest, defect))
         sender = Sender(sink, _accepted_by(p), lambda pair: p._oversize(*pair))
         try:
             for _text, page in pages:

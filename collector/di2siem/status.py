@@ -58,7 +58,8 @@ def org_status(org: str, data: Any, now: int, max_lag_s: float, redact) -> dict[
         "shipped_total": totals["shipped"],
         "fetched_total": totals["fetched"],
         "duplicates_total": totals["duplicates"],
-        "skipped_total": totals["skipped_too_large"],
+        "skipped_total": totals["skipped_too_large"] + totals["skipped_unparsable"],
+        "dead_lettered_total": totals["skipped_unparsable"],
     }
 
 
