@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -103,13 +103,27 @@ def kill_if_running(proc: subprocess.Popen) -> int:
     return killed
 
 
-def kill_at_random(config: Path, rounds: int, seed: int, low: float, high: float) -> int:
+def kill_at_random(
+    config: Path,
+    rounds: int,
+    seed: int,
+    low: float,
+    high: float,
+    progress: Callable[[], int] | None = None,
+) -> int:
     """ROUNDS runs, each kill -9'd after a random LOW..HIGH s (seeded); how many were killed
-    mid-run (the others had ended by then)."""
+    mid-run (the others had ended by then). With ``progress`` (e.g. the sink's count of
+    accepted requests), the delay counts from the run's first progress: the kill lands
+    mid-stream however long the start takes on a loaded machine."""
     rng = random.Random(seed)
     kills = 0
     for _ in range(rounds):
+        before = progress() if progress is not None else 0
         proc = start_run(config)
+        if progress is not None:
+            waited = time.monotonic() + 30
+            while progress() == before and proc.poll() is None and time.monotonic() < waited:
+                time.sleep(0.005)
         time.sleep(rng.uniform(low, high))
         kills += kill_if_running(proc)
     return kills

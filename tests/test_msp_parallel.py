@@ -176,8 +176,12 @@ def test_kill_9_loop_with_parallel_orgs_doubles_at_most_one_batch_per_org(
         json.dumps({**cfg, **FAST, "state_dir": str(tmp_path / "state"), "parallel_orgs": 4})
     )
     os.chmod(path, 0o600)
-    sink.inject_fault(None, count=-1, delay_s=0.03)  # every POST takes a while
-    kills = kill_at_random(path, rounds=8, seed=77, low=0.4, high=1.0)
+    sink.inject_fault(None, count=-1, delay_s=0.1)  # every POST takes a while
+    # each kill lands 0..0.2 s after the run's first accepted batch: mid-stream, however
+    # long the start takes (80 batches over 4 lanes take 2 s)
+    kills = kill_at_random(
+        path, rounds=8, seed=77, low=0.0, high=0.2, progress=lambda: len(sink._chunks)
+    )
     sink.clear_faults()
     result = subprocess.run(
         [di2siem_executable(), "run", "--config", str(path)], capture_output=True, text=True
