@@ -79,6 +79,21 @@ class Exchange:
             except OSError:
                 return
 
+    def hold(self, limit_s: float = 60.0) -> None:
+        """Never answer: return once the client gave up on the exchange (closed or shut its
+        socket down), the peer stops, or after ``limit_s``."""
+        sock = self._handler.connection
+        sock.settimeout(0.1)
+        ends = time.monotonic() + limit_s
+        while not self.peer.stopping.is_set() and time.monotonic() < ends:
+            try:
+                if sock.recv(1) == b"":
+                    return
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
 
 Behaviour = Callable[[Exchange], None]
 

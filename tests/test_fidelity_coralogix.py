@@ -43,7 +43,7 @@ FORMS = [
 
 def cx_raw(**siem: Any) -> dict[str, Any]:
     return {
-        "jumpcloud": {"api_key": "k"},
+        "jumpcloud": {"api_key": "jc-key-for-tests"},
         "siem": {"format": "coralogix", "api_key": CX_KEY, **siem},
     }
 

@@ -33,7 +33,12 @@ IN_TOKEN = "https://admin-oauth.id.in.jumpcloud.com/oauth2/token"
 
 def sa_raw(**jc: Any) -> dict[str, Any]:
     return {
-        "jumpcloud": {"client_id": "cid", "client_secret": "sec", "org_ids": ["o1"], **jc},
+        "jumpcloud": {
+            "client_id": "cid",
+            "client_secret": "sa-secret-for-tests",
+            "org_ids": ["o1"],
+            **jc,
+        },
         "siem": {"url": "https://siem.example/in"},
     }
 

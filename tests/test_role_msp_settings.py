@@ -16,8 +16,8 @@ from di2siem import config
 from test_instances import RENDER, ROLE, playbook
 
 COMMON = {
-    "di2siem_jumpcloud_api_key": "k",
-    "di2siem_coralogix_api_key": "c",
+    "di2siem_jumpcloud_api_key": "jc-key-for-tests",
+    "di2siem_coralogix_api_key": "cx-key-for-tests",
     "di2siem_coralogix_region": "EU1",
 }
 

@@ -162,10 +162,10 @@ def test_split_page_rejects_malformed(body: bytes) -> None:
 
 def _cfg(**siem):
     raw = {
-        "jumpcloud": {"api_key": "k"},
+        "jumpcloud": {"api_key": "jc-key-for-tests"},
         "siem": {
             "url": "https://x.example/y",
-            "api_key": "s",
+            "api_key": "cx-key-for-tests",
             "custom_log_fields": {"reqHost": "app", "customField": "sub", "severity": "info"},
             **siem,
         },

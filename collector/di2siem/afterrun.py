@@ -7,6 +7,7 @@ healthy run reports nothing (that run reports when it ends); a stuck lock pings 
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from . import heartbeat, metrics
@@ -66,4 +67,9 @@ def after_run(cfg: Config, log: Logger, pipeline: Pipeline | None, rc: int) -> N
     if cfg.metrics_file and not lock_held:
         write_metrics(cfg, log, pipeline, rc)
     if cfg.heartbeat_url:
-        heartbeat.ping(cfg.heartbeat_url, rc == 0, log, cfg.siem.ca_bundle)
+        # the ping ends within the run's bound (budget + grace): the process exit never waits
+        # past it; a run that failed before its pipeline existed has barely started
+        deadline = None
+        if pipeline is not None and pipeline.clock is time.monotonic:
+            deadline = pipeline.deadline
+        heartbeat.ping(cfg.heartbeat_url, rc == 0, log, cfg.siem.ca_bundle, deadline)

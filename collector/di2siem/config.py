@@ -16,7 +16,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from . import credentials
 from .configkeys import mark_known, track, unknown_key_warnings
@@ -262,6 +262,22 @@ def _secret(sec: dict, key: str, path: str, required: bool) -> str | None:
         raise ConfigError(path, "must be a string")
     check_header_value(value, path)
     return value
+
+
+# A configured secret is redacted from every log line wherever it appears: one this short
+# would also rewrite ordinary text (a 1, a quote, "info"). No real API key is this short.
+SECRET_MIN_CHARS = 8
+
+
+def check_secret_length(value: str, path: str) -> None:
+    """Refuse a secret too short to be redacted safely (named by its key, never shown)."""
+    if len(value) < SECRET_MIN_CHARS:
+        raise ConfigError(
+            path,
+            f"shorter than {SECRET_MIN_CHARS} characters, too short for a real key (secrets "
+            "are redacted from every log line, and one this short would rewrite ordinary text)",
+            f"set {path} to the full key",
+        )
 
 
 # RFC 9110 token characters (header names)
@@ -541,6 +557,9 @@ def _auth(sec: dict, p: str) -> tuple[str | None, str | None, str | None]:
     api_key = _secret(sec, "api_key", p + "api_key", required=False)
     client_id = _secret(sec, "client_id", p + "client_id", required=False)
     client_secret = _secret(sec, "client_secret", p + "client_secret", required=False)
+    for value, key in ((api_key, "api_key"), (client_secret, "client_secret")):
+        if value:
+            check_secret_length(value, p + key)
     both = f"set either {p}api_key or {p}client_id + {p}client_secret"
     if api_key and (client_id or client_secret):
         raise ConfigError(
@@ -605,9 +624,13 @@ def _parse_siem(raw: dict, jc: JumpCloudConfig) -> SiemConfig:
             if not isinstance(value, str):
                 raise ConfigError(hp, "must be a string")
             check_header_value(value, hp)
+            if value:  # every header value is a secret (redacted)
+                check_secret_length(value, hp)
             headers.append((name, value))
 
     api_key = _secret(sec, "api_key", p + "api_key", required=False)
+    if api_key:
+        check_secret_length(api_key, p + "api_key")
     if fmt == "coralogix" and not api_key:
         has_auth = any(n.lower() == "authorization" for n, _ in headers)
         if not has_auth:
@@ -848,11 +871,41 @@ def _heartbeat_url(raw: dict) -> str | None:
     return value.rstrip("/")
 
 
+# A part of a URL registered as a secret on its own must be at least this long and look like a
+# token (see _token_like): redacting "ping", "api", "v1", "up" or "heartbeat" would rewrite
+# ordinary log text, and the whole path (registered too) still covers them.
+URL_PART_MIN_CHARS = 8
+
+
+def _token_like(part: str) -> bool:
+    """A random key rather than a word: 8+ characters with a digit or both letter cases, or
+    16+ of anything (a UUID, a 22-character ping key, a 10-hex-digit snitch token...)."""
+    if len(part) < URL_PART_MIN_CHARS:
+        return False
+    mixed = any(c.isupper() for c in part) and any(c.islower() for c in part)
+    return len(part) >= 16 or mixed or any(c.isdigit() for c in part)
+
+
 def _url_secrets(url: str) -> list[str]:
-    """The URL and its path and query: error messages may quote either alone."""
+    """Every part of the URL but its scheme and host, wherever a message may quote it: the
+    URL and its /fail form, its path, query and fragment whole, and the token-like path
+    segments and query values on their own (a redirect's Location or a proxy error may
+    quote any of them)."""
     parts = urlsplit(url)
-    tail = parts.path + (f"?{parts.query}" if parts.query else "")
-    return [url, url + "/fail"] + ([tail, parts.path] if len(parts.path) > 1 else [])
+    found = [url, url + "/fail", parts.username or "", parts.password or ""]
+    path = parts.path
+    for whole in (path, path + "/fail", parts.query, parts.fragment):
+        if len(whole) >= URL_PART_MIN_CHARS:
+            found += [whole, unquote(whole)]
+    pieces = path.split("/") + parts.fragment.split("/")
+    for pair in parts.query.split("&"):
+        name, eq, value = pair.partition("=")
+        pieces.append(value if eq else name)  # "?<token>" alone is a value too
+    for piece in pieces:
+        for form in {piece, unquote(piece), unquote_plus(piece)}:
+            if _token_like(form):
+                found.append(form)
+    return [s for s in found if s]
 
 
 def _warnings(jc: JumpCloudConfig) -> list[str]:

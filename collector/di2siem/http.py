@@ -224,12 +224,14 @@ def send(
     deadline: float | None = None,
     limit: int = MAX_ANSWER_BYTES,
     whole: bool = False,
+    name_redirect: bool = True,
 ) -> Answer:
     """One HTTP exchange (connect, request, answer and its body) that ends by
     ``min(now + timeout, deadline + BUDGET_GRACE_S)`` whatever the peer does.
 
-    Redirects are never followed: a 3xx is a FatalError naming where it pointed, so no
-    request (with its credentials) ever reaches a host other than the configured one.
+    Redirects are never followed: a 3xx is a FatalError naming where it pointed (unless
+    ``name_redirect`` is False: a URL whose path is a secret, whose redirect may echo it),
+    so no request (with its credentials) ever reaches a host other than the configured one.
     The body is decoded by us with a cap: ``whole`` 2xx answers (JumpCloud pages) larger
     than ``limit`` fail, other answers (and every error body) are cut to ``limit`` bytes
     (at most MAX_ANSWER_BYTES for an error body).
@@ -271,6 +273,11 @@ def send(
             try:
                 status = response.status_code
                 if 300 <= status < 400:
+                    if not name_redirect:
+                        raise FatalError(
+                            f"{url_key} answered {status}: redirected (not followed); set "
+                            f"{url_key} to the final URL"
+                        )
                     raise FatalError(_redirect_message(side, status, response, url_key))
                 if not 200 <= status < 300:  # an error body: only its start is shown
                     limit, whole = min(limit, MAX_ANSWER_BYTES), False

@@ -1,11 +1,16 @@
 """Logs on stderr, one line per event of note, with every configured secret redacted in every
 encoding: ``key=value`` (default) or, with ``log_format: json``, one JSON object per line
-(``ts``, ``level``, ``logger``, ``msg`` and the fields) for journald and log shippers."""
+(``ts``, ``level``, ``logger``, ``msg`` and the fields) for journald and log shippers.
+
+Redaction rewrites the message and the field values before they are formatted, never the
+finished line: the timestamp, level, logger name, field names and the JSON or key=value
+syntax stay intact whatever a secret (or a peer that chose one) looks like."""
 
 from __future__ import annotations
 
 import html
 import json
+import math
 import sys
 import time
 from typing import Any, TextIO
@@ -47,24 +52,25 @@ class Logger:
     def __init__(self, level: str = "info", stream: TextIO | None = None) -> None:
         self.threshold = LEVELS.get(level, 20)
         self.stream = stream
-        self.secrets: tuple[str, ...] = ()
+        self.secrets: tuple[str, ...] = ()  # every form of every secret, longest first
+        self._raw: set[str] = set()  # the secrets as registered
         self.json = False
 
     def set_format(self, log_format: str) -> None:
         self.json = log_format == "json"
 
     def set_secrets(self, secrets: tuple[str, ...] | list[str]) -> None:
-        forms = set()
-        for secret in secrets:
-            if secret:
-                forms |= secret_forms(secret)
+        self._raw = {secret for secret in secrets if secret}
+        forms: set[str] = set()
+        for secret in self._raw:
+            forms |= secret_forms(secret)
         # longest first so a secret containing another is redacted whole
         self.secrets = tuple(sorted(forms, key=len, reverse=True))
 
     def add_secret(self, secret: str) -> None:
         """Redact a secret learnt at run time (a JumpCloud access token) from now on."""
-        if secret and secret not in self.secrets:
-            self.set_secrets((*self.secrets, secret))
+        if secret and secret not in self._raw:
+            self.set_secrets((*self._raw, secret))
 
     def set_level(self, level: str) -> None:
         self.threshold = LEVELS.get(level, 20)
@@ -89,9 +95,9 @@ class Logger:
         if self.json:
             line = self._json_line(ts, level, message, fields)
         else:
-            parts = [ts, level, "di2siem", message]
-            parts.extend(f"{k}={_fmt_value(v)}" for k, v in fields.items())
-            line = self.redact(" ".join(parts))
+            parts = [ts, level, "di2siem", self.redact(message)]
+            parts.extend(f"{k}={_fmt_value(self._redact_value(v))}" for k, v in fields.items())
+            line = " ".join(parts)
         stream = self.stream or sys.stderr
         try:
             stream.write(line + "\n")
@@ -99,18 +105,28 @@ class Logger:
         except (OSError, ValueError):
             pass
 
+    def _redact_value(self, value: Any) -> Any:
+        """A field value with every secret redacted; numbers and booleans stay as they are
+        unless their text holds a secret (then the redacted text)."""
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)):
+            text = f"{value:.3f}" if isinstance(value, float) else str(value)
+            return value if self.redact(text) == text else self.redact(text)
+        return self.redact(str(value))
+
     def _json_line(self, ts: str, level: str, message: str, fields: dict[str, Any]) -> str:
+        # values are redacted before json.dumps: the line is valid JSON whatever the secrets
         record: dict[str, Any] = {"ts": ts, "level": level, "logger": "di2siem"}
         record["msg"] = self.redact(message)
         for key, value in fields.items():
             if key in ("ts", "level", "logger", "msg"):
                 key = "field_" + key
             if isinstance(value, float):
-                value = round(value, 3)
-            elif value is not None and not isinstance(value, (bool, int)):
-                value = self.redact(str(value))
-            record[key] = value
-        return self.redact(json.dumps(record, ensure_ascii=False))
+                # NaN and the infinities have no JSON form
+                value = round(value, 3) if math.isfinite(value) else str(value)
+            record[key] = self._redact_value(value)
+        return json.dumps(record, ensure_ascii=False)
 
     def debug(self, message: str, **fields: Any) -> None:
         self.emit("debug", message, **fields)
