@@ -329,9 +329,10 @@ def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
 
 def _check_endpoints(cfg: Config, log: Logger) -> bool:
     """Prove JumpCloud (a service account's token, then one small query per org, side by
-    side under the request-rate cap) and the SIEM (an empty request, meanwhile), all within
-    one deadline (probes.py) whatever the number of orgs; True when one failed. Whatever was
-    not reached by then is named in a ``deadline`` verdict."""
+    side under the request-rate cap) and the SIEM (an empty request, meanwhile), each side
+    within one deadline of its own timeout_seconds (probes.py) whatever the number of orgs;
+    True when one failed. Whatever was not reached in time is named in a ``deadline``
+    verdict."""
     from .http import RetryPolicy
     from .jumpcloud import JumpCloudClient, TokenHolder
     from .probes import PROBE_DEADLINE, Deadline, SideBySide, side_by_side, unreached_cause
@@ -339,9 +340,10 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
     from .throttle import RateLimiter
     from .timeutil import format_ms, now_ms
 
-    deadline = Deadline(max(cfg.jumpcloud.timeout_seconds, cfg.siem.timeout_seconds))
+    jc_deadline = Deadline(cfg.jumpcloud.timeout_seconds)
+    siem_deadline = Deadline(cfg.siem.timeout_seconds)
 
-    def policy() -> RetryPolicy:
+    def policy(deadline: Deadline) -> RetryPolicy:
         return RetryPolicy(
             min(cfg.max_retries, 2),
             cfg.retry_base_delay_seconds,
@@ -350,16 +352,18 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
         )
 
     def start_sink():
-        sink = Sink(cfg.siem, policy())
+        sink = Sink(cfg.siem, policy(siem_deadline))
         return (lambda _: sink.probe()), sink.close
 
-    siem = SideBySide(["siem"], start_sink, 1, deadline)  # the SIEM meanwhile
+    siem = SideBySide(["siem"], start_sink, 1, siem_deadline)  # the SIEM meanwhile
     limiter = RateLimiter(cfg.jumpcloud.max_requests_per_second)  # one probe per org
     tokens = TokenHolder()
     since = format_ms(now_ms() - 3_600_000)
 
     def client() -> JumpCloudClient:
-        return JumpCloudClient(cfg.jumpcloud, policy(), secrets=log, limiter=limiter, tokens=tokens)
+        return JumpCloudClient(
+            cfg.jumpcloud, policy(jc_deadline), secrets=log, limiter=limiter, tokens=tokens
+        )
 
     def start_token():
         jc = client()
@@ -370,31 +374,34 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
         return (lambda org: jc.probe(since, org)), jc.close
 
     failed = False
-    unreached: list[str] = []
+    unreached_orgs: list[str] = []
+    unreached: list[str] = []  # what was not reached, "in N s"
 
-    def failure(label: str, outcome: object, side: str, name: str) -> None:
+    def failure(label: str, outcome: object, side: str, deadline: Deadline) -> bool:
+        """A FAILED verdict; True when the peer was not reached in time."""
         nonlocal failed
         failed = True
         cause = unreached_cause(outcome, side)
         if cause is None:
             _verdict(label, False, str(outcome), log)
-        else:
-            unreached.append(name)
-            _verdict(label, False, f"not reached within the {deadline.label}: {cause}", log)
+            return False
+        _verdict(label, False, f"not reached within the {deadline.label}: {cause}", log)
+        return True
 
     orgs = cfg.org_keys
     if cfg.jumpcloud.service_account:
         accepted = "the service account token (jumpcloud.client_id)"
-        token = side_by_side(["token"], start_token, 1, deadline)["token"]
+        token = side_by_side(["token"], start_token, 1, jc_deadline)["token"]
         if isinstance(token, str):
             detail = f"{cfg.jumpcloud.token_url} issued a token for jumpcloud.client_id"
             _verdict("jumpcloud token", True, detail, log)
         else:
-            failure("jumpcloud token", token, "JumpCloud", "the JumpCloud token endpoint")
+            if failure("jumpcloud token", token, "JumpCloud", jc_deadline):
+                unreached.append(f"the JumpCloud token endpoint in {jc_deadline.seconds:g} s")
             orgs = ()
     else:
         accepted = "jumpcloud.api_key"
-    outcomes = side_by_side(orgs, start_prober, cfg.parallel_orgs, deadline) if orgs else {}
+    outcomes = side_by_side(orgs, start_prober, cfg.parallel_orgs, jc_deadline) if orgs else {}
     for org, outcome in outcomes.items():
         label = "jumpcloud" if len(cfg.org_keys) == 1 else f"jumpcloud org={org}"
         if isinstance(outcome, int):
@@ -403,30 +410,27 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
                 f"{cfg.jumpcloud.events_url} accepted {accepted} (events in the last hour: {seen})"
             )
             _verdict(label, True, detail, log)
-        else:
-            failure(label, outcome, "JumpCloud", org)
+        elif failure(label, outcome, "JumpCloud", jc_deadline):
+            unreached_orgs.append(org)
+    if unreached_orgs:
+        unreached.append(
+            f"JumpCloud for {len(unreached_orgs)} of {len(cfg.org_keys)} orgs "
+            f"({', '.join(unreached_orgs)}) in {jc_deadline.seconds:g} s"
+        )
 
     status = siem.outcomes()["siem"]
     if isinstance(status, int):
         note = "" if 200 <= status < 300 else f" (empty request refused with {status}, expected)"
         detail = f"{cfg.siem.url} reachable, credentials accepted, nothing shipped{note}"
         _verdict("siem", True, detail, log)
-    else:
-        failure("siem", status, "SIEM", "the SIEM")
+    elif failure("siem", status, "SIEM", siem_deadline):
+        unreached.append(f"the SIEM in {siem_deadline.seconds:g} s")
     if unreached:
-        orgs_unreached = [name for name in unreached if name in cfg.org_keys]
-        names = [name for name in unreached if name not in cfg.org_keys]
-        if orgs_unreached:
-            names.insert(
-                0,
-                f"JumpCloud for {len(orgs_unreached)} of {len(cfg.org_keys)} orgs "
-                f"({', '.join(orgs_unreached)})",
-            )
         _verdict(
             "deadline",
             False,
-            f"not reached within the {deadline.label} ({PROBE_DEADLINE}, the larger of "
-            f"jumpcloud.timeout_seconds and siem.timeout_seconds): {'; '.join(names)}",
+            f"not reached within the deadline ({PROBE_DEADLINE}, with each side's own "
+            f"timeout_seconds): {'; '.join(unreached)}",
             log,
         )
     return failed
