@@ -28,6 +28,7 @@ from conftest import (
 )
 from di2siem.http import HeaderLines, RetryPolicy
 from di2siem.jumpcloud import JumpCloudClient
+from di2siem.log import Logger
 from di2siem.sandbox import JumpCloudSimulator
 from di2siem.sandbox.events import generate_events
 from di2siem.timeutil import format_ms, now_ms, parse_ms
@@ -81,7 +82,7 @@ def test_a_group_query_carries_one_x_org_id_line_per_org(tmp_path) -> None:
         path.write_text(json.dumps(config))
         path.chmod(0o600)
         cfg = load_config(str(path))
-        client = JumpCloudClient(cfg.jumpcloud, RetryPolicy(max_retries=0))
+        client = JumpCloudClient(cfg.jumpcloud, RetryPolicy(max_retries=0), secrets=Logger())
         try:
             pages = list(client.pages("2026-01-01T00:00:00Z", tuple(orgs)))
         finally:

@@ -224,7 +224,7 @@ def cmd_status(
         return rc
     from .status import run_status
 
-    return run_status(cfg, as_json, online, max_lag, log.redact)
+    return run_status(cfg, as_json, online, max_lag, log)
 
 
 def cmd_state(args: argparse.Namespace) -> int:
@@ -322,72 +322,115 @@ def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
 
     failed = _check_local_outputs(cfg, log) or failed
 
-    from .http import FatalError, GaveUpError, RetryPolicy
-    from .jumpcloud import JumpCloudClient
-    from .sink import Sink
-    from .timeutil import format_ms, now_ms
-
-    policy = RetryPolicy(
-        min(cfg.max_retries, 2), cfg.retry_base_delay_seconds, min(cfg.retry_max_delay_seconds, 5)
-    )
-    from .throttle import RateLimiter
-
-    jc = JumpCloudClient(
-        cfg.jumpcloud,
-        policy,
-        on_secret=log.add_secret,
-        limiter=RateLimiter(cfg.jumpcloud.max_requests_per_second),  # one probe per org
-    )
-    if cfg.jumpcloud.service_account:
-        accepted = "the service account token (jumpcloud.client_id)"
-    else:
-        accepted = "jumpcloud.api_key"
-    try:
-        orgs_to_probe = cfg.org_keys
-        if cfg.jumpcloud.service_account:
-            try:
-                jc.token()
-                _verdict(
-                    "jumpcloud token",
-                    True,
-                    f"{cfg.jumpcloud.token_url} issued a token for jumpcloud.client_id",
-                    log,
-                )
-            except (FatalError, GaveUpError) as exc:
-                _verdict("jumpcloud token", False, str(exc), log)
-                failed = True
-                orgs_to_probe = ()
-        for org in orgs_to_probe:
-            label = "jumpcloud" if len(cfg.org_keys) == 1 else f"jumpcloud org={org}"
-            try:
-                seen = jc.probe(format_ms(now_ms() - 3_600_000), org)
-                _verdict(
-                    label,
-                    True,
-                    f"{cfg.jumpcloud.events_url} accepted {accepted} "
-                    f"(events in the last hour: {'some' if seen else 'none'})",
-                    log,
-                )
-            except (FatalError, GaveUpError) as exc:
-                _verdict(label, False, str(exc), log)
-                failed = True
-    finally:
-        jc.close()
-
-    sink = Sink(cfg.siem, policy)
-    try:
-        status = sink.probe()
-        note = "" if 200 <= status < 300 else f" (empty request refused with {status}, expected)"
-        _verdict(
-            "siem",
-            True,
-            f"{cfg.siem.url} reachable, credentials accepted, nothing shipped{note}",
-            log,
-        )
-    except (FatalError, GaveUpError) as exc:
-        _verdict("siem", False, str(exc), log)
-        failed = True
-    finally:
-        sink.close()
+    failed = _check_endpoints(cfg, log) or failed
     sys.stdout.write(f"di2siem check: {'FAILED' if failed else 'passed'}\n")
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _check_endpoints(cfg: Config, log: Logger) -> bool:
+    """Prove JumpCloud (a service account's token, then one small query per org, side by
+    side under the request-rate cap) and the SIEM (an empty request, meanwhile), each side
+    within one deadline of its own timeout_seconds (probes.py) whatever the number of orgs;
+    True when one failed. Whatever was not reached in time is named in a ``deadline``
+    verdict."""
+    from .http import RetryPolicy
+    from .jumpcloud import JumpCloudClient, TokenHolder
+    from .probes import PROBE_DEADLINE, Deadline, SideBySide, side_by_side, unreached_cause
+    from .sink import Sink
+    from .throttle import RateLimiter
+    from .timeutil import format_ms, now_ms
+
+    jc_deadline = Deadline(cfg.jumpcloud.timeout_seconds)
+    siem_deadline = Deadline(cfg.siem.timeout_seconds)
+
+    def policy(deadline: Deadline) -> RetryPolicy:
+        return RetryPolicy(
+            min(cfg.max_retries, 2),
+            cfg.retry_base_delay_seconds,
+            min(cfg.retry_max_delay_seconds, 5),
+            deadline=deadline.last_start,
+        )
+
+    def start_sink():
+        sink = Sink(cfg.siem, policy(siem_deadline))
+        return (lambda _: sink.probe()), sink.close
+
+    siem = SideBySide(["siem"], start_sink, 1, siem_deadline)  # the SIEM meanwhile
+    limiter = RateLimiter(cfg.jumpcloud.max_requests_per_second)  # one probe per org
+    tokens = TokenHolder()
+    since = format_ms(now_ms() - 3_600_000)
+
+    def client() -> JumpCloudClient:
+        return JumpCloudClient(
+            cfg.jumpcloud, policy(jc_deadline), secrets=log, limiter=limiter, tokens=tokens
+        )
+
+    def start_token():
+        jc = client()
+        return (lambda _: jc.token()), jc.close
+
+    def start_prober():
+        jc = client()
+        return (lambda org: jc.probe(since, org)), jc.close
+
+    failed = False
+    unreached_orgs: list[str] = []
+    unreached: list[str] = []  # what was not reached, "in N s"
+
+    def failure(label: str, outcome: object, side: str, deadline: Deadline) -> bool:
+        """A FAILED verdict; True when the peer was not reached in time."""
+        nonlocal failed
+        failed = True
+        cause = unreached_cause(outcome, side)
+        if cause is None:
+            _verdict(label, False, str(outcome), log)
+            return False
+        _verdict(label, False, f"not reached within the {deadline.label}: {cause}", log)
+        return True
+
+    orgs = cfg.org_keys
+    if cfg.jumpcloud.service_account:
+        accepted = "the service account token (jumpcloud.client_id)"
+        token = side_by_side(["token"], start_token, 1, jc_deadline)["token"]
+        if isinstance(token, str):
+            detail = f"{cfg.jumpcloud.token_url} issued a token for jumpcloud.client_id"
+            _verdict("jumpcloud token", True, detail, log)
+        else:
+            if failure("jumpcloud token", token, "JumpCloud", jc_deadline):
+                unreached.append(f"the JumpCloud token endpoint in {jc_deadline.seconds:g} s")
+            orgs = ()
+    else:
+        accepted = "jumpcloud.api_key"
+    outcomes = side_by_side(orgs, start_prober, cfg.parallel_orgs, jc_deadline) if orgs else {}
+    for org, outcome in outcomes.items():
+        label = "jumpcloud" if len(cfg.org_keys) == 1 else f"jumpcloud org={org}"
+        if isinstance(outcome, int):
+            seen = "some" if outcome else "none"
+            detail = (
+                f"{cfg.jumpcloud.events_url} accepted {accepted} (events in the last hour: {seen})"
+            )
+            _verdict(label, True, detail, log)
+        elif failure(label, outcome, "JumpCloud", jc_deadline):
+            unreached_orgs.append(org)
+    if unreached_orgs:
+        unreached.append(
+            f"JumpCloud for {len(unreached_orgs)} of {len(cfg.org_keys)} orgs "
+            f"({', '.join(unreached_orgs)}) in {jc_deadline.seconds:g} s"
+        )
+
+    status = siem.outcomes()["siem"]
+    if isinstance(status, int):
+        note = "" if 200 <= status < 300 else f" (empty request refused with {status}, expected)"
+        detail = f"{cfg.siem.url} reachable, credentials accepted, nothing shipped{note}"
+        _verdict("siem", True, detail, log)
+    elif failure("siem", status, "SIEM", siem_deadline):
+        unreached.append(f"the SIEM in {siem_deadline.seconds:g} s")
+    if unreached:
+        _verdict(
+            "deadline",
+            False,
+            f"not reached within the deadline ({PROBE_DEADLINE}, with each side's own "
+            f"timeout_seconds): {'; '.join(unreached)}",
+            log,
+        )
+    return failed

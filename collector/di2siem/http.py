@@ -41,6 +41,15 @@ class GaveUpError(Exception):
     """Retries exhausted."""
 
 
+class PastDeadline(GaveUpError):
+    """Retries stopped because the next attempt would start past the policy's deadline;
+    ``cause`` is the last attempt's error."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class HeaderLines(str):
     """A header sent as one line per value (``x-org-id: a``, ``x-org-id: b``...), not folded
     into one: ``requests`` keeps headers in a dict, so the values ride along on this str
@@ -129,9 +138,10 @@ class RetryPolicy:
                     ) from None
                 wait = self.delay(attempt, exc.retry_after)
                 if self.deadline is not None and self.clock() + wait > self.deadline:
-                    raise GaveUpError(
+                    raise PastDeadline(
                         f"{what}: {exc} (the next attempt, in {wait:.1f}s, would pass "
-                        "run_time_budget_seconds; the next run resumes)"
+                        "run_time_budget_seconds; the next run resumes)",
+                        f"{what}: {exc}",
                     ) from None
                 if on_retry is not None:
                     on_retry(what, str(exc), attempt + 1, wait)

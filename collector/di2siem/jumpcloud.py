@@ -29,6 +29,7 @@ from .http import (
     send,
     transient_status_error,
 )
+from .redaction import SecretRegistry, require_registry
 from .throttle import RateLimiter
 from .timeutil import http_date_ms, now_ms
 
@@ -345,6 +346,14 @@ def _parse_token(content: bytes) -> tuple[str, float]:
     return token, min(float(expires_in), 10 * 365 * 86400.0)
 
 
+def _basic_credentials(cfg: JumpCloudConfig) -> str:
+    """The token request's Basic credentials (base64 of client_id:client_secret); "" for
+    an API key."""
+    if not cfg.service_account:
+        return ""
+    return base64.b64encode(f"{cfg.client_id}:{cfg.client_secret}".encode()).decode("ascii")
+
+
 class TokenHolder:
     """A service account's access token, shared by every client of a run (one per lane):
     one token request serves all orgs."""
@@ -362,19 +371,27 @@ class JumpCloudClient:
         cfg: JumpCloudConfig,
         policy: RetryPolicy,
         on_retry=None,
-        on_secret: Callable[[str], None] | None = None,
+        *,
+        secrets: SecretRegistry,
         clock: Callable[[], float] = time.monotonic,
         limiter: RateLimiter | None = None,
         tokens: TokenHolder | None = None,
     ) -> None:
+        """``secrets``: the command's registry (its Logger); the configured JumpCloud
+        credentials and every token this client obtains are registered there, so whatever
+        prints an answer of JumpCloud redacts them (required: no command can forget it)."""
         self.cfg = cfg
         self.policy = policy
+        self.secrets = require_registry(secrets, "JumpCloudClient")
+        for secret in (cfg.api_key, cfg.client_secret, _basic_credentials(cfg)):
+            if secret:
+                self.secrets.add_secret(secret)
         # shared by every client of a run (one per parallel org): the request-rate cap and
         # the 429 pause; None: unlimited
         self.limiter = limiter
         self.next_ticket: int | None = None  # the queue place of the next request, if drawn
         self.on_retry = on_retry
-        self.on_secret = on_secret
+        self.on_secret: Callable[[str], None] | None = self.secrets.add_secret
         self.clock = clock
         self.url = cfg.events_url
         self.tokens = tokens if tokens is not None else TokenHolder()
@@ -416,14 +433,13 @@ class JumpCloudClient:
 
     def _token_attempt(self) -> tuple[str, float]:
         cfg = self.cfg
-        basic = f"{cfg.client_id}:{cfg.client_secret}".encode()
         response = send(
             self.session,
             "POST",
             cfg.token_url,
             data="grant_type=client_credentials&scope=api",
             headers={
-                "Authorization": "Basic " + base64.b64encode(basic).decode("ascii"),
+                "Authorization": "Basic " + _basic_credentials(cfg),
                 "Content-Type": "application/x-www-form-urlencoded",
             },
             timeout=cfg.timeout_seconds,

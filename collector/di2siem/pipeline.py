@@ -126,7 +126,7 @@ class Lane:
             cfg.jumpcloud,
             self.jc_policy,
             pipeline._on_retry,
-            pipeline.log.add_secret,
+            secrets=pipeline.log,
             limiter=pipeline.limiter,
             tokens=pipeline.tokens,
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import __version__
 from .config import Config
+from .redaction import SecretRegistry
 from .runrecord import totals_of
 from .state import StateError, read_orgs
 from .timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
@@ -74,27 +75,51 @@ def _backlog_start(data: Any, cfg: Config, now: int) -> int:
     return now + int(cfg.jumpcloud.initial_days_back * DAY_MS)
 
 
-def add_backlog(report: dict[str, Any], orgs: dict[str, Any], cfg: Config, redact) -> None:
-    """``--online``: each org's backlog from JumpCloud's /events/count since its cursor."""
-    from .http import FatalError, GaveUpError, RetryPolicy
-    from .jumpcloud import JumpCloudClient
+def add_backlog(
+    report: dict[str, Any], orgs: dict[str, Any], cfg: Config, secrets: SecretRegistry
+) -> None:
+    """``--online``: each org's backlog from JumpCloud's /events/count since its cursor, the
+    orgs asked side by side under the request-rate cap, all within one deadline (see
+    probes.py); the orgs JumpCloud did not answer for are listed in ``unreachable_orgs``."""
+    from .http import RetryPolicy
+    from .jumpcloud import JumpCloudClient, TokenHolder
+    from .probes import PROBE_DEADLINE, Deadline, side_by_side, unreached_cause
     from .runrecord import error_line
     from .throttle import RateLimiter
 
-    policy = RetryPolicy(1, 0.5, 2.0)
+    deadline = Deadline(cfg.jumpcloud.timeout_seconds)
     limiter = RateLimiter(cfg.jumpcloud.max_requests_per_second)  # one count per org
-    jc = JumpCloudClient(cfg.jumpcloud, policy, limiter=limiter)
+    tokens = TokenHolder()  # a service account's token: one for every org
     now = now_ms()
-    try:
-        for entry in report["orgs"]:
-            start = _backlog_start(orgs.get(entry["org"]), cfg, now)
-            try:
-                entry["backlog"] = jc.count(format_ms(start), entry["org"])
-            except (FatalError, GaveUpError) as exc:
-                entry["backlog"] = None
-                entry["backlog_error"] = error_line(exc, redact)
-    finally:
-        jc.close()
+    starts = {
+        e["org"]: format_ms(_backlog_start(orgs.get(e["org"]), cfg, now)) for e in report["orgs"]
+    }
+
+    def start_worker():
+        policy = RetryPolicy(1, 0.5, 2.0, deadline=deadline.last_start)
+        jc = JumpCloudClient(cfg.jumpcloud, policy, secrets=secrets, limiter=limiter, tokens=tokens)
+        return (lambda org: jc.count(starts[org], org)), jc.close
+
+    outcomes = side_by_side(list(starts), start_worker, cfg.parallel_orgs, deadline)
+    unreachable = []
+    for entry in report["orgs"]:
+        outcome = outcomes[entry["org"]]
+        if isinstance(outcome, int):
+            entry["backlog"] = outcome
+            continue
+        entry["backlog"] = None
+        cause = unreached_cause(outcome, "JumpCloud")
+        if cause is None:  # JumpCloud answered, and refused (401, 402, ...)
+            entry["backlog_error"] = error_line(outcome, secrets.redact)
+        else:
+            unreachable.append(entry["org"])
+            entry["backlog_error"] = error_line(
+                RuntimeError(f"JumpCloud not reached within the {deadline.label}: {cause}"),
+                secrets.redact,
+            )
+    report["deadline_seconds"] = deadline.seconds
+    report["deadline"] = PROBE_DEADLINE.replace("timeout_seconds", "jumpcloud.timeout_seconds")
+    report["unreachable_orgs"] = unreachable
 
 
 def build_report(cfg: Config, max_lag_s: float, redact) -> tuple[dict[str, Any], dict]:
@@ -154,6 +179,13 @@ def render_table(report: dict[str, Any]) -> str:
             lines.append(f"{e['org']}: last error: {e['last_error']}")
         if e.get("backlog_error"):
             lines.append(f"{e['org']}: backlog unknown: {e['backlog_error']}")
+    if report.get("unreachable_orgs"):
+        names = report["unreachable_orgs"]
+        lines.append(
+            f"JumpCloud not reached within the {report['deadline_seconds']:g} s deadline "
+            f"({report['deadline']}) for {len(names)} of {len(report['orgs'])} orgs: "
+            + ", ".join(names)
+        )
     verdict = "healthy" if report["healthy"] else "NOT healthy"
     lines.append(
         f"di2siem {report['version']} status: {verdict} (max lag {report['max_lag_seconds']:g}s)"
@@ -161,8 +193,13 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_status(cfg: Config, as_json: bool, online: bool, max_lag_s: float, redact) -> int:
-    """Print the report; 0 healthy, 1 not healthy (an unreadable state is not healthy)."""
+def run_status(
+    cfg: Config, as_json: bool, online: bool, max_lag_s: float, secrets: SecretRegistry
+) -> int:
+    """Print the report; 0 healthy, 1 not healthy (an unreadable state is not healthy).
+    Everything printed is redacted through ``secrets``, the registry where ``--online``'s
+    client registers the token it obtains."""
+    redact = secrets.redact
     try:
         report, orgs = build_report(cfg, max_lag_s, redact)
     except StateError as exc:
@@ -174,7 +211,7 @@ def run_status(cfg: Config, as_json: bool, online: bool, max_lag_s: float, redac
             sys.stdout.write(f"di2siem {__version__} status: NOT healthy: {message}\n")
         return 1
     if online:
-        add_backlog(report, orgs, cfg, redact)
+        add_backlog(report, orgs, cfg, secrets)
     if as_json:
         sys.stdout.write(redact(json.dumps(report)) + "\n")
     else:
