@@ -421,8 +421,14 @@ def test_start_time_is_never_in_the_future(env: Env, capsys) -> None:
         json.dumps({"version": 1, "orgs": {"_default": {"cursor": future, "recent_ids": {}}}})
     )
     rc, _, err = env.run(capsys)
-    assert rc == 0, err
+    # migrated as it is, then never "fixed" by jumping to now (that would skip the events
+    # between the org's real position and now): the org fails, naming the cursor and the fix
+    assert rc == 1, err
+    assert f"state of org _default: cursor {future} is ahead of JumpCloud's clock" in err
+    assert "di2siem state import --force" in err
     assert parse_ms(env.jc.requests[-1]["body"]["start_time"]) <= now_ms()
+    assert [r["body"]["limit"] for r in env.jc.requests] == [1]  # the clock probe, no window
+    assert env.state()["orgs"]["_default"]["cursor"] == future
 
 
 @pytest.mark.parametrize("layout", ["per_org", "legacy"])

@@ -20,7 +20,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 
 from . import credentials
 from .configkeys import mark_known, track, unknown_key_warnings
-from .timeutil import parse_ms
+from .timeutil import FUTURE_MARGIN_MS, now_ms, parse_ms
 
 JUMPCLOUD_REGIONS = {
     "us": "https://api.jumpcloud.com",
@@ -111,6 +111,23 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("keyvalue", "json")
 DEFAULT_ORG = "_default"
 PROVIDER_PREFIX = "provider:"  # state key prefix of the MSP portal's own stream
+# what an org id may be: JumpCloud's are 24 hex digits; this also takes shorter test and
+# sandbox ids, and keeps every org file name (orgs/<id>.json) short and free of path characters
+ORG_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ORG_ID_FORM = "1 to 64 characters of A-Z a-z 0-9 _ - (JumpCloud's are 24 hex digits)"
+PROVIDER_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def org_key_problem(org: str) -> str | None:
+    """Why ``org`` cannot be an org key (a state file's, an import's), or None: the default org
+    ``_default``, ``provider:<provider id>``, or an org id of ORG_ID_FORM."""
+    if org == DEFAULT_ORG or ORG_ID_PATTERN.fullmatch(org):
+        return None
+    if org.startswith(PROVIDER_PREFIX) and PROVIDER_ID_PATTERN.fullmatch(
+        org[len(PROVIDER_PREFIX) :]
+    ):
+        return None
+    return f"must be {DEFAULT_ORG}, {PROVIDER_PREFIX}<provider id> or an org id of {ORG_ID_FORM}"
 
 
 class ConfigError(Exception):
@@ -446,6 +463,12 @@ def _parse_jumpcloud(raw: dict) -> JumpCloudConfig:
     org_ids = _str_list(sec, "org_ids", p + "org_ids", ())
     for index, org in enumerate(org_ids):
         check_header_value(org, f"{p}org_ids[{index}]")  # sent as x-org-id
+        if not ORG_ID_PATTERN.fullmatch(org) and not org.startswith(PROVIDER_PREFIX):
+            raise ConfigError(
+                f"{p}org_ids[{index}]",
+                f"not an org id {_json_repr(org)}: must be {ORG_ID_FORM}",
+                "copy the organisation id from the JumpCloud console",
+            )
     if DEFAULT_ORG in org_ids or any(o.startswith(PROVIDER_PREFIX) for o in org_ids):
         raise ConfigError(
             p + "org_ids",
@@ -523,7 +546,7 @@ def _provider_id(sec: dict, path: str) -> str | None:
     if value is None or not value.strip():
         return None
     value = value.strip()
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", value):
+    if not PROVIDER_ID_PATTERN.fullmatch(value):
         raise ConfigError(
             path, f"not a provider id {_json_repr(value)}", "copy the id from the MSP portal"
         )
@@ -795,6 +818,15 @@ def _parse(raw: dict, path: str, merged: credentials.Merged) -> Config:
                     f"not an RFC 3339 UTC time (got {_json_repr(end)})",
                     "fix it (e.g. 2022-12-18T14:57:03.801Z) or remove the state object",
                 ) from None
+            if legacy_end > now_ms() + FUTURE_MARGIN_MS:
+                # seeding the floor there would count every event until then as shipped
+                raise ConfigError(
+                    "state.end_time",
+                    f"{end} lies in the future (more than {FUTURE_MARGIN_MS // 60_000} minutes "
+                    "past this host's clock): the events until then would never be shipped",
+                    "set it to the end of the last window the old script really shipped, or "
+                    "remove the state object",
+                )
 
     heartbeat_url = _heartbeat_url(raw)
     if heartbeat_url:

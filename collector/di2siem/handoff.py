@@ -23,10 +23,18 @@ from typing import Any
 
 from . import __version__
 from .atomicfile import replace_file
-from .config import DEFAULT_ORG, PROVIDER_PREFIX, Config
+from .config import DEFAULT_ORG, PROVIDER_PREFIX, Config, org_key_problem
 from .lock import InstanceLock, LockHeld
-from .state import OrgState, RecentIds, StateError, StateStore, StateWriteError
-from .timeutil import format_ms, now_ms, parse_ms
+from .state import (
+    ORG_FILE_BYTES_PER_ID,
+    OrgState,
+    RecentIds,
+    StateError,
+    StateStore,
+    StateWriteError,
+    max_org_file_bytes,
+)
+from .timeutil import FUTURE_MARGIN_MS, format_ms, now_ms, parse_ms
 
 FORMAT = "di2siem-org-state"
 FORMAT_VERSION = 1
@@ -61,7 +69,7 @@ def _locked(cfg: Config, wait_s: float) -> InstanceLock:
 
 
 def _store(cfg: Config) -> StateStore:
-    store = StateStore(cfg.state_dir)
+    store = StateStore(cfg.state_dir, cfg.recent_ids_max)
     try:
         store.load()
     except (StateError, StateWriteError) as exc:
@@ -131,32 +139,69 @@ def _time(doc: dict[str, Any], key: str, path: str) -> int | None:
         raise HandoffError(f"{path}: {key} is not an RFC 3339 time or null") from None
 
 
-def read_document(path: str) -> tuple[str, OrgState]:
-    """The org and its state from an export file; HandoffError (exit 2) when it is not one."""
+def read_document(path: str, recent_ids_max: int) -> tuple[str, OrgState]:
+    """The org and its state from an export file, at most ``recent_ids_max`` recent ids (the
+    newest; the floor rises to the newest dropped one); HandoffError (exit 2) when it is not
+    one, or larger than an export of recent_ids_max ids can be (not read then)."""
+    limit = max_org_file_bytes(recent_ids_max)
     try:
         with open(path, "rb") as fh:
-            doc = json.loads(fh.read())
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit:
+                raise HandoffError(
+                    f"{path} is {size} bytes, more than an export of recent_ids_max="
+                    f"{recent_ids_max} ids can be ({limit} bytes: {ORG_FILE_BYTES_PER_ID} per id "
+                    "plus 1 MiB); not read. Export it again with this recent_ids_max, or raise "
+                    "recent_ids_max"
+                )
+            raw = fh.read(limit + 1)
     except OSError as exc:
         raise HandoffError(f"{path}: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        raise HandoffError(f"{path} grew past {limit} bytes while read; nothing changed")
+    try:
+        doc = json.loads(raw)
     except ValueError:
         raise HandoffError(f"{path} is not JSON (not a di2siem state export)") from None
+    del raw
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise HandoffError(f"{path} is not a di2siem state export (format is not {FORMAT!r})")
-    if doc.get("version") != FORMAT_VERSION:
+    version = doc.get("version")
+    if type(version) is not int or version != FORMAT_VERSION:  # true == 1 in Python
         raise HandoffError(
-            f"{path} has format version {doc.get('version')!r}; this di2siem {__version__} "
+            f"{path} has format version {json.dumps(version)}; this di2siem {__version__} "
             f"reads version {FORMAT_VERSION}: import it with the version that exported it"
         )
     org = doc.get("org")
     if not isinstance(org, str) or not org:
         raise HandoffError(f"{path}: org is missing")
+    problem = org_key_problem(org)
+    if problem is not None:
+        raise HandoffError(f"{path}: org {json.dumps(org)} {problem}; nothing changed")
     ids = doc.get("recent_ids")
     if not isinstance(ids, dict) or not all(
         isinstance(k, str) and type(v) is int for k, v in ids.items()
     ):
         raise HandoffError(f"{path}: recent_ids is not an object of id -> epoch ms")
     cursor, floor = _time(doc, "cursor", path), _time(doc, "floor", path)
-    return org, OrgState(cursor, floor, RecentIds.from_mapping(ids))
+    recent, dropped = RecentIds.capped(ids, recent_ids_max, cursor)
+    if dropped is not None and (floor is None or dropped > floor):
+        floor = dropped
+    return org, OrgState(cursor, floor, recent)
+
+
+def _refuse_future(path: str, state: OrgState) -> None:
+    """An import never installs a position past this host's clock (plus FUTURE_MARGIN_MS):
+    the next run would count every event until then as shipped."""
+    latest = now_ms() + FUTURE_MARGIN_MS
+    for key, ms in (("cursor", state.cursor_ms), ("floor", state.floor_ms)):
+        if ms is not None and ms > latest:
+            raise HandoffError(
+                f"{path}: {key} {format_ms(ms)} lies more than {FUTURE_MARGIN_MS // 60_000} "
+                f"minutes past this host's clock ({format_ms(now_ms())}); nothing changed. Set "
+                f"{key} to the last time really shipped (or fix this host's clock) and import "
+                "again"
+            )
 
 
 def _org_fits(cfg: Config, org: str) -> str | None:
@@ -183,7 +228,8 @@ def _point(state: OrgState) -> int:
 
 def import_org(cfg: Config, path: str, expected_org: str | None, force: bool, wait_s: float) -> str:
     """Install the file's state for its org; the one-line summary."""
-    org, incoming = read_document(path)
+    org, incoming = read_document(path, cfg.recent_ids_max)
+    _refuse_future(path, incoming)
     if expected_org is not None and org != expected_org:
         raise HandoffError(f"{path} holds org {org}, not --org {expected_org}; nothing changed")
     misfit = _org_fits(cfg, org)
@@ -210,7 +256,11 @@ def import_org(cfg: Config, path: str, expected_org: str | None, force: bool, wa
         # every id either side remembers was shipped: both stay remembered
         merged = {**local.recent.times, **incoming.recent.times}
         local.cursor_ms, local.floor_ms = incoming.cursor_ms, incoming.floor_ms
-        local.recent = RecentIds.from_mapping(merged)
+        local.recent, dropped = RecentIds.capped(merged, cfg.recent_ids_max, incoming.cursor_ms)
+        del merged
+        if dropped is not None and (local.floor_ms is None or dropped > local.floor_ms):
+            local.floor_ms = dropped
+        _refuse_future(path, local)
         try:
             store.save(org)
         except StateWriteError as exc:

@@ -51,6 +51,9 @@ MAX_DETAIL_WARNINGS = 10
 SKEW_WARN_MS = 30_000
 PROBE_MARGIN_MS = 3_600_000  # warn when JumpCloud's clock and ours differ by more than this
 DIGEST_PREFIX = "blake2b:"  # event keys of id-less events; JumpCloud ids are 24 hex digits
+# a stored cursor or floor at most this far ahead of JumpCloud's clock is clock resolution
+# (its Date header has whole seconds) and stays as it is; further ahead, the org fails
+AHEAD_TOLERANCE_MS = 2_000
 
 
 def event_key(event_id: object, raw: str) -> str:
@@ -68,6 +71,14 @@ def event_key(event_id: object, raw: str) -> str:
 
 class BudgetReached(Exception):
     pass
+
+
+class PositionAhead(FatalError):
+    """An org's stored cursor or floor lies ahead of JumpCloud's clock: where the org really
+    got to is unknown, so nothing is read (jumping to now would skip the events since then)
+    until an operator sets it; each run fails the org with this line, other orgs go on."""
+
+    side = "state"
 
 
 def _orgs_of(turn: Turn) -> tuple[str, ...]:
@@ -314,7 +325,7 @@ class Pipeline:
         self._turned: set[str] = set()  # orgs whose turn began this run
         self.shared_turns: list[int] = []  # the size of each shared query served
         self._unserved_lock = threading.Lock()
-        self.store = StateStore(cfg.state_dir)
+        self.store = StateStore(cfg.state_dir, cfg.recent_ids_max)
         self.overlap_ms = int(cfg.jumpcloud.overlap_seconds * 1000)
         self._warnings = 0
         self._skew_warned = False
@@ -581,6 +592,8 @@ class Pipeline:
             self.log.error(str(exc), org=label)
             rc = 1
             stop = True
+        if rc == 0 and any(o.status == "failed" for o in runs):
+            rc = 1  # a member of a shared query failed alone (_member_failed)
         alone = []
         if stream is not None:
             with self._unserved_lock:
@@ -612,6 +625,12 @@ class Pipeline:
             orgs=",".join(o.org for o in runs),
         )
         return [o.org for o in runs]
+
+    def _member_failed(self, o: OrgRun, exc: BaseException) -> None:
+        """One member of a shared query cannot be served (its turn ends failed, as a solo
+        turn would); the query goes on for the others."""
+        self._ended([o], "failed", exc)
+        self.log.error(str(exc), org=o.org)
 
     def _ended(self, runs: list[OrgRun], status: str, error: BaseException | None = None) -> None:
         for o in runs:
@@ -812,19 +831,25 @@ class Pipeline:
         now = jc.server_now_ms() or now_ms()
         if first and jc.server_clock is not None:
             start = now + int(cfg.jumpcloud.initial_days_back * DAY_MS)
+        self._refuse_ahead(o, now)
         start = min(start, now)  # never ask for the future (JumpCloud's, not ours)
-        if state.cursor_ms is not None and state.cursor_ms > now:
-            # left by an older version that let future-stamped events move it
-            self.log.warning(
-                "cursor is ahead of JumpCloud's clock; pulled back to it",
-                org=o.org,
-                cursor=format_ms(state.cursor_ms),
-                now=format_ms(now),
-            )
-            state.cursor_ms = now
-            if state.floor_ms is not None and state.floor_ms >= now:
-                state.floor_ms = now - 1
         return start, first
+
+    def _refuse_ahead(self, o: OrgRun, now: int) -> None:
+        """PositionAhead when the org's cursor or floor lies ahead of JumpCloud's now (left by
+        an older version, a migrated state, a hand-edited file): never pulled back to now,
+        which would skip everything between the org's real position and now."""
+        state = o.state
+        for key, ms in (("cursor", state.cursor_ms), ("floor", state.floor_ms)):
+            if ms is not None and ms > now + AHEAD_TOLERANCE_MS:
+                raise PositionAhead(
+                    f"state of org {o.org}: {key} {format_ms(ms)} is ahead of JumpCloud's "
+                    f"clock ({format_ms(now)}); nothing read, since going on from now would "
+                    "skip the events since the org's real position. Fix: di2siem state export "
+                    f"--org {o.org}, set cursor and floor to the last time really shipped, "
+                    "di2siem state import --force that file (or delete "
+                    f"{self.store.path_of(o.org)} to start the org over from initial_days_back)"
+                )
 
     def _run_org(self, o: OrgRun, jc: JumpCloudClient, sink: Sink) -> None:
         cfg = self.cfg

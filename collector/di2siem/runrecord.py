@@ -59,6 +59,9 @@ def side_of(exc: BaseException) -> str:
     """Which side failed: JumpCloud, the SIEM, the state (disk), or di2siem itself."""
     if isinstance(exc, StateWriteError):
         return "state"
+    side = getattr(exc, "side", None)  # an error that knows its side (pipeline.PositionAhead)
+    if isinstance(side, str):
+        return side
     text = str(exc)
     if text.startswith("SIEM"):
         return "SIEM"

@@ -56,11 +56,28 @@ class SharedStream:
         self.unroutable: Unroutable | None = None
 
     def run(self) -> None:
-        from .pipeline import BATCH, SKIP, SKIPPED, BudgetReached, Prefetcher, Sender, event_key
+        from .pipeline import (
+            BATCH,
+            SKIP,
+            SKIPPED,
+            BudgetReached,
+            PositionAhead,
+            Prefetcher,
+            Sender,
+            event_key,
+        )
 
         p, lane = self.pipeline, self.lane
         jc, sink = lane.jc, lane.sink
-        windows = {o.org: p._window(o, jc) for o in self.runs}
+        windows = {}
+        for o in self.runs:
+            try:
+                windows[o.org] = p._window(o, jc)
+            except PositionAhead as exc:  # that member alone fails; the others are served
+                p._member_failed(o, exc)
+        if not windows:
+            return
+        self.runs = [o for o in self.runs if o.org in windows]
         start = min(start for start, _ in windows.values())
         batcher = Batcher(p.cfg.siem.batch_size, p.cfg.siem.max_batch_bytes, sink.framing)
         alone_max = batcher.max_bytes - batcher.overhead

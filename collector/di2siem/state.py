@@ -47,9 +47,24 @@ ORGS_DIR = "orgs"
 VERSION = 2
 _IDS_MARK = b',"recent_ids":'
 _META_READ = 64 * 1024
+# the part of an org file in front of its recent ids (cursor, floor, run record) is a few
+# hundred bytes; a file without recent_ids in its first MiB was not written by di2siem
+META_MAX_BYTES = 1024 * 1024
+# The largest org file (or state export) that is read: recent_ids_max entries of at most
+# ORG_FILE_BYTES_PER_ID each (a JumpCloud id of 24 hex digits takes 41 bytes with its time,
+# a blake2b: digest 57) plus ORG_FILE_SLACK_BYTES for the rest. Reading one costs a few times
+# its size in memory, so this is what keeps a run's (and an import's) memory bounded
+# whatever a file holds.
+ORG_FILE_BYTES_PER_ID = 128
+ORG_FILE_SLACK_BYTES = 1024 * 1024
+DEFAULT_RECENT_IDS_MAX = 100_000
 _LOAD_CHUNK = 4096
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 _encode_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def max_org_file_bytes(recent_ids_max: int) -> int:
+    return recent_ids_max * ORG_FILE_BYTES_PER_ID + ORG_FILE_SLACK_BYTES
 
 
 class StateError(Exception):
@@ -118,6 +133,26 @@ class RecentIds:
         for start in range(0, len(pairs), _LOAD_CHUNK):
             rid.chunks.append(_Chunk(pairs[start : start + _LOAD_CHUNK]))
         return rid
+
+    @classmethod
+    def capped(
+        cls, mapping: dict[str, int], limit: int, cursor_ms: int | None
+    ) -> tuple[RecentIds, int | None]:
+        """The newest ``limit`` ids of mapping and the newest time dropped (the floor must
+        rise to it, as in cap(): a forgotten id is never re-read), or None. Ids at or after
+        the cursor's millisecond are never dropped (cap() keeps their chunks too)."""
+        if len(mapping) <= limit:
+            return cls.from_mapping(mapping), None
+        pairs = sorted(mapping.items(), key=lambda kv: kv[1])
+        cut = len(pairs) - limit
+        if cursor_ms is not None:
+            while cut > 0 and pairs[cut - 1][1] >= cursor_ms:
+                cut -= 1
+        if cut == 0:
+            return cls.from_mapping(mapping), None
+        floor = pairs[cut - 1][1]
+        del pairs[:cut]
+        return cls.from_mapping(dict(pairs)), floor
 
     def __contains__(self, event_id: object) -> bool:
         return event_id in self.times
@@ -221,28 +256,45 @@ class OrgState:
         )
 
 
-def _parse_org(name: str, data: Any, path: str) -> OrgState:
+def _time_field(data: dict[str, Any], key: str) -> int | None:
+    """An RFC 3339 field or null; ValueError for anything else (false, 0, "" included)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise ValueError(key)
+    return parse_ms(value)
+
+
+def _parse_org(name: str, data: Any, path: str, limit: int | None = None) -> OrgState:
+    """The org's state from its decoded object; with ``limit``, at most that many recent ids
+    (the newest; the floor rises to the newest dropped one, see RecentIds.capped)."""
     if not isinstance(data, dict):
         raise StateError(f"{path}: orgs.{name} is not an object")
     try:
-        cursor = parse_ms(data["cursor"]) if data.get("cursor") else None
-        floor = parse_ms(data["floor"]) if data.get("floor") else None
-        served = parse_ms(data["served"]) if data.get("served") else None
-        solo_until = parse_ms(data["solo_until"]) if data.get("solo_until") else None
-    except (ValueError, TypeError):
+        cursor = _time_field(data, "cursor")
+        floor = _time_field(data, "floor")
+        served = _time_field(data, "served")
+        solo_until = _time_field(data, "solo_until")
+    except ValueError:
         raise StateError(
             f"{path}: orgs.{name} has an unreadable cursor, floor, served or solo_until"
         ) from None
-    ids = data.get("recent_ids") or {}
-    if not isinstance(ids, dict) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in ids.values()
-    ):
+    ids = data.get("recent_ids")
+    ids = {} if ids is None else ids
+    if not isinstance(ids, dict) or not all(type(v) is int for v in ids.values()):
         raise StateError(f"{path}: orgs.{name}.recent_ids is not an object of id -> epoch ms")
     ops = data.get("ops")
+    if limit is None:
+        recent = RecentIds.from_mapping(ids)
+    else:
+        recent, dropped = RecentIds.capped(ids, limit, cursor)
+        if dropped is not None and (floor is None or dropped > floor):
+            floor = dropped
     return OrgState(
         cursor,
         floor,
-        RecentIds.from_mapping(ids),
+        recent,
         served,
         ops if isinstance(ops, dict) else None,
         solo_until,
@@ -264,11 +316,16 @@ def org_of_file_name(name: str) -> str | None:
     return unquote(name[: -len(".json")])
 
 
-def _read_bytes(path: str) -> bytes | None:
-    """The file's bytes, None when it does not exist; StateError when it cannot be read."""
+def _read_bytes(path: str, max_bytes: int | None = None, why: str = "") -> bytes | None:
+    """The file's bytes, None when it does not exist; StateError when it cannot be read or is
+    larger than max_bytes (checked before reading: it is never read whole then)."""
     try:
         with open(path, "rb") as fh:
-            return fh.read()
+            if max_bytes is not None:
+                size = os.fstat(fh.fileno()).st_size
+                if size > max_bytes:
+                    raise StateError(f"{path} is {size} bytes, more than {max_bytes} {why}")
+            return fh.read() if max_bytes is None else fh.read(max_bytes + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -289,8 +346,14 @@ def _read_legacy(path: str) -> dict[str, Any] | None:
     return data["orgs"]
 
 
-def _read_org_file(path: str, name: str) -> dict[str, Any] | None:
-    raw = _read_bytes(path)
+def _read_org_file(path: str, name: str, max_bytes: int | None = None) -> dict[str, Any] | None:
+    why = (
+        "(the most an org file of recent_ids_max ids can hold): not written by di2siem; "
+        f"move it aside to start org {name} over, or raise recent_ids_max"
+    )
+    raw = _read_bytes(path, max_bytes, why)
+    if raw is not None and max_bytes is not None and len(raw) > max_bytes:
+        raise StateError(f"{path} grew past {max_bytes} bytes while read {why}")
     return None if raw is None else _org_object(raw, path, name)
 
 
@@ -327,6 +390,11 @@ def read_meta(path: str, name: str) -> dict[str, Any] | None:
             head += chunk
             if not chunk:
                 return _org_object(head, path, name)
+            if len(head) > META_MAX_BYTES:
+                raise StateError(
+                    f"{path} has no recent_ids in its first {META_MAX_BYTES} bytes (not written "
+                    f"by di2siem); move it aside to start org {name} over"
+                )
 
 
 def read_orgs(state_dir: str, names: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -345,8 +413,12 @@ def read_orgs(state_dir: str, names: Iterable[str]) -> dict[str, dict[str, Any]]
 
 
 class StateStore:
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, recent_ids_max: int = DEFAULT_RECENT_IDS_MAX) -> None:
         self.state_dir = state_dir
+        # the memory bound: an org loads at most this many ids, from a file of at most
+        # max_org_file_bytes (a larger one is refused, never read whole)
+        self.recent_ids_max = recent_ids_max
+        self.max_file_bytes = max_org_file_bytes(recent_ids_max)
         self.orgs_dir = os.path.join(state_dir, ORGS_DIR)
         self.legacy_path = os.path.join(state_dir, STATE_FILE)
         self.orgs: dict[str, OrgState] = {}  # loaded (being served or served this run)
@@ -390,7 +462,8 @@ class StateStore:
         legacy = _read_legacy(self.legacy_path)
         if legacy is None:
             return
-        states = {name: _parse_org(name, v, self.legacy_path) for name, v in legacy.items()}
+        limit = self.recent_ids_max
+        states = {name: _parse_org(name, v, self.legacy_path, limit) for name, v in legacy.items()}
         try:
             for name, state in states.items():
                 self._write(name, state.json(name).encode(), sync=False)
@@ -407,8 +480,8 @@ class StateStore:
 
     def _load_org(self, name: str) -> OrgState | None:
         path = self.path_of(name)
-        data = _read_org_file(path, name)
-        return None if data is None else _parse_org(name, data, path)
+        data = _read_org_file(path, name, self.max_file_bytes)
+        return None if data is None else _parse_org(name, data, path, self.recent_ids_max)
 
     def org(self, name: str) -> OrgState:
         """The org's state (read from its file the first time; empty when it has none)."""

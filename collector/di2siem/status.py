@@ -8,6 +8,7 @@ Healthy means every org's last run succeeded and its last success is newer than 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -15,7 +16,7 @@ from . import __version__
 from .config import Config
 from .redaction import SecretRegistry
 from .runrecord import totals_of
-from .state import StateError, read_orgs
+from .state import STATE_FILE, StateError, read_orgs
 from .timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
 
 DEFAULT_MAX_LAG_S = 600.0
@@ -26,6 +27,38 @@ def read_state(state_dir: str, orgs: tuple[str, ...]) -> dict[str, Any]:
     """Each org's state without its recent ids ({} before the first run), without the lock;
     an unreadable file is a StateError naming it."""
     return read_orgs(state_dir, orgs)
+
+
+def read_state_each(state_dir: str, orgs: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    """read_state, but one unreadable org file costs only that org: (the readable orgs'
+    states, {org: why its file is unreadable}). An unreadable single state.json of an older
+    version (every org's) is still one StateError."""
+    try:
+        return read_orgs(state_dir, orgs), {}
+    except StateError:
+        if os.path.exists(os.path.join(state_dir, STATE_FILE)):
+            raise
+    states: dict[str, Any] = {}
+    unreadable: dict[str, str] = {}
+    for org in orgs:
+        try:
+            states.update(read_orgs(state_dir, (org,)))
+        except StateError as exc:
+            unreadable[org] = str(exc)
+    return states, unreadable
+
+
+def unreadable_status(org: str, error: str, redact) -> dict[str, Any]:
+    """The entry of an org whose state file cannot be read: unhealthy, the error names the
+    file and the fix."""
+    entry = org_status(org, None, now_ms(), 0, redact)
+    entry.update(
+        healthy=False,
+        health="unreadable",
+        problem=redact(f"state file unreadable: {error}"),
+        error=redact(error),
+    )
+    return entry
 
 
 def org_status(org: str, data: Any, now: int, max_lag_s: float, redact) -> dict[str, Any]:
@@ -123,15 +156,25 @@ def add_backlog(
 
 
 def build_report(cfg: Config, max_lag_s: float, redact) -> tuple[dict[str, Any], dict]:
-    orgs = read_state(cfg.state_dir, cfg.org_keys)
+    orgs, unreadable = read_state_each(cfg.state_dir, cfg.org_keys)
     now = now_ms()
-    entries = [org_status(org, orgs.get(org), now, max_lag_s, redact) for org in cfg.org_keys]
+    entries = [
+        unreadable_status(org, unreadable[org], redact)
+        if org in unreadable
+        else org_status(org, orgs.get(org), now, max_lag_s, redact)
+        for org in cfg.org_keys
+    ]
     report = {
         "version": __version__,
         "healthy": all(e["healthy"] for e in entries),
         "max_lag_seconds": max_lag_s,
         "orgs": entries,
     }
+    if unreadable:
+        first = next(iter(unreadable.values()))
+        many = len(unreadable) > 1
+        count = f"{len(unreadable)} org files unreadable, the first: " if many else ""
+        report["error"] = redact(f"state: {count}{first}")
     return report, orgs
 
 

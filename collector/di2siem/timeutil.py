@@ -9,6 +9,9 @@ from email.utils import parsedate_to_datetime
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # the latest time format_ms (and the state file) can represent: 9999-12-31T23:59:59.999Z
 MAX_MS = 253_402_300_799_999
+# how far past this host's clock a time given to di2siem (an imported cursor or floor, a legacy
+# state.end_time) may lie: ordinary clock skew between two hosts, never a real position
+FUTURE_MARGIN_MS = 5 * 60_000
 _day_cache: dict[str, int] = {}
 # "YYYY-MM-DDTHH:" -> epoch ms of that hour, for the API's exact shape (…T14:57:03.801Z)
 _hour_cache: dict[str, int] = {}
