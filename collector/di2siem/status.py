@@ -155,6 +155,17 @@ def add_backlog(
     report["unreachable_orgs"] = unreachable
 
 
+def _redacted(value: Any, redact) -> Any:
+    """value with every string in it redacted (keys included), numbers and the rest as is."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v, redact) for v in value]
+    return value
+
+
 def build_report(cfg: Config, max_lag_s: float, redact) -> tuple[dict[str, Any], dict]:
     orgs, unreadable = read_state_each(cfg.state_dir, cfg.org_keys)
     now = now_ms()
@@ -256,7 +267,8 @@ def run_status(
     if online:
         add_backlog(report, orgs, cfg, secrets)
     if as_json:
-        sys.stdout.write(redact(json.dumps(report)) + "\n")
+        # values redacted before serialising: the line stays JSON whatever a secret is
+        sys.stdout.write(json.dumps(_redacted(report, redact)) + "\n")
     else:
         sys.stdout.write(redact(render_table(report)))
     sys.stdout.flush()
