@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -226,8 +227,27 @@ def test_env_file_no_proxy_and_loopback_choose_no_proxy(monkeypatch) -> None:
 
 def test_env_file_values_outside_logs_and_errors() -> None:
     assert set(SECRETS).isdisjoint(envfile.secrets({"OTHER": JC_KEY}))
-    found = envfile.secrets({"https_proxy": "http://u:p%40ss@proxy:3128"})
-    assert "p%40ss" in found and "p@ss" in found
+    found = envfile.secrets({"https_proxy": "http://u:p%40ssword-9@proxy:3128"})
+    assert "p%40ssword-9" in found and "p@ssword-9" in found
+
+
+def test_a_short_proxy_password_is_redacted_in_its_url_never_alone() -> None:
+    """A 3-character proxy password stays out of every line in its URL, its user:password
+    pair and its Proxy-Authorization value, and ordinary text that contains it survives."""
+    from di2siem.log import Logger
+
+    url = "http://ops:p1n@proxy.internal:3128"
+    found = envfile.secrets({"HTTPS_PROXY": url})
+    assert "p1n" not in found and "ops:p1n" in found and url in found
+    out = io.StringIO()
+    log = Logger(stream=out)
+    log.set_format("json")
+    for secret in found:
+        log.add_secret(secret)
+    log.warning(f"proxy {url} refused ops:p1n (Basic b3BzOnAxbg==); the word p1neapple stays")
+    record = json.loads(out.getvalue())
+    assert "ops:p1n" not in out.getvalue() and "b3BzOnAxbg==" not in out.getvalue()
+    assert record["msg"].endswith("the word p1neapple stays")
     with pytest.raises(ConfigError) as info:
         envfile.parse('A="p@ss', "f")
     assert "p@ss" not in str(info.value)

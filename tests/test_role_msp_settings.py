@@ -125,3 +125,25 @@ def test_out_of_range_values_are_refused(tmp_path: Path) -> None:
     for (host, key), msg in failed.items():
         assert msg.startswith(expected[host, key]), msg
         assert rules[key] in msg, msg
+
+
+def test_secrets_too_short_to_redact_stop_the_preflight(tmp_path: Path) -> None:
+    """The collector refuses a secret under 8 characters at run time (exit 2); the preflight
+    says so before anything is installed, naming the variable or header and never the value."""
+    short = "s3cr3t"
+    hosts = {
+        "short_key": {**COMMON, "di2siem_coralogix_api_key": short},
+        "short_header": {
+            **COMMON,
+            "di2siem_siem_format": "json_lines",
+            "di2siem_siem_url": "https://siem.example/ingest",
+            "di2siem_siem_headers": {"private_key": short, "x-token": "long-enough-value"},
+        },
+        "long_enough": {**COMMON, "di2siem_jumpcloud_api_key": "12345678"},
+    }
+    result = playbook(tmp_path, PREFLIGHT, hosts)
+    assert result.returncode == 2, result.stdout + result.stderr
+    failed = set(re.findall(r"^failed: \[(\w+)\] \(item=([\w-]+)\)", result.stdout, re.M))
+    assert failed == {("short_key", "di2siem_coralogix_api_key"), ("short_header", "private_key")}
+    assert "di2siem_siem_headers.private_key is shorter than 8 characters" in result.stdout
+    assert short not in result.stdout + result.stderr

@@ -106,8 +106,13 @@ def apply(values: dict[str, str]) -> None:
 
 
 def secrets(values: dict[str, str]) -> list[str]:
-    """What to redact: a proxy URL carrying credentials, its password and the
-    Proxy-Authorization value built from them. Other variables are never logged."""
+    """What to redact: a proxy URL carrying credentials, its user:password pair (as written
+    and decoded), the Proxy-Authorization value built from them, and the password alone when
+    it is long enough to redact safely (SECRET_MIN_CHARS: a 3-character password redacted
+    everywhere would rewrite ordinary text; inside its URL or pair it is still redacted).
+    Other variables are never logged."""
+    from .config import SECRET_MIN_CHARS
+
     found: list[str] = []
     for name, value in values.items():
         if not name.lower().endswith("_proxy"):
@@ -118,6 +123,8 @@ def secrets(values: dict[str, str]) -> list[str]:
         except ValueError:
             continue
         if password:
-            pair = f"{unquote(user or '')}:{unquote(password)}".encode()
-            found += [value, password, unquote(password), base64.b64encode(pair).decode()]
+            written = f"{user or ''}:{password}"
+            pair = f"{unquote(user or '')}:{unquote(password)}"
+            found += [value, written, pair, base64.b64encode(pair.encode()).decode()]
+            found += [p for p in (password, unquote(password)) if len(p) >= SECRET_MIN_CHARS]
     return found

@@ -391,7 +391,6 @@ class JumpCloudClient:
         self.limiter = limiter
         self.next_ticket: int | None = None  # the queue place of the next request, if drawn
         self.on_retry = on_retry
-        self.on_secret: Callable[[str], None] | None = self.secrets.add_secret
         self.clock = clock
         self.url = cfg.events_url
         self.tokens = tokens if tokens is not None else TokenHolder()
@@ -423,8 +422,7 @@ class JumpCloudClient:
                 token, expires_in = self.policy.run(
                     self._token_attempt, "JumpCloud token", self.on_retry
                 )
-                if self.on_secret is not None:
-                    self.on_secret(token)
+                self.secrets.add_secret(token)
                 margin = min(TOKEN_REFRESH_MARGIN_S, expires_in * 0.2)
                 holder.token = token
                 holder.refresh_at = self.clock() + expires_in - margin

@@ -556,9 +556,7 @@ class Pipeline:
             if not any(o.fetched or o.batches or o.skipped for o in runs):
                 # the rate cap left it no request before the budget ended: not its turn, so
                 # it keeps its place (least recently served) for the next run
-                for o in runs:
-                    o.state.served_ms = o.served_before
-                    o.state.ops_live = None
+                self._turn_not_counted(runs)
                 with self._unserved_lock:
                     self.unserved += len(runs)
                 return rc, False, []
@@ -614,9 +612,8 @@ class Pipeline:
         """JumpCloud refused a shared query (402/403), which does not say for which member:
         the turn does not count for any of them (no run record, their place kept), and each
         is served alone next, in this run, so that only the refused org fails."""
+        self._turn_not_counted(runs)
         for o in runs:
-            o.state.served_ms = o.served_before
-            o.state.ops_live = None
             self.store.release(o.org)
         with self._unserved_lock:
             self.shared_turns.append(len(runs))
@@ -625,6 +622,14 @@ class Pipeline:
             orgs=",".join(o.org for o in runs),
         )
         return [o.org for o in runs]
+
+    def _turn_not_counted(self, runs: list[OrgRun], keep_record: bool = False) -> None:
+        """These orgs keep their place (least recently served first) for the next turn; without
+        ``keep_record`` their turn leaves no run record either."""
+        for o in runs:
+            o.state.served_ms = o.served_before
+            if not keep_record:
+                o.state.ops_live = None
 
     def _member_failed(self, o: OrgRun, exc: BaseException) -> None:
         """One member of a shared query cannot be served (its turn ends failed, as a solo
@@ -639,8 +644,7 @@ class Pipeline:
     def _budget_cut(self, runs: list[OrgRun], label: str) -> None:
         for o in runs:
             o.status = "budget"
-            if not o.batches:
-                o.state.served_ms = o.served_before  # shipped nothing: keeps its place
+        self._turn_not_counted([o for o in runs if not o.batches], keep_record=True)
         self.log.info(
             "run time budget reached; progress saved, next run resumes",
             org=label,
@@ -659,7 +663,7 @@ class Pipeline:
             until = max(until, event.ts_ms)
         for o in runs:
             o.state.solo_until_ms = until
-            o.state.served_ms = o.served_before
+        self._turn_not_counted(runs, keep_record=True)
         what = (
             "an element that is no event (its org cannot be read)"
             if event.reason == UNPARSABLE
