@@ -228,3 +228,29 @@ def test_online_backlog_from_events_count(env: Env, capsys) -> None:
     entry = by_org(report)["_default"]
     assert rc == 0 and entry["backlog"] is None  # health is about the runs, not this probe
     assert entry["backlog_error"].startswith("JumpCloud answered 401: check jumpcloud.api_key")
+
+
+def test_online_asks_no_count_for_an_org_whose_state_is_unreadable(
+    tmp_path, msp, sink, capsys
+) -> None:
+    """Its position is unknown: counting from initial_days_back would state a backlog that is
+    not its own. The other org is counted; the unreadable one says why it is not."""
+    from di2siem.state import ORGS_DIR, org_file_name
+
+    env = Env(tmp_path, msp, sink)
+    end = now_ms() - 1000
+    for seed, org in enumerate((ORG_A, ORG_B)):
+        msp.add_events(generate_events(5, end - 10 * MIN, end, seed=seed, org=org), org=org)
+    cfg = legacy_config(msp.url, sink.url)
+    cfg["jumpcloud"]["org_ids"] = [ORG_A, ORG_B]
+    env.write(cfg)
+    assert env.run(capsys)[0] == 0
+    (env.state_dir / ORGS_DIR / org_file_name(ORG_B)).write_text("{not json", encoding="utf-8")
+    msp.add_events(generate_events(3, end, now_ms() - 10, seed=9, org=ORG_A), org=ORG_A)
+    rc, report = status(env, capsys, "--online")
+    entries = by_org(report)
+    assert rc == 1 and entries[ORG_A]["backlog"] == 3
+    assert entries[ORG_B]["health"] == "unreadable" and entries[ORG_B]["backlog"] is None
+    assert "state file is unreadable" in entries[ORG_B]["backlog_error"]
+    counted = [r["org"] for r in msp.requests if r["path"].endswith("/events/count")]
+    assert counted == [ORG_A]

@@ -124,8 +124,12 @@ def add_backlog(
     limiter = RateLimiter(cfg.jumpcloud.max_requests_per_second)  # one count per org
     tokens = TokenHolder()  # a service account's token: one for every org
     now = now_ms()
+    # an org whose state file is unreadable has no known position: no count is asked for it
+    # (counting from initial_days_back would state a backlog that is not its own)
     starts = {
-        e["org"]: format_ms(_backlog_start(orgs.get(e["org"]), cfg, now)) for e in report["orgs"]
+        e["org"]: format_ms(_backlog_start(orgs.get(e["org"]), cfg, now))
+        for e in report["orgs"]
+        if e.get("health") != "unreadable"
     }
 
     def start_worker():
@@ -136,6 +140,10 @@ def add_backlog(
     outcomes = side_by_side(list(starts), start_worker, cfg.parallel_orgs, deadline)
     unreachable = []
     for entry in report["orgs"]:
+        if entry["org"] not in starts:
+            entry["backlog"] = None
+            entry["backlog_error"] = "not counted: the org's state file is unreadable (see above)"
+            continue
         outcome = outcomes[entry["org"]]
         if isinstance(outcome, int):
             entry["backlog"] = outcome
