@@ -91,7 +91,11 @@ def _state_parser(sub) -> None:
     export.add_argument("--org", required=True, metavar="ID", help="org id (_default: no org_ids)")
     export.add_argument("--output", metavar="FILE", help="write here (mode 0600) instead of stdout")
     export.add_argument("--wait", **wait)
-    imp = actions.add_parser("import", help="install an exported org state on this host")
+    imp_help = (
+        "install an exported org state on this host (refused: a cursor or floor more than "
+        "5 minutes past this host's clock, a file over recent_ids_max x 128 B + 1 MiB)"
+    )
+    imp = actions.add_parser("import", help=imp_help, description=imp_help)
     imp.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
     imp.add_argument("file", metavar="FILE", help="a file written by di2siem state export")
     imp.add_argument("--org", metavar="ID", help="refuse the file unless it holds this org")

@@ -528,12 +528,14 @@ class StateStore:
 
     def check_writable(self, names: Iterable[str] = ()) -> None:
         """Before anything is shipped: prove that the largest of these orgs' states can be
-        written in state_dir (a temp file of the same size, removed again)."""
+        written in state_dir (a temp file of the same size, removed again). A file over
+        max_file_bytes counts as max_file_bytes: it is refused when its org is loaded (never
+        rewritten), and the probe must not cost its size in memory and disk."""
         names = list(names)
         size = len(OrgState().json(names[0] if names else "_default"))
         for name in names:
             with contextlib.suppress(OSError):
-                size = max(size, os.stat(self.path_of(name)).st_size)
+                size = max(size, min(os.stat(self.path_of(name)).st_size, self.max_file_bytes))
         try:
             unlink_quietly(self._write_temp(b" " * size, sync=False))
         except OSError as exc:
