@@ -40,7 +40,7 @@ CARRIED = (
     "playbooks/site.yml",
     "playbooks/uninstall.yml",
 )
-LEFT_OUT = ("tests", "molecule", ".cache", ".venv", "dist", "benchmarks", ".ci", ".git")
+LEFT_OUT = ("tests", "molecule", ".cache", ".venv", "dist", "benchmarks", ".ci", ".git", "sandbox")
 
 
 def ansible_env(collections: Path, home: Path) -> dict[str, str]:
