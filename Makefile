@@ -53,11 +53,12 @@ apt-deps:
 	echo "installing:$$missing"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
 
-# apt-deps first: python3-venv is one of them.
-$(VENV)/.installed: pyproject.toml | apt-deps
+# apt-deps first: python3-venv is one of them. The collector and the simulators (sandbox/, their
+# own distribution di2siem-sandbox), both editable: the tests and benchmarks import both.
+$(VENV)/.installed: pyproject.toml sandbox/pyproject.toml | apt-deps
 	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev]' -e ./sandbox
 	touch $@
 
 venv: $(VENV)/.installed

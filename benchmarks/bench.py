@@ -81,7 +81,7 @@ def children_cpu_s() -> float:
 def simulator(only: str, port: int, backlog: int) -> Iterator[tuple[str, int]]:
     port_flag = "--jumpcloud-port" if only == "jumpcloud" else "--coralogix-port"
     command = [
-        sys.executable, "-m", "di2siem.sandbox", "--only", only, port_flag, str(port),
+        sys.executable, "-m", "di2siem_sandbox", "--only", only, port_flag, str(port),
         "--jumpcloud-key", JUMPCLOUD_KEY, "--coralogix-key", CORALOGIX_KEY,
         "--backlog", str(backlog), "--backlog-days", "80", "--rate", "0",
     ]  # fmt: skip

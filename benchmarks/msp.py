@@ -42,7 +42,7 @@ def start_simulators(
     orgs: list[str], events: int, latency_ms: float, sink_out: Path
 ) -> tuple[subprocess.Popen, subprocess.Popen, str, str]:
     jc_port, cx_port = free_port(), free_port()
-    base = [sys.executable, "-m", "di2siem.sandbox", "--rate", "0"]
+    base = [sys.executable, "-m", "di2siem_sandbox", "--rate", "0"]
     jc_cmd = [
         *base, "--only", "jumpcloud", "--jumpcloud-port", str(jc_port),
         "--jumpcloud-key", JUMPCLOUD_KEY, "--backlog", str(events), "--backlog-days", "0.5",

@@ -22,8 +22,8 @@ from typing import Any, Callable
 import pytest
 
 from di2siem.cli import main
-from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
 from di2siem.state import snapshot
+from di2siem_sandbox import CoralogixSink, JumpCloudSimulator
 
 JC_KEY = "jc-secret-5f1a9c2e7b44d0"
 CX_KEY = "cx-secret-8d3b4e6f0a91c2"
@@ -53,10 +53,10 @@ def di2siem_executable() -> str:
 
 @contextmanager
 def sandbox_process(*args: str) -> Iterator[str]:
-    """``python -m di2siem.sandbox`` on free ports with ARGS; yields its ready line, then
+    """``python -m di2siem_sandbox`` on free ports with ARGS; yields its ready line, then
     stops it with SIGTERM (it must exit 0)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "collector")}
-    command = [sys.executable, "-m", "di2siem.sandbox", "--jumpcloud-port", "0"]
+    command = [sys.executable, "-m", "di2siem_sandbox", "--jumpcloud-port", "0"]
     command += ["--coralogix-port", "0", *args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -282,8 +282,8 @@ def as_json_line(event: dict[str, Any]) -> str:
 
 def recent_events(n: int, seed: int = 1, minutes: int = 60, end_ago_ms: int = 1000) -> list[dict]:
     """n generated events spread over the last `minutes`, ascending."""
-    from di2siem.sandbox.events import generate_events
     from di2siem.timeutil import now_ms
+    from di2siem_sandbox.events import generate_events
 
     end = now_ms() - end_ago_ms
     return generate_events(n, end - minutes * 60_000, end, seed=seed)

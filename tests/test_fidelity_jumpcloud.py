@@ -20,9 +20,9 @@ from conftest import (
     sandbox_process,
 )
 from di2siem.config import JUMPCLOUD_SERVICES, ConfigError, parse
-from di2siem.sandbox import JumpCloudSimulator
-from di2siem.sandbox.events import QUERY_SERVICES
 from di2siem.timeutil import format_ms, parse_ms
+from di2siem_sandbox import JumpCloudSimulator
+from di2siem_sandbox.events import QUERY_SERVICES
 
 PROVIDER = "5f0c1b2a3d4e5f6a7b8c9d0e"
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from conftest import JC_KEY, Env, assert_no_secrets
-from di2siem.sandbox import JumpCloudSimulator
-from di2siem.sandbox.events import generate_events
 from di2siem.timeutil import now_ms
+from di2siem_sandbox import JumpCloudSimulator
+from di2siem_sandbox.events import generate_events
 from test_handoff import _host as host_env
 from test_shard import ANSIBLE_PLAYBOOK, ansible_env, shard
 

@@ -29,9 +29,9 @@ from conftest import (
     summary,
 )
 from di2siem.cli import main
-from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
-from di2siem.sandbox.events import format_ts, generate_events
 from di2siem.timeutil import now_ms, parse_ms
+from di2siem_sandbox import CoralogixSink, JumpCloudSimulator
+from di2siem_sandbox.events import format_ts, generate_events
 from hostile import Exchange, HostilePeer
 from hostile_jumpcloud import SHAPING_KEYS, FakeJumpCloud, keys
 

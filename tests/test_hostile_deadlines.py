@@ -18,7 +18,7 @@ import pytest
 from conftest import JC_KEY, Env, legacy_config
 from di2siem.cli import main
 from di2siem.probes import deadline_seconds
-from di2siem.sandbox import JumpCloudSimulator
+from di2siem_sandbox import JumpCloudSimulator
 from hostile import Exchange, HostilePeer, RawPeer
 
 TIMEOUT_S = 1.0

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import CX_KEY, assert_no_secrets, console_run, summary
 from di2siem.cli import main
-from di2siem.sandbox import CoralogixSink
 from di2siem.timeutil import format_ms
+from di2siem_sandbox import CoralogixSink
 from hostile_jumpcloud import FakeJumpCloud
 from test_hostile_data import events_at, write_config
 

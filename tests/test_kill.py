@@ -22,8 +22,8 @@ from conftest import (
     legacy_config,
     start_run,
 )
-from di2siem.sandbox.events import format_ts, generate_events
 from di2siem.timeutil import now_ms
+from di2siem_sandbox.events import format_ts, generate_events
 from hostile import Exchange, HostilePeer
 from hostile_jumpcloud import FakeJumpCloud, keys
 

@@ -23,9 +23,9 @@ from conftest import (
     legacy_config,
     summary,
 )
-from di2siem.sandbox import JumpCloudSimulator
-from di2siem.sandbox.events import generate_events
 from di2siem.timeutil import now_ms
+from di2siem_sandbox import JumpCloudSimulator
+from di2siem_sandbox.events import generate_events
 
 ORGS = [f"{n:02d}" + "5f1b0c2e8d3a4b00123456"[:22] for n in range(8)]
 MIN = 60_000

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +15,8 @@ import pytest
 import requests
 
 from conftest import sandbox_process
-from di2siem.sandbox import CoralogixSink, JumpCloudSimulator, main
-from di2siem.sandbox.events import (
+from di2siem_sandbox import CoralogixSink, JumpCloudSimulator, main
+from di2siem_sandbox.events import (
     QUERY_SERVICES,
     burst_events,
     deep_event,
@@ -369,6 +372,49 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             timeout=5,
         )
         assert len(response.json()) == 43
+
+
+def test_di2siem_sandbox_delegates_to_the_simulators(capsys: pytest.CaptureFixture[str]) -> None:
+    from di2siem.cli import main as di2siem_main
+
+    assert di2siem_main(["sandbox", "--host", "0.0.0.0"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+
+
+def test_di2siem_sandbox_without_the_simulators_says_how_to_get_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from di2siem.cli import main as di2siem_main
+
+    monkeypatch.setitem(sys.modules, "di2siem_sandbox", None)  # as if not installed
+    assert di2siem_main(["sandbox", "--backlog", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert "pip install di2siem-sandbox" in captured.err
+
+
+def test_the_simulators_need_only_the_standard_library() -> None:
+    """di2siem-sandbox depends on nothing (sandbox/pyproject.toml), the collector included."""
+    package = Path(__file__).resolve().parent.parent / "sandbox" / "di2siem_sandbox"
+    imported = set()
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    assert imported and imported <= sys.stdlib_module_names, imported - sys.stdlib_module_names
+
+
+def test_python_m_di2siem_sandbox_and_its_console_script_run_it() -> None:
+    script = Path(sys.executable).with_name("di2siem-sandbox")
+    for argv in ([sys.executable, "-m", "di2siem_sandbox"], [str(script)]):
+        proc = subprocess.run(
+            [*argv, "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "--write-config" in proc.stdout
 
 
 def test_stopped_simulator_is_down_for_pooled_connections() -> None:

@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from conftest import REFERENCE_SERVICES
-from di2siem.sandbox import JumpCloudSimulator
-from di2siem.sandbox.events import burst_events, generate_events, parse_ts
+from di2siem_sandbox import JumpCloudSimulator
+from di2siem_sandbox.events import burst_events, generate_events, parse_ts
 
 KEY = "spec-jumpcloud-key"
 EVENTS = "/insights/directory/v1/events"

@@ -29,9 +29,9 @@ from conftest import (
     recent_events,
     sandbox_process,
 )
-from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
-from di2siem.sandbox.events import generate_events
 from di2siem.timeutil import format_ms, now_ms
+from di2siem_sandbox import CoralogixSink, JumpCloudSimulator
+from di2siem_sandbox.events import generate_events
 
 EVENTS_PATH = "/insights/directory/v1/events"
 

@@ -168,7 +168,9 @@ def ansible_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_ROLES_PATH=str(REPO / "roles"),
         ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-        ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "no-collections"),
+        # a checkout: the collection's filters by FQCN through the playbooks' adjacent
+        # collections path (playbooks/collections links plugins/), nothing installed
+        ANSIBLE_COLLECTIONS_PATH=str(REPO / "playbooks" / "collections"),
         **extra,
     )
     return env

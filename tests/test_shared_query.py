@@ -29,9 +29,9 @@ from conftest import (
 from di2siem.http import HeaderLines, RetryPolicy
 from di2siem.jumpcloud import JumpCloudClient
 from di2siem.log import Logger
-from di2siem.sandbox import JumpCloudSimulator
-from di2siem.sandbox.events import generate_events
 from di2siem.timeutil import format_ms, now_ms, parse_ms
+from di2siem_sandbox import JumpCloudSimulator
+from di2siem_sandbox.events import generate_events
 from hostile import RawPeer
 from hostile_jumpcloud import SHARED_ONLY, FakeJumpCloud
 

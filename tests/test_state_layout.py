@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from conftest import JC_KEY, Env, counts, kill_if_running, legacy_config, start_run
-from di2siem.sandbox import JumpCloudSimulator
-from di2siem.sandbox.events import generate_events
 from di2siem.state import MIGRATED_FILE, StateStore, snapshot
 from di2siem.timeutil import format_ms, now_ms, parse_ms
+from di2siem_sandbox import JumpCloudSimulator
+from di2siem_sandbox.events import generate_events
 
 DATA = Path(__file__).parent / "data"
 # tests/data/state_v1.json: written by the previous version (one state.json for every org),

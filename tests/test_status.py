@@ -20,9 +20,9 @@ from conftest import (
     legacy_config,
     recent_events,
 )
-from di2siem.sandbox import JumpCloudSimulator
-from di2siem.sandbox.events import generate_events
 from di2siem.timeutil import now_ms, parse_ms
+from di2siem_sandbox import JumpCloudSimulator
+from di2siem_sandbox.events import generate_events
 
 MIN = 60_000
 TOTAL_KEYS = ("shipped_total", "fetched_total", "duplicates_total", "skipped_total")

@@ -5,6 +5,10 @@ The package index is made unreachable (OFFLINE: no pip config, index http://127.
 no find-links): a cold build fails there (the control), a warm cache and a prebuilt
 wheelhouse (directory, tarball, URL with sha256) need no index. One build with the index
 (module fixture) seeds the rest.
+
+The simulators are not in it: the collector's wheel holds only the package di2siem, and the
+simulators are their own pure-Python distribution di2siem-sandbox (sandbox/), whose one-wheel
+wheelhouse molecule/shared/sandbox-wheelhouse.sh builds for the Molecule and demo targets.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 import tarfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +105,50 @@ def test_the_wheel_set_is_the_lock_plus_the_collector(warm: Path) -> None:
     assert sorted(listed) == sorted(
         f"{n.split('-')[0]}=={n.split('-')[1]} --hash=sha256:{d}" for n, d in wheels(warm).items()
     )
+
+
+def wheel_files(wheel: Path) -> dict[str, str]:
+    """Every file of WHEEL (name: text of the small metadata files, else "")."""
+    with zipfile.ZipFile(wheel) as archive:
+        return {
+            n: archive.read(n).decode()
+            if n.split("/")[-1] in ("METADATA", "entry_points.txt")
+            else ""
+            for n in archive.namelist()
+        }
+
+
+def test_the_collector_wheel_holds_no_simulator(warm: Path) -> None:
+    (wheel,) = warm.glob("di2siem-*.whl")
+    files = wheel_files(wheel)
+    info = f"di2siem-{VERSION}.dist-info"
+    assert {n.split("/")[0] for n in files} == {"di2siem", info}
+    assert [n for n in files if "sandbox" in n.lower()] == []
+    assert "di2siem_sandbox" not in files[f"{info}/METADATA"]
+    scripts = files[f"{info}/entry_points.txt"].split("[console_scripts]")[1].split()
+    assert scripts == ["di2siem", "=", "di2siem.cli:main"]
+
+
+def test_the_simulators_are_their_own_pure_python_distribution(tmp_path: Path) -> None:
+    dest = tmp_path / "sandbox-wheelhouse"
+    proc = subprocess.run(
+        [str(REPO / "molecule" / "shared" / "sandbox-wheelhouse.sh"), str(dest)],
+        env=dict(os.environ, PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = dest.glob("*.whl")  # no dependency: the one wheel is the whole wheelhouse
+    assert re.fullmatch(r"di2siem_sandbox-[^-]+-py3-none-any\.whl", wheel.name), wheel.name
+    files = wheel_files(wheel)
+    (info,) = {n.split("/")[0] for n in files} - {"di2siem_sandbox"}
+    assert re.fullmatch(r"di2siem_sandbox-[^-]+\.dist-info", info), info
+    assert "Requires-Dist" not in files[f"{info}/METADATA"]
+    scripts = files[f"{info}/entry_points.txt"].split("[console_scripts]")[1].split()
+    assert scripts == ["di2siem-sandbox", "=", "di2siem_sandbox:main"]
+    assert "di2siem_sandbox/__main__.py" in files
 
 
 def test_a_cold_build_needs_the_index(tmp_path: Path) -> None:

@@ -135,10 +135,18 @@ def _config_error(exc, path: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] == "sandbox":
-        from . import sandbox
-
-        return int(sandbox.main(args_list[1:]) or 0)
+    if args_list and args_list[0] == "sandbox":  # the simulators: their own distribution
+        try:
+            import di2siem_sandbox
+        except ModuleNotFoundError as exc:
+            if exc.name != "di2siem_sandbox":
+                raise
+            sys.stderr.write(
+                "di2siem sandbox: the simulators are not installed here: pip install"
+                " di2siem-sandbox (from a checkout: pip install ./sandbox, or make venv)\n"
+            )
+            return EXIT_CONFIG
+        return int(di2siem_sandbox.main(args_list[1:]) or 0)
     parser = _parser()
     try:
         args = parser.parse_args(args_list)

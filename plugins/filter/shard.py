@@ -6,8 +6,8 @@ on the two names, never on Python's hash seed, the order of the hosts or the oth
 every host computes the same assignment on its own, and adding or removing a host moves only
 the orgs that host gains or had (about 1/n of them).
 
-Filters (di2siem.di2siem.<name> from the installed collection; the role also carries them as
-role-embedded plugins, so the checkout's role finds them under the short name):
+Filters, one copy, always called by FQCN (di2siem.di2siem.<name>): from the installed collection,
+or from a checkout through playbooks/collections, which links this plugins/ directory:
   org_ids | di2siem_shard_assignment(hosts, pins)  -> {org: host}, in org_ids order
   org_ids | di2siem_shard(hosts, host, pins)       -> the orgs of host, in org_ids order
   shard_map | di2siem_handoff_plan(serving, host)  -> what host stops, gives and takes

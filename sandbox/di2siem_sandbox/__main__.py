@@ -1,4 +1,4 @@
-"""`python -m di2siem.sandbox` runs the simulators (same options as `di2siem sandbox`)."""
+"""`python -m di2siem_sandbox` runs the simulators (same options as `di2siem sandbox`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """Simulators for JumpCloud Directory Insights and Coralogix ingestion, and `di2siem sandbox`.
 
-Importable for tests (`JumpCloudSimulator`, `CoralogixSink`) and runnable as
-`di2siem sandbox [options]` or `python -m di2siem.sandbox [options]`.
+The distribution di2siem-sandbox, apart from the collector's: test and demo peers only, never
+installed with the product. Importable for tests (`JumpCloudSimulator`, `CoralogixSink`) and
+runnable as `di2siem-sandbox [options]`, `python -m di2siem_sandbox [options]`, or
+`di2siem sandbox [options]` where the collector is installed too.
 
 Control API (no auth, loopback only), on both simulators unless noted:
   GET  /_sim/stats      counters: requests, by_path {path: {status: n}}, by_status, ...
@@ -49,7 +51,7 @@ __all__ = [
     "main",
 ]
 
-LOG = logging.getLogger("di2siem.sandbox")
+LOG = logging.getLogger("di2siem_sandbox")
 _DAY_MS = 86_400_000
 
 

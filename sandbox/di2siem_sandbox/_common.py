@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-LOG = logging.getLogger("di2siem.sandbox")
+LOG = logging.getLogger("di2siem_sandbox")
 
 # Bodies above the simulator's limit are drained (not stored) up to this size so the client
 # still reads the error answer; beyond it the connection is closed instead.
