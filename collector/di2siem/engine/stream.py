@@ -41,7 +41,7 @@ from .window import pin_first_window, window
 class Stream:
     """The five steps over one JumpCloud client and one SIEM sink (a lane's)."""
 
-    def __init__(self, ctx: StreamContext, jc: JumpCloudClient, sink: Sink, shaper: Shaper):
+    def __init__(self, ctx: StreamContext, jc: JumpCloudClient, sink: Sink, shaper: Shaper) -> None:
         self.ctx = ctx
         self.jc = jc
         self.sink = sink

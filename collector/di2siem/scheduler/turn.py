@@ -29,7 +29,7 @@ SKEW_WARN_MS = 30_000
 class TurnServer:
     """Serves turns (``serve``) and keeps what the run's last line counts across lanes."""
 
-    def __init__(self, cfg: Config, log: Logger, store: StateStore, recorder: RunRecorder):
+    def __init__(self, cfg: Config, log: Logger, store: StateStore, recorder: RunRecorder) -> None:
         self.cfg = cfg
         self.log = log
         self.store = store
