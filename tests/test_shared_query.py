@@ -434,7 +434,7 @@ def test_a_hostile_jumpcloud_lying_to_shared_queries_gets_nothing_guessed(
 
 
 def test_plan_turns_groups_only_caught_up_orgs_with_close_window_starts() -> None:
-    from di2siem.grouping import RECENT_MS, SPREAD_MS, plan_turns
+    from di2siem.scheduler.plan import RECENT_MS, SPREAD_MS, plan_turns
 
     now = now_ms()
     overlap = 300_000

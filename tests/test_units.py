@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from di2siem.batching import JSON_ARRAY, JSON_LINES, Batcher, Item
 from di2siem.config import parse
+from di2siem.engine.batching import JSON_ARRAY, JSON_LINES, Batcher, Item
 from di2siem.http import GaveUpError, RetryableError, RetryPolicy, parse_retry_after
 from di2siem.jumpcloud import split_page
 from di2siem.log import Logger

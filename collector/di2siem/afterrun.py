@@ -17,7 +17,7 @@ from .state import StateError
 from .timeutil import format_ms, now_ms, parse_ms_or_none
 
 if TYPE_CHECKING:
-    from .pipeline import Pipeline
+    from .scheduler.run import Scheduler as Pipeline
 
 
 def _org_views(cfg: Config, pipeline: Pipeline | None) -> list[tuple[str, int | None, dict]]:

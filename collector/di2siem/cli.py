@@ -207,7 +207,7 @@ def cmd_run(path: str, env_file: str | None = None) -> int:
     for note in cfg.warnings:
         log.warning(note)
     from .afterrun import after_run
-    from .pipeline import Pipeline
+    from .scheduler.run import Scheduler as Pipeline
 
     pipeline = None
     try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from .atomicfile import replace_file
-from .runrecord import totals_of
+from .scheduler.runrecord import totals_of
 from .timeutil import parse_ms_or_none
 
 COUNTERS = (

@@ -17,8 +17,8 @@ import json
 import time
 from typing import Callable
 
-from .batching import Item, framing_for
 from .config import SiemConfig
+from .engine.batching import Item, framing_for
 from .http import (
     FatalError,
     RetryableError,

@@ -15,7 +15,7 @@ from typing import Any
 from . import __version__
 from .config import Config
 from .redaction import SecretRegistry
-from .runrecord import totals_of
+from .scheduler.runrecord import totals_of
 from .state import STATE_FILE, StateError, read_orgs
 from .timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
 
@@ -117,7 +117,7 @@ def add_backlog(
     from .http import RetryPolicy
     from .jumpcloud import JumpCloudClient, TokenHolder
     from .probes import PROBE_DEADLINE, Deadline, side_by_side, unreached_cause
-    from .runrecord import error_line
+    from .scheduler.runrecord import error_line
     from .throttle import RateLimiter
 
     deadline = Deadline(cfg.jumpcloud.timeout_seconds)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from .config import DEFAULT_ORG, PROVIDER_PREFIX
-from .timeutil import parse_ms_or_none
+from ..config import DEFAULT_ORG, PROVIDER_PREFIX
+from ..timeutil import parse_ms_or_none
 
 RECENT_MS = 86_400_000  # a window start older than a day: the org is not caught up
 SPREAD_MS = 3_600_000  # members' window starts lie within an hour of each other

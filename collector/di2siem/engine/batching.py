@@ -1,18 +1,20 @@
 """Batches capped by event count AND by body bytes.
 
-An item is one serialised event plus what the state needs once the SIEM accepted it: its id
-and its time (epoch ms). Bodies are built by joining bytes, never by re-serialising.
+An item is one serialised event plus what the state needs once the SIEM accepted it: its id,
+its time (epoch ms) and the org stream it belongs to (a shared query's batches mix members).
+Bodies are built by joining bytes, never by re-serialising.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Item(NamedTuple):
     data: bytes
     event_id: str | None
     ts_ms: int | None
+    member: Any = None  # the org's OrgRun (engine/context.py) whose checkpoint records it
 
 
 class Oversize(NamedTuple):
@@ -22,6 +24,7 @@ class Oversize(NamedTuple):
     nbytes: int
     event_id: str | None
     ts_ms: int | None
+    member: Any = None  # as Item.member
 
 
 class Framing(NamedTuple):

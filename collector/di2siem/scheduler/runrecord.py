@@ -19,13 +19,15 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
-from .state import OrgState, StateWriteError
-from .timeutil import format_ms, now_ms
+from ..engine.context import OrgRun
+from ..log import Logger
+from ..state import OrgState, StateStore, StateWriteError
+from ..timeutil import format_ms, now_ms
 
-if TYPE_CHECKING:
-    from .pipeline import OrgRun, Pipeline
+# (JumpCloud retries, SIEM retries) so far, counted by the org's lane
+RetryCounts = Callable[[], tuple[int, int]]
 
 TOTALS = (
     "fetched",
@@ -59,7 +61,7 @@ def side_of(exc: BaseException) -> str:
     """Which side failed: JumpCloud, the SIEM, the state (disk), or di2siem itself."""
     if isinstance(exc, StateWriteError):
         return "state"
-    side = getattr(exc, "side", None)  # an error that knows its side (pipeline.PositionAhead)
+    side = getattr(exc, "side", None)  # an error that knows its side (engine.window.PositionAhead)
     if isinstance(side, str):
         return side
     text = str(exc)
@@ -81,16 +83,19 @@ def error_line(exc: BaseException, redact) -> str:
 
 
 class RunRecorder:
-    """Keeps each org's ``ops`` up to date during a run (pipeline hooks: begin, finish)."""
+    """Keeps each org's ``ops`` up to date during a run (scheduler hooks: begin, finish)."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
+    def __init__(self, store: StateStore, log: Logger) -> None:
+        self.store = store
+        self.log = log
         self.started_ms = now_ms()
         self.finished: list[str] = []  # orgs this run served, in order
         self._lock = threading.Lock()
 
-    def _live(self, o: OrgRun, base: dict[str, int], retries0: tuple[int, int]) -> dict[str, int]:
-        lane = o.lane
+    def _live(
+        self, o: OrgRun, base: dict[str, int], retries: RetryCounts, retries0: tuple[int, int]
+    ) -> dict[str, int]:
+        jumpcloud, siem = retries()
         totals = dict(base)
         totals["fetched"] += o.fetched
         totals["shipped"] += o.shipped
@@ -98,15 +103,17 @@ class RunRecorder:
         totals["skipped_too_large"] += o.skipped
         totals["skipped_unparsable"] += o.dead_lettered
         totals["batches"] += o.batches
-        totals["retries_jumpcloud"] += lane.jc_policy.retries - retries0[0]
-        totals["retries_siem"] += lane.sink_policy.retries - retries0[1]
+        totals["retries_jumpcloud"] += jumpcloud - retries0[0]
+        totals["retries_siem"] += siem - retries0[1]
         return totals
 
-    def begin(self, o: OrgRun) -> None:
+    def begin(self, o: OrgRun, retries: RetryCounts) -> None:
+        """From now on every write of the org's state carries its totals so far; ``retries``
+        reads its lane's retry counters (its turn counts the retries since now)."""
         state: OrgState = o.state
         base = totals_of(state.ops)
-        retries0 = (o.lane.jc_policy.retries, o.lane.sink_policy.retries)
-        o.ops_totals = lambda: self._live(o, base, retries0)
+        retries0 = retries()
+        o.ops_totals = lambda: self._live(o, base, retries, retries0)
         state.ops_live = lambda: {**state.ops, "totals": o.ops_totals()}
 
     def finish(self, o: OrgRun) -> None:
@@ -122,7 +129,7 @@ class RunRecorder:
         if o.status == "failed":
             totals["failures"] += 1
             error = o.error if o.error is not None else RuntimeError("di2siem: failed")
-            ops["last_error"] = error_line(error, self.pipeline.log.redact)
+            ops["last_error"] = error_line(error, self.log.redact)
             ops.setdefault("last_success", None)
         else:
             ops["last_success"] = format_ms(now)
@@ -133,6 +140,6 @@ class RunRecorder:
         with self._lock:
             self.finished.append(o.org)
         try:
-            self.pipeline.store.save(o.org)
+            self.store.save(o.org)
         except StateWriteError as exc:
-            self.pipeline.log.warning(f"run record not saved: {exc}", org=o.org)
+            self.log.warning(f"run record not saved: {exc}", org=o.org)
