@@ -174,8 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load(path: str, env_file: str | None = None):
     """Apply the env file, then parse the config: (config, a logger that redacts every secret
     of both, exit code, permission warnings), or (None, None, exit code, [])."""
-    from . import envfile
-    from .config import ConfigError, load, permission_warning, permission_warnings
+    from .config import ConfigError, envfile, load, permission_warning, permission_warnings
     from .log import Logger
 
     env_secrets: list[str] = []

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from . import __version__
+from .config import is_loopback_host
 from .timeutil import parse_http_date_ms
 
 USER_AGENT = f"di2siem/{__version__}"
@@ -181,8 +182,6 @@ class Answer:
 
 
 def _no_proxy_needed(url: str) -> bool:
-    from .config import is_loopback_host
-
     return is_loopback_host(urlsplit(url).hostname)
 
 

@@ -82,7 +82,7 @@ def test_environment_means_the_same_to_systemd_and_the_collector(host, hostvars)
         "printenv DI2SIEM_TEST_VARIABLE"
     )
     by_collector = host.check_output(
-        f"{VENV_BIN.rsplit('/', 1)[0]}/python -c 'import sys; from di2siem import envfile; "
+        f"{VENV_BIN.rsplit('/', 1)[0]}/python -c 'import sys; from di2siem.config import envfile; "
         f'sys.stdout.write(envfile.read("{ENV_FILE}")["DI2SIEM_TEST_VARIABLE"])\''
     )
     assert by_systemd == by_collector == wanted.replace("$$", "$")

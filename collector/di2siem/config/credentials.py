@@ -15,18 +15,16 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-# section -> the keys the credentials file may set there ("" is the top level)
-SECRET_KEYS = {
-    "jumpcloud": ("api_key", "client_id", "client_secret"),
-    "siem": ("api_key", "headers"),
-    "": ("heartbeat_url",),
-}
+from .errors import ConfigError
+from .files import decode_json, read_file
+from .toplevel import SCHEMA
+
+# section -> the keys the credentials file may set there ("" is the top level): the secrets
+SECRET_KEYS = {section.name: section.secret_keys() for section in SCHEMA}
 KEY = "credentials_file"
 
 
-def _error(problem: str, fix: str):
-    from .config import ConfigError
-
+def _error(problem: str, fix: str) -> ConfigError:
     return ConfigError(KEY, problem, fix)
 
 
@@ -42,8 +40,6 @@ def credentials_path(raw: dict, config_dir: str) -> str | None:
 
 def read(path: str) -> dict:
     """The decoded credentials file, or ConfigError (one line naming the file and the fix)."""
-    from .config import decode_json, read_file
-
     fix = f"create it (the secrets as JSON, see docs/configuration.md) or fix {KEY}"
     doc = decode_json(read_file(path, KEY, fix), path, KEY)
     if not isinstance(doc, dict):

@@ -23,20 +23,20 @@ import os
 import re
 from urllib.parse import unquote, urlsplit
 
+from .checks import SECRET_MIN_CHARS
+from .errors import ConfigError
+from .files import read_file
+
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DOUBLE_QUOTE_ESCAPES = '"\\`$'  # systemd's SHELL_NEED_ESCAPE
 
 
-def _error(where: str, problem: str, fix: str):
-    from .config import ConfigError
-
+def _error(where: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"--env-file {where}", problem, fix)
 
 
 def read(path: str) -> dict[str, str]:
     """The variables of the file, in order; ConfigError on an unreadable or malformed file."""
-    from .config import ConfigError, read_file
-
     data = read_file(path, "--env-file", "pass the right path")
     try:
         text = data.decode("utf-8")
@@ -111,8 +111,6 @@ def secrets(values: dict[str, str]) -> list[str]:
     it is long enough to redact safely (SECRET_MIN_CHARS: a 3-character password redacted
     everywhere would rewrite ordinary text; inside its URL or pair it is still redacted).
     Other variables are never logged."""
-    from .config import SECRET_MIN_CHARS
-
     found: list[str] = []
     for name, value in values.items():
         if not name.lower().endswith("_proxy"):
