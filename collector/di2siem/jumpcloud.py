@@ -361,7 +361,6 @@ class TokenHolder:
     def __init__(self) -> None:
         self.token: str | None = None
         self.refresh_at = 0.0
-        self.obtained = 0
         self.lock = threading.Lock()
 
 
@@ -405,10 +404,6 @@ class JumpCloudClient:
         self.session.close()
 
     # -- service account token ----------------------------------------------------------------
-    @property
-    def tokens_obtained(self) -> int:
-        return self.tokens.obtained
-
     def token(self, force: bool = False, stale: str | None = None) -> str:
         """A valid access token (service accounts), fetched with retries when due. ``force``
         replaces ``stale`` (the token JumpCloud refused), unless another client already did."""
@@ -426,7 +421,6 @@ class JumpCloudClient:
                 margin = min(TOKEN_REFRESH_MARGIN_S, expires_in * 0.2)
                 holder.token = token
                 holder.refresh_at = self.clock() + expires_in - margin
-                holder.obtained += 1
             return holder.token
 
     def _token_attempt(self) -> tuple[str, float]:

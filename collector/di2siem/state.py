@@ -424,7 +424,6 @@ class StateStore:
         self.orgs: dict[str, OrgState] = {}  # loaded (being served or served this run)
         self._dir_fd: int | None = None
         self._lock = threading.Lock()
-        self.writes = 0
         self.migrated = 0  # orgs moved out of an older version's state.json by load()
 
     def path_of(self, name: str) -> str:
@@ -556,7 +555,6 @@ class StateStore:
             self._write(name, data)
         except OSError as exc:
             raise self._write_error(exc) from None
-        self.writes += 1
 
     def release(self, name: str) -> None:
         """Forget the org's recent ids once it is served (its file keeps them): memory stays

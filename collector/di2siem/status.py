@@ -19,7 +19,6 @@ from .runrecord import totals_of
 from .state import STATE_FILE, StateError, read_orgs
 from .timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
 
-DEFAULT_MAX_LAG_S = 600.0
 DAY_MS = 86_400_000
 
 
