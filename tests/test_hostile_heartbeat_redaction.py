@@ -39,9 +39,9 @@ from conftest import (
 )
 from di2siem import heartbeat
 from di2siem.config import load
-from di2siem.http import BUDGET_GRACE_S
 from di2siem.log import Logger
 from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
+from di2siem.transport.exchange import BUDGET_GRACE_S
 from hostile import Exchange, HostilePeer
 
 BUDGET_S = 1.0

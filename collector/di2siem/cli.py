@@ -333,12 +333,12 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
     within one deadline of its own timeout_seconds (probes.py) whatever the number of orgs;
     True when one failed. Whatever was not reached in time is named in a ``deadline``
     verdict."""
-    from .http import RetryPolicy
     from .jumpcloud import JumpCloudClient, TokenHolder
     from .probes import PROBE_DEADLINE, Deadline, SideBySide, side_by_side, unreached_cause
     from .sink import Sink
     from .throttle import RateLimiter
     from .timeutil import format_ms, now_ms
+    from .transport.retry import RetryPolicy
 
     jc_deadline = Deadline(cfg.jumpcloud.timeout_seconds)
     siem_deadline = Deadline(cfg.siem.timeout_seconds)

@@ -17,21 +17,19 @@ from collections.abc import Iterator
 from typing import Any, Callable, Union
 
 from .config import DEFAULT_ORG, PROVIDER_PREFIX, JumpCloudConfig
-from .http import (
-    MAX_PAGE_BYTES,
-    FatalError,
-    HeaderLines,
-    RetryableError,
-    RetryPolicy,
-    body_excerpt,
-    make_session,
-    parse_retry_after,
-    send,
-    transient_status_error,
-)
 from .redaction import SecretRegistry, require_registry
 from .throttle import RateLimiter
 from .timeutil import http_date_ms, now_ms
+from .transport.body import MAX_PAGE_BYTES, body_excerpt
+from .transport.exchange import send
+from .transport.retry import (
+    FatalError,
+    RetryableError,
+    RetryPolicy,
+    parse_retry_after,
+    transient_status_error,
+)
+from .transport.session import HeaderLines, make_session
 
 SIDE = "JumpCloud"
 SA_KEYS = "jumpcloud.client_id / jumpcloud.client_secret"

@@ -34,7 +34,6 @@ from .batching import Batcher, Item, Oversize
 from .config import DEFAULT_ORG, Config, ConfigError
 from .deadletter import DeadLetters
 from .grouping import Turn, plan_turns
-from .http import BudgetExceeded, FatalError, GaveUpError, RetryPolicy
 from .jumpcloud import NONSTANDARD, JumpCloudClient, OrgRefused, TokenHolder, scope_name
 from .lock import InstanceLock, LockHeld
 from .log import Logger
@@ -45,6 +44,8 @@ from .sink import Sink
 from .state import OrgState, StateError, StateStore, StateWriteError, unsafe_state_dir
 from .throttle import RateLimiter, WaitPastBudget
 from .timeutil import MAX_MS, format_ms, now_ms, parse_ms, parse_ms_or_none
+from .transport.exchange import BudgetExceeded
+from .transport.retry import FatalError, GaveUpError, RetryPolicy
 
 DAY_MS = 86_400_000
 MAX_DETAIL_WARNINGS = 10
