@@ -17,8 +17,8 @@ import pytest
 
 from conftest import CX_KEY, JC_KEY, ORG_A, ORG_B, SA_CLIENT_ID, SA_SECRET, Env, legacy_config
 from di2siem.cli import _parser, main
-from di2siem.jumpcloud import JumpCloudClient
 from di2siem.sandbox.events import generate_events
+from di2siem.source.client import JumpCloudClient
 from di2siem.timeutil import now_ms
 from hostile import Exchange, HostilePeer
 from test_hostile_leaks import assert_no_secret_anywhere, encodings

@@ -333,9 +333,10 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
     within one deadline of its own timeout_seconds (probes.py) whatever the number of orgs;
     True when one failed. Whatever was not reached in time is named in a ``deadline``
     verdict."""
-    from .jumpcloud import JumpCloudClient, TokenHolder
     from .probes import PROBE_DEADLINE, Deadline, SideBySide, side_by_side, unreached_cause
     from .sink import Sink
+    from .source.client import JumpCloudClient
+    from .source.tokens import TokenHolder
     from .throttle import RateLimiter
     from .timeutil import format_ms, now_ms
     from .transport.retry import RetryPolicy

@@ -34,13 +34,16 @@ from .batching import Batcher, Item, Oversize
 from .config import DEFAULT_ORG, Config, ConfigError
 from .deadletter import DeadLetters
 from .grouping import Turn, plan_turns
-from .jumpcloud import NONSTANDARD, JumpCloudClient, OrgRefused, TokenHolder, scope_name
 from .lock import InstanceLock, LockHeld
 from .log import Logger
 from .runrecord import RunRecorder
 from .shaping import Shaper, too_deep
 from .shared import UNPARSABLE, SharedStream
 from .sink import Sink
+from .source.client import JumpCloudClient
+from .source.pages import NONSTANDARD
+from .source.refusals import OrgRefused, scope_name
+from .source.tokens import TokenHolder
 from .state import OrgState, StateError, StateStore, StateWriteError, unsafe_state_dir
 from .throttle import RateLimiter, WaitPastBudget
 from .timeutil import MAX_MS, format_ms, now_ms, parse_ms, parse_ms_or_none

@@ -113,9 +113,10 @@ def add_backlog(
     """``--online``: each org's backlog from JumpCloud's /events/count since its cursor, the
     orgs asked side by side under the request-rate cap, all within one deadline (see
     probes.py); the orgs JumpCloud did not answer for are listed in ``unreachable_orgs``."""
-    from .jumpcloud import JumpCloudClient, TokenHolder
     from .probes import PROBE_DEADLINE, Deadline, side_by_side, unreached_cause
     from .runrecord import error_line
+    from .source.client import JumpCloudClient
+    from .source.tokens import TokenHolder
     from .throttle import RateLimiter
     from .transport.retry import RetryPolicy
 
