@@ -23,7 +23,7 @@ import pytest
 
 from di2siem.cli import main
 from di2siem.sandbox import CoralogixSink, JumpCloudSimulator
-from di2siem.state import snapshot
+from di2siem.state.reading import snapshot
 
 JC_KEY = "jc-secret-5f1a9c2e7b44d0"
 CX_KEY = "cx-secret-8d3b4e6f0a91c2"

@@ -13,11 +13,11 @@ import pytest
 from conftest import JC_KEY, Env, assert_no_secrets, legacy_config
 from di2siem import __version__
 from di2siem.cli import main
-from di2siem.handoff import FORMAT
-from di2siem.lock import InstanceLock
 from di2siem.sandbox import JumpCloudSimulator
 from di2siem.sandbox.events import generate_events
-from di2siem.state import snapshot
+from di2siem.state.handoff import FORMAT
+from di2siem.state.lock import InstanceLock
+from di2siem.state.reading import snapshot
 from di2siem.timeutil import now_ms
 
 ORG_A, ORG_B = "5f1b0c2e8d3a4b0012345678", "6a2c1d3f9e4b5c0087654321"

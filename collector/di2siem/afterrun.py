@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import heartbeat, metrics
 from .config import Config
 from .log import Logger
-from .state import StateError
+from .state.layout import StateError
 from .timeutil import format_ms, now_ms, parse_ms_or_none
 
 if TYPE_CHECKING:

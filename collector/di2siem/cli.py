@@ -232,7 +232,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     cfg, log, rc, _ = _load(args.config)
     if cfg is None:
         return rc
-    from .handoff import HandoffError, export_org, import_org
+    from .state.handoff import HandoffError, export_org, import_org
 
     try:
         if args.action == "export":
@@ -302,7 +302,7 @@ def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
     probe_dir = cfg.state_dir
     while not os.path.exists(probe_dir) and os.path.dirname(probe_dir) != probe_dir:
         probe_dir = os.path.dirname(probe_dir)
-    from .state import unsafe_state_dir
+    from .state.layout import unsafe_state_dir
 
     unsafe = unsafe_state_dir(cfg.state_dir) if probe_dir == cfg.state_dir else None
     if unsafe is not None:

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import __version__
-from .atomicfile import replace_file
 from .runrecord import totals_of
+from .state.atomicfile import replace_file
 from .timeutil import parse_ms_or_none
 
 COUNTERS = (

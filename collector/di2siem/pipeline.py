@@ -32,9 +32,7 @@ from typing import Any, Callable, NamedTuple
 
 from .batching import Batcher, Item, Oversize
 from .config import DEFAULT_ORG, Config, ConfigError
-from .deadletter import DeadLetters
 from .grouping import Turn, plan_turns
-from .lock import InstanceLock, LockHeld
 from .log import Logger
 from .runrecord import RunRecorder
 from .shaping import Shaper, too_deep
@@ -44,7 +42,11 @@ from .source.client import JumpCloudClient
 from .source.pages import NONSTANDARD
 from .source.refusals import OrgRefused, scope_name
 from .source.tokens import TokenHolder
-from .state import OrgState, StateError, StateStore, StateWriteError, unsafe_state_dir
+from .state.deadletter import DeadLetters
+from .state.layout import StateError, StateWriteError, unsafe_state_dir
+from .state.lock import InstanceLock, LockHeld
+from .state.orgstate import OrgState
+from .state.store import StateStore
 from .throttle import RateLimiter, WaitPastBudget
 from .timeutil import MAX_MS, format_ms, now_ms, parse_ms, parse_ms_or_none
 from .transport.exchange import BudgetExceeded

@@ -21,7 +21,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .state import OrgState, StateWriteError
+from .state.layout import StateWriteError
+from .state.orgstate import OrgState
 from .timeutil import format_ms, now_ms
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ from . import __version__
 from .config import Config
 from .redaction import SecretRegistry
 from .runrecord import totals_of
-from .state import STATE_FILE, StateError, read_orgs
+from .state.layout import STATE_FILE, StateError
+from .state.reading import read_orgs
 from .timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
 
 DAY_MS = 86_400_000

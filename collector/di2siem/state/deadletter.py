@@ -15,7 +15,7 @@ import hashlib
 import os
 
 from .atomicfile import replace_file
-from .state import org_file_name
+from .layout import org_file_name
 
 DIRECTORY = "dead-letter"
 
