@@ -194,7 +194,7 @@ def cmd_run(path: str, env_file: str | None = None) -> int:
         log.warning(warning)
     for note in cfg.warnings:
         log.warning(note)
-    from .afterrun import after_run
+    from .ops.afterrun import after_run
     from .pipeline import Pipeline
 
     pipeline = None
@@ -222,7 +222,7 @@ def cmd_status(
     cfg, log, rc, _ = _load(path, env_file)
     if cfg is None:
         return rc
-    from .status import run_status
+    from .ops.status import run_status
 
     return run_status(cfg, as_json, online, max_lag, log)
 
@@ -258,7 +258,7 @@ def _check_local_outputs(cfg: Config, log: Logger) -> bool:
     is never pinged here: a ping from check would tell the dead man's switch a run happened."""
     failed = False
     if cfg.metrics_file:
-        from .metrics import directory_problem
+        from .ops.metrics import directory_problem
 
         problem = directory_problem(cfg.metrics_file)
         failed = problem is not None
@@ -333,7 +333,7 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
     within one deadline of its own timeout_seconds (probes.py) whatever the number of orgs;
     True when one failed. Whatever was not reached in time is named in a ``deadline``
     verdict."""
-    from .probes import PROBE_DEADLINE, Deadline, SideBySide, side_by_side, unreached_cause
+    from .ops.probes import PROBE_DEADLINE, Deadline, SideBySide, side_by_side, unreached_cause
     from .sink import Sink
     from .source.client import JumpCloudClient
     from .source.tokens import TokenHolder

@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 import time
 
-from .transport.exchange import BUDGET_GRACE_S, Answer, send
-from .transport.retry import FatalError, RetryableError
-from .transport.session import make_session
+from ..transport.exchange import BUDGET_GRACE_S, Answer, send
+from ..transport.retry import FatalError, RetryableError
+from ..transport.session import make_session
 
 TIMEOUT_S = 5.0  # a healthchecks-style endpoint answers in well under a second
 SIDE = "heartbeat"

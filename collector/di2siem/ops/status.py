@@ -12,13 +12,13 @@ import os
 import sys
 from typing import Any
 
-from . import __version__
-from .config import Config
-from .redaction import SecretRegistry
-from .runrecord import totals_of
-from .state.layout import STATE_FILE, StateError
-from .state.reading import read_orgs
-from .timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
+from .. import __version__
+from ..config import Config
+from ..redaction import SecretRegistry
+from ..runrecord import totals_of
+from ..state.layout import STATE_FILE, StateError
+from ..state.reading import read_orgs
+from ..timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
 
 DAY_MS = 86_400_000
 
@@ -114,12 +114,12 @@ def add_backlog(
     """``--online``: each org's backlog from JumpCloud's /events/count since its cursor, the
     orgs asked side by side under the request-rate cap, all within one deadline (see
     probes.py); the orgs JumpCloud did not answer for are listed in ``unreachable_orgs``."""
+    from ..runrecord import error_line
+    from ..source.client import JumpCloudClient
+    from ..source.tokens import TokenHolder
+    from ..throttle import RateLimiter
+    from ..transport.retry import RetryPolicy
     from .probes import PROBE_DEADLINE, Deadline, side_by_side, unreached_cause
-    from .runrecord import error_line
-    from .source.client import JumpCloudClient
-    from .source.tokens import TokenHolder
-    from .throttle import RateLimiter
-    from .transport.retry import RetryPolicy
 
     deadline = Deadline(cfg.jumpcloud.timeout_seconds)
     limiter = RateLimiter(cfg.jumpcloud.max_requests_per_second)  # one count per org
