@@ -2,7 +2,7 @@
 #   make demo       one-command tour (root, Debian/Ubuntu): a throwaway systemd-nspawn target,
 #                   the simulators inside it, playbooks/site.yml, events arriving at the sink
 #   make demo-down  remove the demo target
-#   make lint       ruff, yamllint, ansible-lint
+#   make lint       ruff, the house rules (tools/check_layers.py), yamllint, ansible-lint
 #   make test       lint, then pytest: the collector tests and the Molecule scenarios
 #                   (tests/test_molecule.py), ending with one plain pytest summary line
 #   make dist       dist/: the wheel, the sdist, the collection tarball, the offline
@@ -66,6 +66,7 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/python tools/check_layers.py
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import pytest
 
 from di2siem.cli import main
-from di2siem.state import snapshot
+from di2siem.state.reading import snapshot
 from di2siem_sandbox import CoralogixSink, JumpCloudSimulator
 
 JC_KEY = "jc-secret-5f1a9c2e7b44d0"

@@ -16,16 +16,16 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from di2siem.batching import framing_for
 from di2siem.config import parse
-from di2siem.deadletter import DeadLetters
-from di2siem.engine.batching import framing_for
 from di2siem.engine.context import OrgRun, StreamContext
 from di2siem.engine.overlap import FAST, PLAIN, Speed
 from di2siem.engine.stream import Stream
-from di2siem.jumpcloud import split_page
 from di2siem.log import Logger
 from di2siem.shaping import Shaper
-from di2siem.state import StateStore
+from di2siem.source.pages import split_page
+from di2siem.state.deadletter import DeadLetters
+from di2siem.state.store import StateStore
 from di2siem.timeutil import format_ms, now_ms
 
 ORG = "default"

@@ -13,9 +13,9 @@ import pytest
 from conftest import JC_KEY, Env, assert_no_secrets, legacy_config
 from di2siem import __version__
 from di2siem.cli import main
-from di2siem.handoff import FORMAT
-from di2siem.lock import InstanceLock
-from di2siem.state import snapshot
+from di2siem.state.handoff import FORMAT
+from di2siem.state.lock import InstanceLock
+from di2siem.state.reading import snapshot
 from di2siem.timeutil import now_ms
 from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.events import generate_events

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import JC_KEY, Env, legacy_config
 from di2siem.cli import main
-from di2siem.probes import deadline_seconds
+from di2siem.ops.probes import deadline_seconds
 from di2siem_sandbox import JumpCloudSimulator
 from hostile import Exchange, HostilePeer, RawPeer
 

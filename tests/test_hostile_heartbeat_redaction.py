@@ -37,10 +37,10 @@ from conftest import (
     di2siem_executable,
     recent_events,
 )
-from di2siem import heartbeat
 from di2siem.config import load
-from di2siem.http import BUDGET_GRACE_S
 from di2siem.log import Logger
+from di2siem.ops import heartbeat
+from di2siem.transport.exchange import BUDGET_GRACE_S
 from di2siem_sandbox import CoralogixSink, JumpCloudSimulator
 from hostile import Exchange, HostilePeer
 

@@ -19,11 +19,11 @@ import pytest
 from conftest import CX_KEY, assert_no_secrets, di2siem_executable
 from di2siem.cli import main
 from di2siem.config import ORG_ID_PATTERN
-from di2siem.handoff import FORMAT
-from di2siem.pipeline import AHEAD_TOLERANCE_MS
-from di2siem.sandbox import CoralogixSink
-from di2siem.state import max_org_file_bytes
+from di2siem.engine.window import AHEAD_TOLERANCE_MS
+from di2siem.state.handoff import FORMAT
+from di2siem.state.layout import max_org_file_bytes
 from di2siem.timeutil import FUTURE_MARGIN_MS, format_ms, now_ms
+from di2siem_sandbox import CoralogixSink
 from hostile_jumpcloud import FakeJumpCloud
 from test_hostile_data import write_config
 

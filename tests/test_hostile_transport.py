@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SA_CLIENT_ID, SA_SECRET, Env, counts, recent_events, summary
-from di2siem.http import BUDGET_GRACE_S, MAX_PAGE_BYTES
+from di2siem.transport.body import MAX_PAGE_BYTES
+from di2siem.transport.exchange import BUDGET_GRACE_S
 from hostile import Exchange, HostilePeer, RawPeer, timed
 
 EVENTS_PATH = "/insights/directory/v1/events"

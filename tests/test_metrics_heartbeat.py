@@ -228,7 +228,7 @@ def problems_as_unprivileged_user(paths: list[str]) -> tuple[list[str | None], s
     one, or nobody (a forked child that drops to it) when the tests run as root."""
     import pwd
 
-    from di2siem.metrics import directory_problem
+    from di2siem.ops.metrics import directory_problem
 
     if os.geteuid() != 0:
         return [directory_problem(p) for p in paths], pwd.getpwuid(os.geteuid()).pw_name

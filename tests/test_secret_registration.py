@@ -17,7 +17,7 @@ import pytest
 
 from conftest import CX_KEY, JC_KEY, ORG_A, ORG_B, SA_CLIENT_ID, SA_SECRET, Env, legacy_config
 from di2siem.cli import _parser, main
-from di2siem.jumpcloud import JumpCloudClient
+from di2siem.source.client import JumpCloudClient
 from di2siem.timeutil import now_ms
 from di2siem_sandbox.events import generate_events
 from hostile import Exchange, HostilePeer
@@ -171,8 +171,8 @@ def test_no_command_prints_a_secret_echoed_by_any_peer(
 
 def test_a_jumpcloud_client_cannot_be_built_without_the_registry(tmp_path: Path) -> None:
     from di2siem.config import parse
-    from di2siem.http import RetryPolicy
     from di2siem.log import Logger
+    from di2siem.transport.retry import RetryPolicy
 
     cfg = parse(legacy_config("http://127.0.0.1:1", "http://127.0.0.1:2"), str(tmp_path / "c"))
     with pytest.raises(TypeError):

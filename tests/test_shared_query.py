@@ -26,10 +26,11 @@ from conftest import (
     legacy_config,
     summary,
 )
-from di2siem.http import HeaderLines, RetryPolicy
-from di2siem.jumpcloud import JumpCloudClient
 from di2siem.log import Logger
+from di2siem.source.client import JumpCloudClient
 from di2siem.timeutil import format_ms, now_ms, parse_ms
+from di2siem.transport.retry import RetryPolicy
+from di2siem.transport.session import HeaderLines
 from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.events import generate_events
 from hostile import RawPeer

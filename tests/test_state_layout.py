@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import JC_KEY, Env, counts, kill_if_running, legacy_config, start_run
-from di2siem.state import MIGRATED_FILE, StateStore, snapshot
+from di2siem.state.layout import MIGRATED_FILE
+from di2siem.state.reading import snapshot
+from di2siem.state.store import StateStore
 from di2siem.timeutil import format_ms, now_ms, parse_ms
 from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.events import generate_events

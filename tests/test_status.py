@@ -235,7 +235,7 @@ def test_online_asks_no_count_for_an_org_whose_state_is_unreadable(
 ) -> None:
     """Its position is unknown: counting from initial_days_back would state a backlog that is
     not its own. The other org is counted; the unreadable one says why it is not."""
-    from di2siem.state import ORGS_DIR, org_file_name
+    from di2siem.state.layout import ORGS_DIR, org_file_name
 
     env = Env(tmp_path, msp, sink)
     end = now_ms() - 1000

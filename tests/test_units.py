@@ -11,14 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from di2siem.batching import JSON_ARRAY, JSON_LINES, Batcher, Item
 from di2siem.config import parse
-from di2siem.engine.batching import JSON_ARRAY, JSON_LINES, Batcher, Item
-from di2siem.http import GaveUpError, RetryableError, RetryPolicy, parse_retry_after
-from di2siem.jumpcloud import split_page
 from di2siem.log import Logger
 from di2siem.shaping import Shaper, encode, too_deep
-from di2siem.state import OrgState, RecentIds, StateError, StateStore, read_orgs, snapshot
+from di2siem.source.pages import split_page
+from di2siem.state.layout import StateError
+from di2siem.state.orgstate import OrgState
+from di2siem.state.reading import read_orgs, snapshot
+from di2siem.state.recent import RecentIds
+from di2siem.state.store import StateStore
 from di2siem.timeutil import format_ms, parse_ms
+from di2siem.transport.retry import GaveUpError, RetryableError, RetryPolicy, parse_retry_after
 
 # -- time ------------------------------------------------------------------------------------
 

@@ -205,7 +205,7 @@ def cmd_run(path: str, env_file: str | None = None) -> int:
         log.warning(warning)
     for note in cfg.warnings:
         log.warning(note)
-    from .afterrun import after_run
+    from .ops.afterrun import after_run
     from .scheduler.run import Scheduler as Pipeline
 
     pipeline = None
@@ -233,7 +233,7 @@ def cmd_status(
     cfg, log, rc, _ = _load(path, env_file)
     if cfg is None:
         return rc
-    from .status import run_status
+    from .ops.status import run_status
 
     return run_status(cfg, as_json, online, max_lag, log)
 
@@ -243,7 +243,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     cfg, log, rc, _ = _load(args.config)
     if cfg is None:
         return rc
-    from .handoff import HandoffError, export_org, import_org
+    from .state.handoff import HandoffError, export_org, import_org
 
     try:
         if args.action == "export":
@@ -269,7 +269,7 @@ def _check_local_outputs(cfg: Config, log: Logger) -> bool:
     is never pinged here: a ping from check would tell the dead man's switch a run happened."""
     failed = False
     if cfg.metrics_file:
-        from .metrics import directory_problem
+        from .ops.metrics import directory_problem
 
         problem = directory_problem(cfg.metrics_file)
         failed = problem is not None
@@ -313,7 +313,7 @@ def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
     probe_dir = cfg.state_dir
     while not os.path.exists(probe_dir) and os.path.dirname(probe_dir) != probe_dir:
         probe_dir = os.path.dirname(probe_dir)
-    from .state import unsafe_state_dir
+    from .state.layout import unsafe_state_dir
 
     unsafe = unsafe_state_dir(cfg.state_dir) if probe_dir == cfg.state_dir else None
     if unsafe is not None:
@@ -344,12 +344,13 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
     within one deadline of its own timeout_seconds (probes.py) whatever the number of orgs;
     True when one failed. Whatever was not reached in time is named in a ``deadline``
     verdict."""
-    from .http import RetryPolicy
-    from .jumpcloud import JumpCloudClient, TokenHolder
-    from .probes import PROBE_DEADLINE, Deadline, SideBySide, side_by_side, unreached_cause
+    from .ops.probes import PROBE_DEADLINE, Deadline, SideBySide, side_by_side, unreached_cause
     from .sink import Sink
+    from .source.client import JumpCloudClient
+    from .source.tokens import TokenHolder
     from .throttle import RateLimiter
     from .timeutil import format_ms, now_ms
+    from .transport.retry import RetryPolicy
 
     jc_deadline = Deadline(cfg.jumpcloud.timeout_seconds)
     siem_deadline = Deadline(cfg.siem.timeout_seconds)

@@ -17,17 +17,12 @@ import json
 import time
 from typing import Callable
 
+from .batching import Item, framing_for
 from .config import SiemConfig
-from .engine.batching import Item, framing_for
-from .http import (
-    FatalError,
-    RetryableError,
-    RetryPolicy,
-    body_excerpt,
-    make_session,
-    send,
-    transient_status_error,
-)
+from .transport.body import body_excerpt
+from .transport.exchange import send
+from .transport.retry import FatalError, RetryableError, RetryPolicy, transient_status_error
+from .transport.session import make_session
 
 SIDE = "SIEM"
 MAX_RESENDS = 2

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..batching import Item, Oversize
 from ..timeutil import now_ms
-from .batching import Item, Oversize
 from .context import OrgRun, StreamContext
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 from typing import Callable
 
-from ..jumpcloud import NONSTANDARD
+from ..batching import Item, Oversize
 from ..shaping import Shaper, too_deep
+from ..source.pages import NONSTANDARD
 from ..timeutil import MAX_MS, parse_ms
-from .batching import Item, Oversize
 from .context import OrgRun
 from .decisions import BEFORE_WINDOW, DEAD_LETTER, SHIP, TOO_LARGE, Decision, Defect
 

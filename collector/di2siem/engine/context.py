@@ -8,12 +8,13 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..config import Config
-from ..deadletter import DeadLetters
 from ..log import Logger
-from ..state import OrgState, StateStore
+from ..state.deadletter import DeadLetters
+from ..state.orgstate import OrgState
+from ..state.store import StateStore
 
 if TYPE_CHECKING:
-    from ..jumpcloud import JumpCloudClient
+    from ..source.client import JumpCloudClient
     from .overlap import Speed
 
 MAX_DETAIL_WARNINGS = 10

@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Callable
 
-from ..jumpcloud import JumpCloudClient
+from ..batching import Batcher, Item, Oversize
 from ..shaping import Shaper
 from ..sink import Sink
-from ..state import StateWriteError
+from ..source.client import JumpCloudClient
+from ..state.layout import StateWriteError
 from ..timeutil import format_ms
-from .batching import Batcher, Item, Oversize
 from .checkpoint import Checkpoint
 from .classify import classifier, dead_letters_of
 from .context import BudgetReached, OrgRun, StreamContext

@@ -4,10 +4,10 @@ that clock (``PositionAhead``)."""
 
 from __future__ import annotations
 
-from ..http import FatalError
-from ..jumpcloud import JumpCloudClient
-from ..state import StateStore
+from ..source.client import JumpCloudClient
+from ..state.store import StateStore
 from ..timeutil import format_ms, now_ms
+from ..transport.retry import FatalError
 from .context import OrgRun
 
 DAY_MS = 86_400_000

@@ -10,11 +10,12 @@ from typing import Any, Callable
 
 from ..engine.context import StreamContext
 from ..engine.stream import Stream
-from ..http import RetryPolicy
-from ..jumpcloud import JumpCloudClient, TokenHolder
 from ..shaping import Shaper
 from ..sink import Sink
+from ..source.client import JumpCloudClient
+from ..source.tokens import TokenHolder
 from ..throttle import RateLimiter
+from ..transport.retry import RetryPolicy
 from .plan import Turn
 
 OnRetry = Callable[[str, str, int, float], None]

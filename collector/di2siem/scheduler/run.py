@@ -16,14 +16,15 @@ import time
 from typing import Callable
 
 from ..config import Config, ConfigError
-from ..deadletter import DeadLetters
 from ..engine.context import StreamContext
 from ..engine.overlap import FAST, Speed
-from ..jumpcloud import TokenHolder
-from ..lock import InstanceLock, LockHeld
 from ..log import Logger
 from ..perf import tuned_process
-from ..state import StateError, StateStore, StateWriteError, unsafe_state_dir
+from ..source.tokens import TokenHolder
+from ..state.deadletter import DeadLetters
+from ..state.layout import StateError, StateWriteError, unsafe_state_dir
+from ..state.lock import InstanceLock, LockHeld
+from ..state.store import StateStore
 from ..throttle import RateLimiter
 from ..timeutil import now_ms, parse_ms_or_none
 from .lanes import Lane, Lanes, orgs_of

@@ -23,7 +23,9 @@ from typing import Any, Callable
 
 from ..engine.context import OrgRun
 from ..log import Logger
-from ..state import OrgState, StateStore, StateWriteError
+from ..state.layout import StateWriteError
+from ..state.orgstate import OrgState
+from ..state.store import StateStore
 from ..timeutil import format_ms, now_ms
 
 # (JumpCloud retries, SIEM retries) so far, counted by the org's lane

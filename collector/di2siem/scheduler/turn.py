@@ -12,13 +12,16 @@ from ..engine.checkpoint import bound
 from ..engine.context import BudgetReached, OrgRun
 from ..engine.decisions import UNPARSABLE
 from ..engine.shared import SharedQuery
-from ..http import BudgetExceeded, FatalError, GaveUpError
-from ..jumpcloud import JumpCloudClient, OrgRefused, scope_name
 from ..log import Logger
 from ..perf import peak_rss_mb
-from ..state import StateError, StateStore, StateWriteError
+from ..source.client import JumpCloudClient
+from ..source.refusals import OrgRefused, scope_name
+from ..state.layout import StateError, StateWriteError
+from ..state.store import StateStore
 from ..throttle import WaitPastBudget
 from ..timeutil import format_ms, now_ms
+from ..transport.exchange import BudgetExceeded
+from ..transport.retry import FatalError, GaveUpError
 from .lanes import Lane, orgs_of
 from .plan import Turn
 from .runrecord import RunRecorder

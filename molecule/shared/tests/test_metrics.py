@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import VENV_BIN, sink_records, wait_for_all_events
-from di2siem.metrics import COUNTERS, GAUGES
+from di2siem.ops.metrics import COUNTERS, GAUGES
 
 REPO = Path(__file__).resolve().parents[3]
 # The families the collector declares (the same source as the installed wheel); their exact

@@ -12,7 +12,9 @@ from __future__ import annotations
 import threading
 import time
 
-from .http import BUDGET_GRACE_S, Answer, FatalError, RetryableError, make_session, send
+from ..transport.exchange import BUDGET_GRACE_S, Answer, send
+from ..transport.retry import FatalError, RetryableError
+from ..transport.session import make_session
 
 TIMEOUT_S = 5.0  # a healthchecks-style endpoint answers in well under a second
 SIDE = "heartbeat"

@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..config import Config
+from ..log import Logger
+from ..state.layout import StateError
+from ..timeutil import format_ms, now_ms, parse_ms_or_none
 from . import heartbeat, metrics
-from .config import Config
-from .log import Logger
-from .state import StateError
-from .timeutil import format_ms, now_ms, parse_ms_or_none
 
 if TYPE_CHECKING:
-    from .scheduler.run import Scheduler as Pipeline
+    from ..scheduler.run import Scheduler as Pipeline
 
 
 def _org_views(cfg: Config, pipeline: Pipeline | None) -> list[tuple[str, int | None, dict]]:

@@ -21,20 +21,15 @@ import sys
 import time
 from typing import Any
 
-from . import __version__
+from .. import __version__
+from ..config import DEFAULT_ORG, PROVIDER_PREFIX, Config, org_key_problem
+from ..timeutil import FUTURE_MARGIN_MS, format_ms, now_ms, parse_ms
 from .atomicfile import replace_file
-from .config import DEFAULT_ORG, PROVIDER_PREFIX, Config, org_key_problem
+from .layout import ORG_FILE_BYTES_PER_ID, StateError, StateWriteError, max_org_file_bytes
 from .lock import InstanceLock, LockHeld
-from .state import (
-    ORG_FILE_BYTES_PER_ID,
-    OrgState,
-    RecentIds,
-    StateError,
-    StateStore,
-    StateWriteError,
-    max_org_file_bytes,
-)
-from .timeutil import FUTURE_MARGIN_MS, format_ms, now_ms, parse_ms
+from .orgstate import OrgState
+from .recent import RecentIds
+from .store import StateStore
 
 FORMAT = "di2siem-org-state"
 FORMAT_VERSION = 1

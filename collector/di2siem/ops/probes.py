@@ -18,8 +18,9 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Callable, TypeVar
 
-from .http import BUDGET_GRACE_S, BudgetExceeded, GaveUpError, PastDeadline
-from .throttle import WaitPastBudget
+from ..throttle import WaitPastBudget
+from ..transport.exchange import BUDGET_GRACE_S, BudgetExceeded
+from ..transport.retry import GaveUpError, PastDeadline
 
 DEADLINE_TIMEOUTS = 2  # requests may start during this many timeout_seconds
 PROBE_DEADLINE = "2 * timeout_seconds + min(timeout_seconds, 5 s)"

@@ -12,14 +12,14 @@ import os
 import sys
 from typing import Any
 
-from . import __version__
-from .config import Config
-from .redaction import SecretRegistry
-from .scheduler.runrecord import totals_of
-from .state import STATE_FILE, StateError, read_orgs
-from .timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
+from .. import __version__
+from ..config import Config
+from ..redaction import SecretRegistry
+from ..scheduler.runrecord import totals_of
+from ..state.layout import STATE_FILE, StateError
+from ..state.reading import read_orgs
+from ..timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
 
-DEFAULT_MAX_LAG_S = 600.0
 DAY_MS = 86_400_000
 
 
@@ -114,11 +114,12 @@ def add_backlog(
     """``--online``: each org's backlog from JumpCloud's /events/count since its cursor, the
     orgs asked side by side under the request-rate cap, all within one deadline (see
     probes.py); the orgs JumpCloud did not answer for are listed in ``unreachable_orgs``."""
-    from .http import RetryPolicy
-    from .jumpcloud import JumpCloudClient, TokenHolder
+    from ..scheduler.runrecord import error_line
+    from ..source.client import JumpCloudClient
+    from ..source.tokens import TokenHolder
+    from ..throttle import RateLimiter
+    from ..transport.retry import RetryPolicy
     from .probes import PROBE_DEADLINE, Deadline, side_by_side, unreached_cause
-    from .scheduler.runrecord import error_line
-    from .throttle import RateLimiter
 
     deadline = Deadline(cfg.jumpcloud.timeout_seconds)
     limiter = RateLimiter(cfg.jumpcloud.max_requests_per_second)  # one count per org

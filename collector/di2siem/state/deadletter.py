@@ -1,5 +1,5 @@
 """Dead letters: elements of JumpCloud pages that can never be shipped as events (``null``,
-nested deeper than the parser can hold, invalid UTF-8 inside them; jumpcloud.UNPARSABLE).
+nested deeper than the parser can hold, invalid UTF-8 inside them; source.pages.UNPARSABLE).
 
 A page that is otherwise well formed is not retried forever for one such element: the
 element's exact bytes are kept in ``<state_dir>/dead-letter/<org>--<sha256>.raw`` (0600,
@@ -15,10 +15,15 @@ import hashlib
 import os
 
 from .atomicfile import replace_file
-from .jumpcloud import raw_bytes
-from .state import org_file_name
+from .layout import org_file_name
 
 DIRECTORY = "dead-letter"
+
+
+def raw_bytes(text: str) -> bytes:
+    """The bytes an element's text was decoded from (invalid UTF-8 bytes included): the
+    inverse of source.pages.decode_keeping_bytes."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 class DeadLetters:

@@ -13,10 +13,10 @@ import stat
 from collections.abc import Iterable
 from typing import Any
 
-from . import __version__
-from .atomicfile import replace_file
-from .scheduler.runrecord import totals_of
-from .timeutil import parse_ms_or_none
+from .. import __version__
+from ..scheduler.runrecord import totals_of
+from ..state.atomicfile import replace_file
+from ..timeutil import parse_ms_or_none
 
 COUNTERS = (
     # name, help, totals key, extra labels
