@@ -91,7 +91,7 @@ def test_environment_means_the_same_to_systemd_and_the_collector(host, hostvars)
 def test_no_secret_readable_by_others(host):
     pattern = " ".join(f"-e {s}" for s in SECRETS)
     # Everything an unprivileged user can read, where an install leaves files (/opt is left out:
-    # the package's own simulator defaults mention the sandbox keys in its source code).
+    # the simulators venv /opt/di2siem-sandbox holds the sandbox keys in its source code).
     out = host.run(
         f"runuser -u nobody -- grep -rlsF {pattern} /etc /var/log /var/lib /var/spool /tmp /run"
         " --exclude-dir=di2siem-sandbox"
