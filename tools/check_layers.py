@@ -50,12 +50,11 @@ def _package_of(name: str, path: Path) -> list[str]:
     return parts if path.name == "__init__.py" else parts[:-1]
 
 
-def imports_of(name: str, path: Path, known: Iterable[str]) -> Iterator[str]:
-    """The package's own modules that ``name`` imports (relative imports, and absolute ones of
-    the package itself), resolved to the module where one is named."""
+def imports_of(name: str, path: Path, known: Iterable[str], top: str) -> Iterator[str]:
+    """The modules of package ``top`` that ``name`` imports (relative imports, and absolute ones
+    of the package itself), resolved to the module where one is named."""
     known = set(known)
     package = _package_of(name, path)
-    top = path.parents[len(name.split(".")) - (0 if path.name == "__init__.py" else 1)].name
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
@@ -132,7 +131,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def breaches(root: Path) -> list[str]:
     found = modules(root)
     graph = {
-        name: {t for t in imports_of(name, path, found) if t in found and t != name}
+        name: {t for t in imports_of(name, path, found, root.name) if t in found and t != name}
         for name, path in found.items()
     }
     problems = []
