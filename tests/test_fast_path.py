@@ -16,11 +16,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from di2siem.batching import framing_for
 from di2siem.config import parse
 from di2siem.engine.context import OrgRun, StreamContext
 from di2siem.engine.overlap import FAST, PLAIN, Speed
 from di2siem.engine.stream import Stream
+from di2siem.intakes import intake_for
+from di2siem.intakes.base import Intake
 from di2siem.log import Logger
 from di2siem.shaping import Shaper
 from di2siem.source.pages import split_page
@@ -54,8 +55,9 @@ class FakeJumpCloud:
 class FakeSink:
     """Accepts every batch and keeps its exact body."""
 
-    def __init__(self, fmt: str) -> None:
-        self.framing = framing_for(fmt)
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+        self.framing = intake.framing
         self.bodies: list[bytes] = []
         self.resent = 0
 
@@ -91,9 +93,10 @@ def _ship(texts: list[str], fmt: str, batch_size: int, rename: bool, speed: Spee
         ctx = StreamContext(
             cfg, log, store, DeadLetters(state_dir), time.monotonic, time.monotonic() + 600, speed
         )
-        jc, sink = FakeJumpCloud(texts), FakeSink(fmt)
+        intake = intake_for(cfg.siem)
+        jc, sink = FakeJumpCloud(texts), FakeSink(intake)
         o = OrgRun(ORG, store.org(ORG), jc)  # type: ignore[arg-type]
-        Stream(ctx, jc, sink, Shaper(cfg)).run(o)  # type: ignore[arg-type]
+        Stream(ctx, jc, sink, Shaper(cfg, intake.envelope)).run(o)  # type: ignore[arg-type]
         counts = (o.fetched, o.shipped, o.duplicates, o.skipped, o.deep, o.untimed)
         recorded = (o.state.cursor_ms, o.state.floor_ms, sorted(o.state.recent.times.items()))
         store.close()

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import CX_KEY, Env, legacy_config, recent_events
 from di2siem.config import ConfigError, parse
+from di2siem.intakes import intake_for
 from di2siem.shaping import Shaper
 from di2siem.timeutil import parse_ms
 
@@ -249,10 +250,12 @@ def test_spliced_and_serialised_entries_are_the_same_bytes(siem: dict[str, Any])
     cfg = parse(cx_raw(region="EU1", **siem), "/c.json")
     for event in varied_events():
         raw = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-        fast = Shaper(cfg)
+        fast = Shaper(cfg, intake_for(cfg.siem).envelope)
         fast.begin_page(json.loads(raw), raw)
         assert fast.fast
         spliced = fast.fast_bytes(json.loads(raw), raw, 1671375423801)
-        serialised = Shaper(cfg).shape(json.loads(raw), None, 1671375423801)
+        serialised = Shaper(cfg, intake_for(cfg.siem).envelope).shape(
+            json.loads(raw), None, 1671375423801
+        )
         assert spliced is not None and spliced == serialised
         json.loads(spliced)

@@ -13,6 +13,7 @@ import pytest
 
 from di2siem.batching import JSON_ARRAY, JSON_LINES, Batcher, Item
 from di2siem.config import parse
+from di2siem.intakes import intake_for
 from di2siem.log import Logger
 from di2siem.shaping import Shaper, encode, too_deep
 from di2siem.source.pages import split_page
@@ -162,6 +163,8 @@ def test_split_page_rejects_malformed(body: bytes) -> None:
 
 
 # -- shaping ---------------------------------------------------------------------------------
+def shaper_of(cfg) -> Shaper:
+    return Shaper(cfg, intake_for(cfg.siem).envelope)
 
 
 def _cfg(**siem):
@@ -196,10 +199,10 @@ EVENT = {"timestamp": "2022-12-18T14:57:03.801Z", "id": "e1", "geo": {"c": "IL",
 def test_fast_and_slow_shaping_give_identical_bytes(fmt: str, event: dict) -> None:
     cfg = _cfg(format=fmt)
     raw = encode(event)
-    fast = Shaper(cfg)
+    fast = shaper_of(cfg)
     fast.begin_page(json.loads(raw), raw)
     assert fast.fast
-    slow = Shaper(cfg)
+    slow = shaper_of(cfg)
     expected = slow.shape(json.loads(raw), None, 7)
     assert fast.shape(json.loads(raw), raw, 7) == expected
     assert fast.fast_bytes(json.loads(raw), raw, 7) in (expected, None)
@@ -221,43 +224,43 @@ def test_fast_and_slow_shaping_give_identical_bytes(fmt: str, event: dict) -> No
 def test_fast_bytes_gives_the_serialised_bytes(fmt: str, event: dict, custom: dict) -> None:
     cfg = _cfg(format=fmt, custom_log_fields=custom)
     raw = encode(event)
-    fast = Shaper(cfg)
+    fast = shaper_of(cfg)
     fast.begin_page(json.loads(raw), raw)
-    assert fast.fast_bytes(json.loads(raw), raw, 7) == Shaper(cfg).shape(dict(event), None, 7)
+    assert fast.fast_bytes(json.loads(raw), raw, 7) == shaper_of(cfg).shape(dict(event), None, 7)
 
 
 def test_a_null_time_is_moved_like_the_serialiser_does() -> None:
     cfg = _cfg(format="json_lines", custom_log_fields={})
     raw = encode({"id": "e1", "timestamp": None, "a": 1})
-    fast = Shaper(cfg)
+    fast = shaper_of(cfg)
     fast.begin_page(json.loads(raw), raw)
-    slow = Shaper(cfg).shape(json.loads(raw), None, None)
+    slow = shaper_of(cfg).shape(json.loads(raw), None, None)
     assert json.loads(slow) == {"id": "e1", "a": 1, "jc_timestamp": None}
     assert fast.fast_bytes(json.loads(raw), raw, None) is None
     assert fast.shape(json.loads(raw), raw, None) == slow
 
 
 def test_legacy_shape_moves_the_timestamp_to_the_end_then_custom_fields() -> None:
-    out = json.loads(Shaper(_cfg()).shape(dict(EVENT), None, None))
+    out = json.loads(shaper_of(_cfg()).shape(dict(EVENT), None, None))
     assert list(out) == ["id", "geo", "jc_timestamp", "reqHost", "customField", "severity"]
 
 
 def test_same_timestamp_names_keep_the_field() -> None:
     cfg = _cfg(timestamp_field_name="timestamp")
-    out = json.loads(Shaper(cfg).shape(dict(EVENT), None, None))
+    out = json.loads(shaper_of(cfg).shape(dict(EVENT), None, None))
     assert out["timestamp"] == EVENT["timestamp"] and "jc_timestamp" not in out
 
 
 def test_coralogix_entry() -> None:
     cfg = _cfg(format="coralogix", application_name="a", subsystem_name="s", severity=5)
-    entry = json.loads(Shaper(cfg).shape(dict(EVENT), None, 1671375423801))
+    entry = json.loads(shaper_of(cfg).shape(dict(EVENT), None, 1671375423801))
     assert entry["applicationName"] == "a" and entry["subsystemName"] == "s"
     assert entry["severity"] == 5 and entry["timestamp"] == 1671375423801
     assert entry["text"]["id"] == "e1" and entry["text"]["jc_timestamp"] == EVENT["timestamp"]
 
 
 def test_non_canonical_api_text_falls_back_to_serialising() -> None:
-    shaper = Shaper(_cfg())
+    shaper = shaper_of(_cfg())
     raw = '{"timestamp": "2022-12-18T14:57:03.801Z", "id": "e1"}'
     shaper.begin_page(json.loads(raw), raw)
     assert not shaper.fast

@@ -59,10 +59,6 @@ JSON_LINES = Framing(b"", b"\n", b"\n")
 JSON_ARRAY = Framing(b"[", b",", b"]")
 
 
-def framing_for(fmt: str) -> Framing:
-    return JSON_LINES if fmt == "json_lines" else JSON_ARRAY
-
-
 class Batcher:
     """Accumulates items; ``add`` returns the batches that became full (usually none)."""
 

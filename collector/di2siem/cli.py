@@ -344,8 +344,9 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
     within one deadline of its own timeout_seconds (probes.py) whatever the number of orgs;
     True when one failed. Whatever was not reached in time is named in a ``deadline``
     verdict."""
+    from .intakes import intake_for
+    from .intakes.delivery import BatchDelivery
     from .ops.probes import PROBE_DEADLINE, Deadline, SideBySide, side_by_side, unreached_cause
-    from .sink import Sink
     from .source.client import JumpCloudClient
     from .source.tokens import TokenHolder
     from .throttle import RateLimiter
@@ -364,7 +365,7 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
         )
 
     def start_sink():
-        sink = Sink(cfg.siem, policy(siem_deadline))
+        sink = BatchDelivery(intake_for(cfg.siem), policy(siem_deadline))
         return (lambda _: sink.probe()), sink.close
 
     siem = SideBySide(["siem"], start_sink, 1, siem_deadline)  # the SIEM meanwhile

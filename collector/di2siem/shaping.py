@@ -1,59 +1,32 @@
 """What one event looks like on the wire.
 
-Legacy formats (json_lines / json_array) reproduce the PowerShell script's event: the API
-event, with ``timestamp`` moved to the end under ``siem.timestamp_field_name`` (when the
-names differ), then the ``custom_log_fields``; ``siem.nest_under`` nests it under one key.
-Coralogix format wraps that same event as the ``text`` of a /logs/v1/singles entry, with a
-severity (fixed, or per event with ``siem.severity: "auto"``) and ``category`` /
-``className`` / ``computerName`` taken from the event. Each event is serialised once,
-compactly, to bytes.
+Every format ships the PowerShell script's event: the API event, with ``timestamp`` moved to
+the end under ``siem.timestamp_field_name`` (when the names differ), then the
+``custom_log_fields``; ``siem.nest_under`` nests it under one key. The intake's envelope (the
+Coralogix entry, for one: intakes/coralogix.py) then wraps that text. Each event is
+serialised once, compactly, to bytes.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from .config import Config
-from .timeutil import now_ms
 
 # allow_nan=False: NaN/Infinity are not JSON, a SIEM would refuse the whole batch
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 encode = _encoder.encode
 
 
-WARNING = 4
-# an alert's own severity (alerts service) -> Coralogix level
-ALERT_LEVELS = {
-    "info": 3,
-    "informational": 3,
-    "low": 3,
-    "medium": 4,
-    "moderate": 4,
-    "high": 5,
-    "critical": 6,
-}
+class Envelope(Protocol):
+    """An intake's wrapping of one shaped event (intakes/base.py)."""
 
+    def head(self, event: dict) -> Any:
+        """What the envelope takes from the API event as received, before shaping changes it."""
 
-def auto_severity(event: dict, default: int) -> int:
-    """``siem.severity: "auto"``: an alert's own severity (Low 3 Info, Medium 4 Warning,
-    High 5 Error, Critical 6 Critical); a failed action (``success: false``) at least
-    4 Warning; everything else the configured default."""
-    level = None
-    own = event.get("severity")
-    if type(own) is str:
-        level = ALERT_LEVELS.get(own.strip().lower())
-    if event.get("success") is False and (level is None or level < WARNING):
-        level = WARNING
-    return default if level is None else level
-
-
-def _dig(value: Any, path: tuple[str, ...]) -> Any:
-    for part in path:
-        if type(value) is not dict:
-            return None
-        value = value.get(part)
-    return value
+    def wrap(self, text: str, ts_ms: int | None, head: Any) -> str:
+        """The record for one event: ``text`` is the shaped event, ``ts_ms`` its time."""
 
 
 def _finite(value: Any) -> Any:
@@ -117,7 +90,7 @@ class Shaper:
     bytes.
     """
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, envelope: Envelope | None) -> None:
         self.src = cfg.jumpcloud.timestamp_field_name
         self.dst = cfg.siem.timestamp_field_name
         self.rename = self.src != self.dst
@@ -128,36 +101,10 @@ class Shaper:
         )
         self.src_key = encode(self.src) + ":"
         self.dst_key = encode(self.dst) + ":"
-        self.coralogix = cfg.siem.format == "coralogix"
         self.fast = False
-        s = cfg.siem
-        self.nest_prefix = "{" + encode(s.nest_under) + ":" if s.nest_under else ""
-        self.severity = s.severity
-        self.severity_auto = s.severity_auto
-        names = (
-            '{"applicationName":'
-            + encode(s.application_name)
-            + ',"subsystemName":'
-            + encode(s.subsystem_name)
-            + ',"severity":'
-        )
-        # the entry up to its timestamp value, when the severity is fixed
-        self.prefix = names + str(s.severity) + ',"timestamp":'
-        self.names = names
-        # category / className / computerName: (entry key, event field, the path below it
-        # when dotted)
-        self.entry_fields = tuple(
-            (f',"{key}":', path.split(".")[0], tuple(path.split(".")[1:]))
-            for key, path in (
-                ("category", s.category_field),
-                ("className", s.class_name_field),
-                ("computerName", s.computer_name_field),
-            )
-            if path
-        )
-        self.entry_tops = tuple(top for _, top, _ in self.entry_fields)
-        # the encoded members per combination of top-level values: these repeat a lot
-        self.fields_cache: dict[tuple, str] = {}
+        self.nest_prefix = "{" + encode(cfg.siem.nest_under) + ":" if cfg.siem.nest_under else ""
+        self.envelope = envelope
+        self.envelope_head = envelope.head if envelope is not None else None
 
     def size_floor(self, event: dict) -> int:
         """A lower bound of the bytes ``shape`` would make of this event, found without
@@ -216,7 +163,8 @@ class Shaper:
         text = f"{body}{extra}}}"
         if body == "{":  # the event held only the moved time (or nothing)
             text = "{" + extra[1:] + "}" if extra else "{}"
-        return self.wrap(text, ts_ms, self.head(event) if self.coralogix else "")
+        head = self.envelope_head
+        return self.wrap(text, ts_ms, head(event) if head is not None else None)
 
     def _serialise(self, event: dict) -> str:
         if self.rename and self.src in event:
@@ -225,42 +173,11 @@ class Shaper:
             event.update(self.custom)
         return encode_json(event)
 
-    def head(self, event: dict) -> tuple[str, str]:
-        """Coralogix format, from the API event as received: (the entry up to its timestamp
-        value, the entry fields that follow it)."""
-        if self.severity_auto:
-            prefix = self.names + str(auto_severity(event, self.severity)) + ',"timestamp":'
-        else:
-            prefix = self.prefix
-        if not self.entry_fields:
-            return prefix, ""
-        tops = tuple(map(event.get, self.entry_tops))
-        try:
-            fields = self.fields_cache.get(tops)
-        except TypeError:  # an object or array value: not cacheable
-            return prefix, self._fields(tops)
-        if fields is None:
-            fields = self._fields(tops)
-            if len(self.fields_cache) < 10_000:
-                self.fields_cache[tops] = fields
-        return prefix, fields
-
-    def _fields(self, tops: tuple) -> str:
-        fields = ""
-        for (key, _, below), value in zip(self.entry_fields, tops):
-            if below:
-                value = _dig(value, below)
-            if type(value) is str and value:
-                fields += key + encode(value)
-        return fields
-
-    def wrap(self, text: str, ts_ms: int | None, head: tuple[str, str] | str = "") -> bytes:
+    def wrap(self, text: str, ts_ms: int | None, head: Any = None) -> bytes:
         if self.nest_prefix:
             text = self.nest_prefix + text + "}"
-        if self.coralogix:
-            prefix, fields = head or (self.prefix, "")
-            ts = str(ts_ms if ts_ms is not None else now_ms())
-            text = prefix + ts + fields + ',"text":' + text + "}"
+        if self.envelope is not None:
+            text = self.envelope.wrap(text, ts_ms, head)
         return text.encode("utf-8")
 
     def shape(self, event: dict, raw: str | None, ts_ms: int | None) -> bytes:
@@ -269,5 +186,7 @@ class Shaper:
             data = self.fast_bytes(event, raw, ts_ms)
             if data is not None:
                 return data
-        head = self.head(event) if self.coralogix else ""  # before the event changes
+        head = self.envelope_head
+        if head is not None:
+            head = head(event)  # before the event changes
         return self.wrap(self._serialise(event), ts_ms, head)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, NamedTuple, Protocol
 
-from ..sink import Sink
+from ..intakes.delivery import BatchDelivery
 
 BATCH = "batch"
 SKIP = "skip"
@@ -106,7 +106,7 @@ class Sender:
 
     def __init__(
         self,
-        sink: Sink,
+        sink: BatchDelivery,
         accepted: Callable[[list], None],
         skipped: Callable[[Any], None],
     ) -> None:
@@ -159,7 +159,7 @@ class InlineSender:
 
     def __init__(
         self,
-        sink: Sink,
+        sink: BatchDelivery,
         accepted: Callable[[list], None],
         skipped: Callable[[Any], None],
     ) -> None:
@@ -188,7 +188,7 @@ class Speed(NamedTuple):
         return Prefetcher(gen) if self.prefetch else Pages(gen)
 
     def sender(
-        self, sink: Sink, accepted: Callable[[list], None], skipped: Callable[[Any], None]
+        self, sink: BatchDelivery, accepted: Callable[[list], None], skipped: Callable[[Any], None]
     ) -> Delivery:
         kind = Sender if self.background_send else InlineSender
         return kind(sink, accepted, skipped)

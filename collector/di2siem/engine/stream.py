@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from typing import Callable
 
 from ..batching import Batcher, Item, Oversize
+from ..intakes.delivery import BatchDelivery
 from ..shaping import Shaper
-from ..sink import Sink
 from ..source.client import JumpCloudClient
 from ..state.layout import StateWriteError
 from ..timeutil import format_ms
@@ -41,7 +41,9 @@ from .window import pin_first_window, window
 class Stream:
     """The five steps over one JumpCloud client and one SIEM sink (a lane's)."""
 
-    def __init__(self, ctx: StreamContext, jc: JumpCloudClient, sink: Sink, shaper: Shaper) -> None:
+    def __init__(
+        self, ctx: StreamContext, jc: JumpCloudClient, sink: BatchDelivery, shaper: Shaper
+    ) -> None:
         self.ctx = ctx
         self.jc = jc
         self.sink = sink
@@ -65,8 +67,8 @@ class Stream:
         return window(o, self.jc, ctx.overlap_ms, ctx.cfg.jumpcloud.initial_days_back, ctx.store)
 
     def batcher(self) -> Batcher:
-        siem = self.ctx.cfg.siem
-        return Batcher(siem.batch_size, siem.max_batch_bytes, self.sink.framing)
+        limits = self.sink.intake.limits()
+        return Batcher(limits.max_events, limits.max_bytes, self.sink.framing)
 
     def classifier(
         self, o: OrgRun, start: int, batcher: Batcher

@@ -10,8 +10,9 @@ from typing import Any, Callable
 
 from ..engine.context import StreamContext
 from ..engine.stream import Stream
+from ..intakes import intake_for
+from ..intakes.delivery import BatchDelivery
 from ..shaping import Shaper
-from ..sink import Sink
 from ..source.client import JumpCloudClient
 from ..source.tokens import TokenHolder
 from ..throttle import RateLimiter
@@ -55,9 +56,10 @@ class Lane:
             limiter=limiter,
             tokens=tokens,
         )
-        self.sink = Sink(cfg.siem, self.sink_policy, on_retry, sleep)
+        intake = intake_for(cfg.siem)
+        self.sink = BatchDelivery(intake, self.sink_policy, on_retry, sleep)
         # the shaper holds per-page state: one per lane
-        self.stream = Stream(ctx, self.jc, self.sink, Shaper(cfg))
+        self.stream = Stream(ctx, self.jc, self.sink, Shaper(cfg, intake.envelope))
 
     def retry_counts(self) -> tuple[int, int]:
         """(JumpCloud retries, SIEM retries) of this lane so far."""

@@ -1,0 +1,18 @@
+"""The SIEM intakes behind one contract (base.py), and the one delivery for all of them
+(delivery.py). A new intake is a module here and a line in INTAKES."""
+
+from __future__ import annotations
+
+from ..config import SiemConfig
+from .base import Intake
+from .coralogix import CoralogixSingles
+from .generic import JsonArray, JsonLines
+
+INTAKES: dict[str, type[Intake]] = {
+    kind.name: kind for kind in (JsonLines, JsonArray, CoralogixSingles)
+}
+
+
+def intake_for(cfg: SiemConfig) -> Intake:
+    """The intake of ``siem.format`` (config/siem.py only lets known formats through)."""
+    return INTAKES[cfg.format](cfg)

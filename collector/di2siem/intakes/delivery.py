@@ -1,0 +1,163 @@
+"""Delivery to any intake: one keep-alive session, 413 split, retries, bounded resends, and
+each batch recorded once the intake took it, in submission order.
+
+Promises kept here, for every intake:
+- a SPLIT answer (413) halves the batch (in order), since the intake's own limit may be lower
+  than siem.max_batch_bytes; a single event within siem.max_batch_bytes that the intake still
+  refuses is an intake-side failure (FatalError: the run stops, the cursor stays), never a
+  skip. Only the stream skips events, and only those that alone exceed siem.max_batch_bytes;
+- a RETRY answer, a timeout or a dropped connection is retried by the run's retry policy,
+  never past the run's deadline;
+- a POST that may have reached the intake but got no answer (connection dropped or timed out
+  after the request was sent) is resent at most ``MAX_RESENDS`` times per batch and run, so an
+  intake that keeps a batch and then drops the connection receives at most
+  ``MAX_RESENDS + 1`` copies of it per run; every such resend is counted (``resent``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from ..batching import Item
+from ..transport.exchange import send
+from ..transport.retry import FatalError, RetryableError, RetryPolicy
+from ..transport.session import make_session
+from .base import Intake, Verdict
+
+SIDE = "SIEM"
+MAX_RESENDS = 2
+
+
+def maybe_delivered(exc: BaseException) -> bool:
+    """Could a POST that failed with ``exc`` (a RetryableError raised by transport.send) have
+    reached the intake? False only when no connection was made (refused, DNS, connect
+    timeout)."""
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    cause = exc.__context__  # send raises ``from None``: the context is still kept
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(cause, requests.exceptions.ConnectionError):
+        reason = cause.args[0] if cause.args else None
+        reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+        if isinstance(reason, (NewConnectionError, ConnectTimeoutError)):
+            return False
+    return True
+
+
+class BatchDelivery:
+    """Posts batches to one intake and hands each one it took to ``on_accepted``."""
+
+    def __init__(
+        self,
+        intake: Intake,
+        policy: RetryPolicy,
+        on_retry=None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.intake = intake
+        self.cfg = cfg = intake.cfg
+        self.framing = intake.framing
+        self.policy = policy
+        self.on_retry = on_retry
+        self.sleep = sleep
+        self.session = make_session(cfg.ca_bundle, intake.headers())
+        self.delay_s = cfg.batch_delay_milliseconds / 1000.0
+        self._last_post = 0.0
+        self.requests = 0
+        self.resent = 0  # POSTs repeated after an attempt that may have been delivered
+        self._unanswered = 0  # such attempts for the batch being posted
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _send(self, body: bytes):
+        return send(
+            self.session,
+            self.cfg.method,
+            self.cfg.url,
+            data=body,
+            headers=None,
+            timeout=self.cfg.timeout_seconds,
+            side=SIDE,
+            url_key="siem.url",
+            deadline=self.policy.exchange_deadline,
+        )
+
+    def _post_once(self, body: bytes) -> Verdict:
+        """One POST; returns DELIVERED or SPLIT, raises for the other outcomes."""
+        if self.delay_s and self._last_post:
+            wait = self._last_post + self.delay_s - time.monotonic()
+            if wait > 0:
+                self.sleep(wait)
+        if self._unanswered:
+            if self._unanswered > MAX_RESENDS:
+                raise FatalError(
+                    f"SIEM dropped the connection without answering {self._unanswered} times "
+                    f"after a {len(body)}-byte batch was sent, so it may hold "
+                    f"{self._unanswered} copies; stopping here rather than sending more (the "
+                    "next run resends it): check the SIEM and siem.timeout_seconds"
+                )
+            self.resent += 1
+        self.requests += 1
+        try:
+            response = self._send(body)
+        except RetryableError as exc:
+            if maybe_delivered(exc):
+                self._unanswered += 1
+            raise
+        finally:
+            self._last_post = time.monotonic()
+        outcome = self.intake.classify(response.status_code, response)
+        verdict = outcome.verdict
+        if verdict is Verdict.RETRY:
+            raise RetryableError(outcome.reason, outcome.retry_after)
+        if verdict is Verdict.REFUSED:
+            raise FatalError(outcome.reason)
+        return verdict
+
+    def _post(self, body: bytes) -> Verdict:
+        self._unanswered = 0
+        return self.policy.run(lambda: self._post_once(body), "SIEM post", self.on_retry)
+
+    def ship(self, items: list[Item], on_accepted: Callable[[list[Item]], None]) -> None:
+        """Deliver items in order. A SPLIT halves the batch (in order); a single event the
+        intake still refuses as too large is an intake-side failure (every item here fits
+        siem.max_batch_bytes: the stream skips the ones that do not)."""
+        if not items:
+            return
+        body = self.framing.body(items)
+        if self._post(body) is Verdict.DELIVERED:
+            on_accepted(items)
+            return
+        if len(items) == 1:
+            raise FatalError(
+                f"SIEM answered 413 for a {len(body)}-byte batch of one event, below "
+                f"siem.max_batch_bytes={self.cfg.max_batch_bytes}: lower siem.max_batch_bytes "
+                "to the SIEM's limit or check the SIEM (nothing was skipped; the next run "
+                "resends it)"
+            )
+        del body
+        mid = len(items) // 2
+        self.ship(items[:mid], on_accepted)
+        self.ship(items[mid:], on_accepted)
+
+    def probe(self) -> int:
+        """Prove URL and credentials without shipping an event (the intake's probe request).
+        Returns the HTTP status."""
+        intake = self.intake
+        body = intake.probe_body()
+
+        def attempt() -> int:
+            response = self._send(body)
+            status = response.status_code
+            if intake.probe_accepts(status):
+                return status
+            outcome = intake.refusal(status, response)
+            if outcome.verdict is Verdict.RETRY:
+                raise RetryableError(outcome.reason, outcome.retry_after)
+            raise FatalError(outcome.reason)
+
+        return self.policy.run(attempt, "SIEM probe", self.on_retry)
