@@ -1,0 +1,119 @@
+"""The intake contract: every format has its intake, every siem option is read by someone,
+and each intake reads an answer as the delivery expects (unit level; the end-to-end and hostile
+tests prove the same over real HTTP)."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from di2siem.config import parse
+from di2siem.config.siem import FORMATS, SIEM
+from di2siem.intakes import INTAKES, intake_for
+from di2siem.intakes.base import Verdict
+
+# read by the delivery, the batcher or the shaper, whatever the intake
+COMMON = {
+    "format",
+    "batch_size",
+    "max_batch_bytes",
+    "batch_delay_milliseconds",
+    "timestamp_field_name",
+    "custom_log_fields",
+    "timeout_seconds",
+    "ca_bundle",
+    "nest_under",
+}
+
+
+def _siem(fmt: str, **siem):
+    raw = {
+        "jumpcloud": {"api_key": "jc-key-for-tests"},
+        "siem": {"url": "https://siem.example/in", "format": fmt, **siem},
+    }
+    return parse(raw, "/c.json").siem
+
+
+def _answer(status: int, body: bytes = b"", **headers: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = body
+    response.headers.update(headers)
+    return response
+
+
+def test_every_format_has_its_intake() -> None:
+    assert set(INTAKES) == set(FORMATS)
+    for fmt in FORMATS:
+        assert intake_for(_siem(fmt, api_key="cx-key-for-tests")).name == fmt
+
+
+def test_every_siem_option_is_read_by_an_intake_or_by_all() -> None:
+    declared = {field.key for field in SIEM.fields}
+    read = set(COMMON).union(*(kind.options for kind in INTAKES.values()))
+    assert declared - read == set(), "declared siem options no intake reads"
+    assert read - declared == set(), "intake options that are not declared in config/siem.py"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "verdict"),
+    [
+        (200, b"", {}, Verdict.DELIVERED),
+        (202, b'{"ok":true}', {}, Verdict.DELIVERED),
+        (204, b"", {}, Verdict.DELIVERED),
+        (207, b"", {}, Verdict.REFUSED),
+        (200, b'{"errors":true,"items":[]}', {}, Verdict.REFUSED),
+        (200, b'{"success":false}', {}, Verdict.REFUSED),
+        (413, b"too large", {}, Verdict.SPLIT),
+        (429, b"", {"Retry-After": "7"}, Verdict.RETRY),
+        (408, b"", {}, Verdict.RETRY),
+        (503, b"", {}, Verdict.RETRY),
+        (400, b"bad", {}, Verdict.REFUSED),
+        (401, b"", {}, Verdict.REFUSED),
+        (404, b"", {}, Verdict.REFUSED),
+        (418, b"", {}, Verdict.REFUSED),
+    ],
+)
+def test_answers_are_read_the_same_by_every_http_intake(
+    fmt: str, status: int, body: bytes, headers: dict, verdict: Verdict
+) -> None:
+    intake = intake_for(_siem(fmt, api_key="cx-key-for-tests"))
+    outcome = intake.classify(status, _answer(status, body, **headers))
+    assert outcome.verdict is verdict
+    if verdict is Verdict.REFUSED:
+        assert outcome.reason.startswith(f"SIEM answered {status}")
+    if status == 429:
+        assert outcome.retry_after == 7.0
+
+
+def test_a_refusal_names_the_credentials_to_check() -> None:
+    intake = intake_for(_siem("json_lines", headers={"private_key": "pk-for-tests-0123"}))
+    reason = intake.classify(403, _answer(403, b"denied")).reason
+    assert reason == "SIEM answered 403: check siem.headers.private_key (denied)"
+    assert "pk-for-tests" not in reason
+
+
+def test_coralogix_authenticates_with_its_key_and_the_generic_formats_do_not() -> None:
+    cx = intake_for(_siem("coralogix", api_key="cx-key-for-tests", content_type="text/plain"))
+    assert cx.headers() == {
+        "Content-Type": "application/json",
+        "Authorization": "Bearer cx-key-for-tests",
+    }
+    lines = intake_for(_siem("json_lines", api_key="cx-key-for-tests", content_type="text/plain"))
+    assert lines.headers() == {"Content-Type": "text/plain"}
+    assert lines.probe_body() == b"" and cx.probe_body() == b"[]"
+
+
+def test_the_coralogix_envelope_wraps_the_shaped_text() -> None:
+    cfg = _siem("coralogix", api_key="cx-key-for-tests", severity="auto")
+    envelope = intake_for(cfg).envelope
+    assert envelope is not None
+    event = {"service": "sso", "event_type": "login", "success": False, "organization": "o1"}
+    head = envelope.head(event)
+    assert envelope.wrap('{"a":1}', 1671375423801, head) == (
+        '{"applicationName":"jumpcloud","subsystemName":"directory-insights","severity":4,'
+        '"timestamp":1671375423801,"category":"sso","className":"login","computerName":"o1",'
+        '"text":{"a":1}}'
+    )
+    assert intake_for(_siem("json_array")).envelope is None
