@@ -1,5 +1,7 @@
 """Coralogix regions: a region code, domain, UI host or a team's login URL -> the domain of
-its ingress host. (It moves with the Coralogix intake when the SIEM side gets its seam.)"""
+its ingress host. It sits with the configuration rather than in intakes/coralogix.py because
+``siem.url`` is derived from ``siem.region`` when the file is read, so that ``check --offline``
+refuses an unknown region without building an intake."""
 
 from __future__ import annotations
 
