@@ -4,7 +4,7 @@
 #   make demo-down  remove the demo target
 #   make lint       ruff, the house rules (tools/check_layers.py), yamllint, ansible-lint
 #   make test       lint, then pytest: the collector tests and the Molecule scenarios
-#                   (tests/test_molecule.py), ending with one plain pytest summary line
+#                   (tests/molecule/test_molecule.py), ending with one plain pytest summary line
 #   make dist       dist/: the wheel, the sdist, the collection tarball, the offline
 #                   wheelhouse tarball for the targets, and SHA256SUMS over them
 #   make lock       re-resolve the runtime dependencies into requirements.lock (hashes)
@@ -31,7 +31,7 @@ APT_DEPS := debootstrap systemd-container iptables iproute2 openssh-client pytho
 # The project venv's tools come first, always: decided when the Makefile is parsed, which in a
 # fresh clone is before the venv exists (a directory missing from PATH is harmless).
 export PATH := $(VENV)/bin:$(PATH)
-# Written by tests/test_molecule.py when it cannot run the scenarios; make test repeats it last.
+# Written by tests/molecule/test_molecule.py when it cannot run the scenarios; make test repeats it last.
 MOLECULE_NOT_RUN := $(REPO)/.cache/molecule-not-run
 
 .PHONY: help demo demo-needs-root demo-down lint test venv apt-deps dist lock promtool
@@ -70,11 +70,11 @@ lint: venv
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint
 
-# promtool for tests/test_promtool.py: Debian's prometheus package downloaded and unpacked into
+# promtool for tests/e2e/test_promtool.py: Debian's prometheus package downloaded and unpacked into
 # .cache/tools (never installed: that would start a server); kept once there. Fails when apt-get
 # cannot download it; without apt-get at all it says so and the promtool tests skip.
 promtool:
-	@$(REPO)/tests/fetch_promtool.sh $(REPO)/.cache/tools >/dev/null || [ $$? -eq 3 ]
+	@$(REPO)/tests/support/fetch_promtool.sh $(REPO)/.cache/tools >/dev/null || [ $$? -eq 3 ]
 
 # Lint first; pytest (collector tests + Molecule scenarios) prints the closing summary line,
 # unless the Molecule scenarios could not run: then that is said once more, last.

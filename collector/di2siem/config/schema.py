@@ -4,8 +4,8 @@ default, choices, secrecy and help), and the generic checks read a value by its 
 From the declarations come the type, range and choice checks (one-line errors naming the key
 path), which keys are secrets (never echoed, allowed in the credentials file, redacted), the
 known keys behind the unknown-key warnings (keys.py), the tables of docs/configuration.md
-(tests/test_config_docs.py) and the role's checks (tests/test_role_schema.py). Rules that a
-declaration cannot say (one auth mode, the legacy file, region tables, rules across keys)
+(tests/unit/test_config_docs.py) and the role's checks (tests/role/test_role_schema.py). Rules
+that a declaration cannot say (one auth mode, the legacy file, region tables, rules across keys)
 are small functions in the section modules and in auth.py, legacy.py, regions.py.
 """
 

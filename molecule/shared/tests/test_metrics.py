@@ -15,7 +15,7 @@ from di2siem.ops.metrics import COUNTERS, GAUGES
 
 REPO = Path(__file__).resolve().parents[3]
 # The families the collector declares (the same source as the installed wheel); their exact
-# names and types are pinned by tests/test_metrics_heartbeat.py. Counters lose _total here.
+# names and types are pinned by tests/e2e/test_metrics_heartbeat.py. Counters lose _total here.
 FAMILIES = {
     re.sub("_total$", "", name): kind
     for names, kind in ((COUNTERS, "counter"), (GAUGES, "gauge"))

@@ -9,7 +9,7 @@ output goes to .cache/molecule-logs/NAME.log; on failure the test shows its tail
 every Molecule action are printed. The scenarios run their playbooks with -v --diff: a log that
 shows a sandbox credential fails the scenario.
 
-Skipped loudly when not root or systemd-nspawn/debootstrap are missing (tests/end_to_end.py:
+Skipped loudly when not root or systemd-nspawn/debootstrap are missing (tests/support/end_to_end.py:
 one "MOLECULE SCENARIOS NOT RUN" line, repeated by `make test` last), unless
 DI2SIEM_REQUIRE_MOLECULE=1 (CI: .ci/run) turns that skip into a failure.
 DI2SIEM_MOLECULE_SCENARIOS=default,trixie picks scenarios; DI2SIEM_MOLECULE_TIMEOUT (s, default
@@ -34,7 +34,7 @@ import pytest
 
 from end_to_end import missing_requirements, require_targets
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MOLECULE_DIR = REPO / "molecule"
 LOG_DIR = REPO / ".cache" / "molecule-logs"
 TIMEOUT_S = float(os.environ.get("DI2SIEM_MOLECULE_TIMEOUT", "1800"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "check_layers.py"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "check_layers.py"
 spec = importlib.util.spec_from_file_location("check_layers", TOOL)
 assert spec and spec.loader
 check_layers = importlib.util.module_from_spec(spec)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles" / "di2siem" / "files" / "build_wheelhouse.py"
 LOCK = REPO / "requirements.lock"
 VERSION = re.search(

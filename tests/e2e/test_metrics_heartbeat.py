@@ -175,7 +175,7 @@ def test_example_alert_rules_use_the_metrics_we_write(env: Env, capsys, tmp_path
 
     import yaml
 
-    rules_file = Path(__file__).parent.parent / "docs" / "prometheus" / "di2siem-alerts.yml"
+    rules_file = Path(__file__).parents[2] / "docs" / "prometheus" / "di2siem-alerts.yml"
     prom = tmp_path / "di2siem.prom"
     env.jc.add_events(recent_events(5))
     env.write(metrics_file=str(prom))
@@ -186,7 +186,7 @@ def test_example_alert_rules_use_the_metrics_we_write(env: Env, capsys, tmp_path
     for rule in rules:
         used = set(re.findall(r"di2siem_[a-z_]+", rule["expr"]))
         assert used and used <= written, f"{rule['alert']} uses {used - written}"
-    # promtool itself checks these rules, and unit-tests them: tests/test_promtool.py
+    # promtool itself checks these rules, and unit-tests them: tests/e2e/test_promtool.py
 
 
 def test_check_reports_metrics_dir_and_never_pings_the_heartbeat(

@@ -3,7 +3,7 @@
 Every public variable has a default and a spec entry (same keys, same defaults), carries the
 role prefix, and every secret is described as one. No option is `no_log` in the specs: the role
 validation never masks with it, and before ansible-core 2.19 it rejects inline !vault values
-(tests/test_ansible_core_versions.py); the tasks that handle secrets are no_log.
+(tests/role/test_ansible_core_versions.py); the tasks that handle secrets are no_log.
 """
 
 import json
@@ -13,7 +13,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-ROLE = Path(__file__).resolve().parent.parent / "roles" / "di2siem"
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "di2siem"
 SECRETS = {
     "di2siem_jumpcloud_api_key",
     "di2siem_jumpcloud_client_id",
@@ -85,7 +85,7 @@ def test_choices_contain_the_default(options):
 
 
 # The role README's variable table is rendered from meta/argument_specs.yml: regenerate it with
-# `python tests/test_role_argument_specs.py` after changing the specs.
+# `python tests/role/test_role_argument_specs.py` after changing the specs.
 README = ROLE / "README.md"
 TABLE_BEGIN = "<!-- BEGIN VARIABLES: generated from meta/argument_specs.yml -->"
 TABLE_END = "<!-- END VARIABLES -->"
@@ -124,7 +124,7 @@ def test_readme_table_is_the_argument_specs(options):
     text = README.read_text(encoding="utf-8")
     assert text == _readme_with(render_table(options)), (
         "roles/di2siem/README.md's variable table differs from meta/argument_specs.yml:"
-        " run `python tests/test_role_argument_specs.py`"
+        " run `python tests/role/test_role_argument_specs.py`"
     )
     # every variable, each once
     assert [n for n in options if text.count(f"| `{n}` |") != 1] == []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "plugins" / "filter" / "shard.py"
 ORGS = [f"{i:024x}" for i in range(0x5F0A00000000000000001000, 0x5F0A00000000000000001000 + 1000)]
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import SECRETS, Env, assert_no_secrets, legacy_config, recent_events
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def fake_host(env: Env, root: Path) -> dict[str, str]:

@@ -36,7 +36,7 @@ yaml = pytest.importorskip("yaml")
 vault_module = pytest.importorskip("ansible.parsing.vault")
 VaultLib, VaultSecret = vault_module.VaultLib, vault_module.VaultSecret
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
 MINIMUM = re.fullmatch(
     r">=(\d+\.\d+\.\d+)",

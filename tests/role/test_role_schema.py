@@ -23,7 +23,7 @@ from test_role_argument_specs import SECRETS
 
 yaml = pytest.importorskip("yaml")
 
-ROLE = Path(__file__).resolve().parent.parent / "roles" / "di2siem"
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "di2siem"
 SECTIONS = {"jumpcloud": JUMPCLOUD, "siem": SIEM, "config": TOP, "credentials": TOP}
 STATEMENT = re.compile(r"\{%-?\s*set\s+(\w+)\s*=(.*?)-?%\}", re.S)
 ENTRY = re.compile(r"'(\w+)':\s*\(?\s*(\w+)")

@@ -1,6 +1,6 @@
 """docs/configuration.md's key tables are rendered from the declared schema
 (collector/di2siem/config: each section's Field declarations), so a key, its default and its
-meaning are written once. Regenerate them with `python tests/test_config_docs.py` after
+meaning are written once. Regenerate them with `python tests/unit/test_config_docs.py` after
 changing a declaration."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from di2siem.config.schema import Field
 from di2siem.config.siem import SIEM
 from di2siem.config.toplevel import TOP
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 BEGIN = (
-    "<!-- BEGIN KEYS {name}: generated from the config declarations (tests/test_config_docs.py) -->"
+    "<!-- BEGIN KEYS {name}: generated from the config declarations"
+    " (tests/unit/test_config_docs.py) -->"
 )
 END = "<!-- END KEYS {name} -->"
 RANGE = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\.\.(-?\d+(?:\.\d+)?)(?![\w])")
@@ -51,7 +52,7 @@ def test_doc_tables_are_the_declarations() -> None:
     text = DOC.read_text(encoding="utf-8")
     assert text == rendered_doc(text), (
         "docs/configuration.md's key tables differ from the declarations in "
-        "collector/di2siem/config: run `python tests/test_config_docs.py`"
+        "collector/di2siem/config: run `python tests/unit/test_config_docs.py`"
     )
 
 

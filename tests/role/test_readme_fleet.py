@@ -158,7 +158,7 @@ def plan(command: str, old: Path, new: Path) -> Step:
         if "--check" in words or "playbooks/uninstall.yml" in words:
             return Step(command, run, "target")
         return Step(command, run, "deploy")
-    raise AssertionError(f"tests/test_readme_fleet.py does not know how to run: {command}")
+    raise AssertionError(f"tests/role/test_readme_fleet.py does not know how to run: {command}")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TARGET = REPO / "molecule" / "shared" / "target.sh"
 NOT_RUN_FILE = REPO / ".cache" / "molecule-not-run"  # read by `make test`
 REQUIRED = os.environ.get("DI2SIEM_REQUIRE_MOLECULE") == "1"

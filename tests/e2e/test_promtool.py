@@ -1,5 +1,5 @@
 """Prometheus's own promtool (Debian package `prometheus`, downloaded and unpacked by
-tests/fetch_promtool.sh, never installed) checks what operators load into Prometheus: the
+tests/support/fetch_promtool.sh, never installed) checks what operators load into Prometheus: the
 example alert rules (syntax, and unit tests that each alert fires when it should and stays
 silent on a healthy host) and the textfile a real collector run writes, after a successful
 and after a failed run."""
@@ -14,11 +14,11 @@ import pytest
 
 from conftest import Env, recent_events
 
-REPO = Path(__file__).resolve().parent.parent
-FETCH = REPO / "tests" / "fetch_promtool.sh"
+REPO = Path(__file__).resolve().parents[2]
+FETCH = REPO / "tests" / "support" / "fetch_promtool.sh"
 TOOLS = REPO / ".cache" / "tools"
 RULES = REPO / "docs" / "prometheus" / "di2siem-alerts.yml"
-RULE_TESTS = REPO / "tests" / "prometheus" / "di2siem-alerts.test.yml"
+RULE_TESTS = REPO / "tests" / "e2e" / "prometheus" / "di2siem-alerts.test.yml"
 NO_APT = 3  # fetch_promtool.sh: this machine has no apt-get
 
 
@@ -65,7 +65,7 @@ def test_rules_unit_tests_can_fail(promtool: str, tmp_path: Path) -> None:
     rules.write_text(text.replace("[30m]) >= 3", "[30m]) >= 4"))
     tests = tmp_path / "unit.yml"
     tests.write_text(
-        RULE_TESTS.read_text().replace("../../docs/prometheus/di2siem-alerts.yml", rules.name)
+        RULE_TESTS.read_text().replace("../../../docs/prometheus/di2siem-alerts.yml", rules.name)
     )
     done = subprocess.run(
         [promtool, "test", "rules", str(tests)], capture_output=True, text=True, timeout=60

@@ -396,7 +396,7 @@ def test_di2siem_sandbox_without_the_simulators_says_how_to_get_them(
 
 def test_the_simulators_need_only_the_standard_library() -> None:
     """di2siem-sandbox depends on nothing (sandbox/pyproject.toml), the collector included."""
-    package = Path(__file__).resolve().parent.parent / "sandbox" / "di2siem_sandbox"
+    package = Path(__file__).resolve().parents[2] / "sandbox" / "di2siem_sandbox"
     imported = set()
     for source in package.glob("*.py"):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):

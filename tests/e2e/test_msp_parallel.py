@@ -167,7 +167,7 @@ def test_kill_9_loop_with_parallel_orgs_doubles_at_most_one_batch_per_org(
     batch = 15
     events = _seed(msp, 150, minutes=30)
     cfg = legacy_config(msp.url, sink.url, batch_size=batch)
-    # each org its own stream (tests/test_shared_query.py kills shared ones)
+    # each org its own stream (tests/e2e/test_shared_query.py kills shared ones)
     cfg["jumpcloud"].update(
         org_ids=ORGS, page_size=60, max_requests_per_second=50, shared_query_max_orgs=1
     )

@@ -19,7 +19,7 @@ import pytest
 
 from test_shard import ANSIBLE_PLAYBOOK, ansible_env
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "di2siem"
 TEMPLATES = ("config.json", "di2siem.service", "di2siem.timer", "logrotate")
 

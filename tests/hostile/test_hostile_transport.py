@@ -1,7 +1,7 @@
 """Hostile peers on the transport: redirects, stalls, compression bombs, proxies, CA bundles.
 
-Each test runs the collector over real HTTP against a peer of our own (tests/hostile.py) that
-misbehaves on purpose, and asserts the exact promise: what was delivered, what the state
+Each test runs the collector over real HTTP against a peer of our own (tests/support/hostile.py)
+that misbehaves on purpose, and asserts the exact promise: what was delivered, what the state
 says, the exit code, the wall time, the peak memory, and that no credential went anywhere
 it should not.
 """

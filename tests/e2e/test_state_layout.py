@@ -22,7 +22,7 @@ from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.events import generate_events
 
 DATA = Path(__file__).parent / "data"
-# tests/data/state_v1.json: written by the previous version (one state.json for every org),
+# tests/e2e/data/state_v1.json: written by the previous version (one state.json for every org),
 # shipping these very events: org A 150, org B 90 events between 01:00 and 01:30 (seeds 11, 12)
 ORG_A, ORG_B = "5f1b0c2e8d3a4b0012345678", "6a2c1d3f9e4b5c0087654321"
 OLD_START, OLD_END = "2026-11-27T01:00:00Z", "2026-11-27T01:30:00Z"
