@@ -67,6 +67,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python tools/check_layers.py
+	$(VENV)/bin/python tools/check_layers.py --no-layers sandbox/di2siem_sandbox
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint
 

@@ -206,12 +206,12 @@ def cmd_run(path: str, env_file: str | None = None) -> int:
     for note in cfg.warnings:
         log.warning(note)
     from .ops.afterrun import after_run
-    from .scheduler.run import Scheduler as Pipeline
+    from .scheduler.run import Scheduler
 
-    pipeline = None
+    scheduler = None
     try:
-        pipeline = Pipeline(cfg, log)
-        rc = pipeline.run()
+        scheduler = Scheduler(cfg, log)
+        rc = scheduler.run()
     except ConfigError as exc:
         rc = _config_error(exc, path)
     except KeyboardInterrupt:
@@ -223,7 +223,7 @@ def cmd_run(path: str, env_file: str | None = None) -> int:
             for line in traceback.format_exc().splitlines():
                 log.debug(line)
         rc = EXIT_FAILURE
-    after_run(cfg, log, pipeline, rc)  # metrics_file, heartbeat_url: never change rc
+    after_run(cfg, log, scheduler, rc)  # metrics_file, heartbeat_url: never change rc
     return rc
 
 

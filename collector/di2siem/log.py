@@ -1,6 +1,7 @@
-"""Logs on stderr, one line per event of note, with every configured secret redacted in every
-encoding: ``key=value`` (default) or, with ``log_format: json``, one JSON object per line
-(``ts``, ``level``, ``logger``, ``msg`` and the fields) for journald and log shippers.
+"""Logs on stderr, one line per event of note, with every secret (configured, or learnt at run
+time: ``add_secret``) redacted in every encoding: ``key=value`` (default) or, with
+``log_format: json``, one JSON object per line (``ts``, ``level``, ``logger``, ``msg`` and the
+fields) for journald and log shippers.
 
 Redaction rewrites the message and the field values before they are formatted, never the
 finished line: the timestamp, level, logger name, field names and the JSON or key=value
@@ -18,7 +19,7 @@ from urllib.parse import quote, quote_plus
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 REDACTED = "[redacted]"
-ELLIPSIS = "..."  # what a cut excerpt ends with (http.body_excerpt, http._short)
+ELLIPSIS = "..."  # what a cut excerpt ends with (transport.body: body_excerpt, error_text)
 PARTIAL_MIN = 4  # a cut secret is redacted down to this many leading characters
 
 

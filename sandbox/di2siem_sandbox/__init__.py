@@ -34,9 +34,10 @@ from typing import Any
 
 from .coralogix import DATASTREAM_PATH, SINGLES_PATH, CoralogixSink
 from .coralogix import DEFAULT_API_KEY as DEFAULT_CORALOGIX_KEY
-from .events import DEFAULT_ORG_ID, burst_events, deep_event, generate_events, now_ms
-from .jumpcloud import DEFAULT_API_KEY as DEFAULT_JUMPCLOUD_KEY
-from .jumpcloud import TOKEN_PATH, JumpCloudSimulator
+from .events import DAY_MS, DEFAULT_ORG_ID, burst_events, deep_event, generate_events, now_ms
+from .jumpcloud import JumpCloudSimulator
+from .jumpcloud.auth import DEFAULT_API_KEY as DEFAULT_JUMPCLOUD_KEY
+from .jumpcloud.auth import TOKEN_PATH
 
 __all__ = [
     "DEFAULT_CORALOGIX_KEY",
@@ -52,7 +53,6 @@ __all__ = [
 ]
 
 LOG = logging.getLogger("di2siem_sandbox")
-_DAY_MS = 86_400_000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -224,7 +224,7 @@ def _write_config(args: argparse.Namespace, jc_url: str, cx_url: str) -> None:
 
 def _seed_jumpcloud(sim: JumpCloudSimulator, args: argparse.Namespace) -> None:
     end = now_ms()
-    span = int(args.backlog_days * _DAY_MS)
+    span = int(args.backlog_days * DAY_MS)
     # The oldest events stay a little inside the window, so a collector whose first run
     # starts `now - backlog_days` (a few minutes later) still sees the whole backlog.
     margin = min(3_600_000, span // 10)

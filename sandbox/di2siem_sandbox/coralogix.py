@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any, Union
 
-from ._common import BaseSimulator, Request, Response
+from .plumbing.base import BaseSimulator
+from .plumbing.wire import Request, Response
 
 DEFAULT_API_KEY = "sandbox-coralogix-key"
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024

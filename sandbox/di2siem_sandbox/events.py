@@ -22,6 +22,7 @@ from typing import Any, Union
 
 DEFAULT_ORG_ID = "637212c33f396457d287dad6"
 WHOLE_SECOND_EVERY = 7
+DAY_MS = 86_400_000
 
 # Services the generator draws from by default (weighted below).
 EVENT_SERVICES: tuple[str, ...] = (

@@ -28,7 +28,7 @@ from conftest import (
 from di2siem.timeutil import now_ms, parse_ms
 from di2siem_sandbox import CoralogixSink, JumpCloudSimulator
 from di2siem_sandbox.events import burst_events, deep_event, format_ts, generate_events
-from di2siem_sandbox.jumpcloud import tiebreaker
+from di2siem_sandbox.jumpcloud.store import tiebreaker
 
 MIN = 60_000
 

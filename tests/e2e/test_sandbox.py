@@ -398,7 +398,7 @@ def test_the_simulators_need_only_the_standard_library() -> None:
     """di2siem-sandbox depends on nothing (sandbox/pyproject.toml), the collector included."""
     package = Path(__file__).resolve().parents[2] / "sandbox" / "di2siem_sandbox"
     imported = set()
-    for source in package.glob("*.py"):
+    for source in package.rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 imported |= {alias.name.split(".")[0] for alias in node.names}

@@ -56,3 +56,21 @@ def test_cycles_upward_imports_and_long_modules_are_named(tmp_path: Path) -> Non
     assert f"timeutil.py: {check_layers.MAX_LINES + 1} lines" in text
     assert "mystery.py: in no layer" in text
     assert len(problems) == 4, problems
+
+
+def test_without_layers_only_cycles_and_long_modules_count(tmp_path: Path) -> None:
+    """``--no-layers`` (the sandbox's package): no LAYERS list to keep, the rest still holds."""
+    pkg = package(
+        tmp_path,
+        {
+            "a.py": "from .b import x\n",
+            "b.py": "from .a import y\n",
+            "mystery.py": "x = 1\n" * (check_layers.MAX_LINES + 1),
+        },
+    )
+    problems = check_layers.breaches(pkg, layered=False)
+    text = "\n".join(problems)
+    assert "import cycle: a -> b" in text
+    assert f"mystery.py: {check_layers.MAX_LINES + 1} lines" in text
+    assert len(problems) == 2, problems
+    assert check_layers.main(["--no-layers", str(pkg)]) == 1

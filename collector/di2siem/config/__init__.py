@@ -7,8 +7,9 @@ credentials) file, so ``di2siem check --offline`` stays cheap and side-effect fr
 
 The rooms: schema.py (the Field declaration and its checks), jumpcloud.py, siem.py and
 toplevel.py (each section's declared keys and dataclass), auth.py, legacy.py, regions.py,
-coralogix.py (the rules a declaration cannot say), keys.py (unknown keys), credentials.py,
-envfile.py, loading.py (the file to a Config).
+coralogix.py, orgs.py (the rules a declaration cannot say), checks.py (URLs, header values,
+secret length), urlsecrets.py, keys.py (unknown keys), files.py, credentials.py, envfile.py,
+loading.py (the file to a Config), errors.py (ConfigError).
 """
 
 from __future__ import annotations

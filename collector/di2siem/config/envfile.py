@@ -12,7 +12,7 @@ means the same to both readers:
   backslash is kept), or wholly in single quotes (taken literally). One line per variable.
 
 Every problem is a ConfigError naming the file, the line and the fix, never a value. The
-collector's proxy choice reads the environment per request (http._proxies_for), so the
+collector's proxy choice reads the environment per request (transport.session._proxies_for), so the
 variables set here are honoured; loopback is never proxied.
 """
 

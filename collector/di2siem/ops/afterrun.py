@@ -17,16 +17,16 @@ from ..timeutil import format_ms, now_ms, parse_ms_or_none
 from . import heartbeat, metrics
 
 if TYPE_CHECKING:
-    from ..scheduler.run import Scheduler as Pipeline
+    from ..scheduler.run import Scheduler
 
 
-def _org_views(cfg: Config, pipeline: Pipeline | None) -> list[tuple[str, int | None, dict]]:
+def _org_views(cfg: Config, scheduler: Scheduler | None) -> list[tuple[str, int | None, dict]]:
     """(org, cursor ms, ops) per configured org: the run's own state when it loaded one,
     else a read-only look at the file (a run that failed before loading it)."""
     views: list[tuple[str, int | None, dict[str, Any]]] = []
-    if pipeline is not None and pipeline.store.orgs:
+    if scheduler is not None and scheduler.store.orgs:
         for org in cfg.org_keys:
-            state = pipeline.store.orgs.get(org)
+            state = scheduler.store.orgs.get(org)
             views.append((org, None, {}) if state is None else (org, state.cursor_ms, state.ops))
         return views
     from .status import read_state
@@ -42,10 +42,10 @@ def _org_views(cfg: Config, pipeline: Pipeline | None) -> list[tuple[str, int | 
     return views
 
 
-def write_metrics(cfg: Config, log: Logger, pipeline: Pipeline | None, rc: int) -> None:
+def write_metrics(cfg: Config, log: Logger, scheduler: Scheduler | None, rc: int) -> None:
     assert cfg.metrics_file is not None
-    views = _org_views(cfg, pipeline)
-    if rc != 0 and (pipeline is None or not pipeline.recorder.finished):
+    views = _org_views(cfg, scheduler)
+    if rc != 0 and (scheduler is None or not scheduler.recorder.finished):
         # failed before serving any org (state unusable, state_dir refused...): the counters
         # stay as saved, the gauges say the run failed now
         now = format_ms(now_ms())
@@ -60,16 +60,16 @@ def write_metrics(cfg: Config, log: Logger, pipeline: Pipeline | None, rc: int) 
         )
 
 
-def after_run(cfg: Config, log: Logger, pipeline: Pipeline | None, rc: int) -> None:
-    lock_held = pipeline is not None and pipeline.lock_held
+def after_run(cfg: Config, log: Logger, scheduler: Scheduler | None, rc: int) -> None:
+    lock_held = scheduler is not None and scheduler.lock_held
     if lock_held and rc == 0:
         return
     if cfg.metrics_file and not lock_held:
-        write_metrics(cfg, log, pipeline, rc)
+        write_metrics(cfg, log, scheduler, rc)
     if cfg.heartbeat_url:
         # the ping ends within the run's bound (budget + grace): the process exit never waits
-        # past it; a run that failed before its pipeline existed has barely started
+        # past it; a run that failed before its scheduler existed has barely started
         deadline = None
-        if pipeline is not None and pipeline.clock is time.monotonic:
-            deadline = pipeline.deadline
+        if scheduler is not None and scheduler.clock is time.monotonic:
+            deadline = scheduler.deadline
         heartbeat.ping(cfg.heartbeat_url, rc == 0, log, cfg.siem.ca_bundle, deadline)

@@ -165,11 +165,11 @@ class JumpCloudClient:
 
     def _query(self, body: bytes, headers: dict[str, str] | None, org: Scope, path: str = ""):
         """One POST to /events<path> with the configured auth; notes JumpCloud's clock from
-        the answer's Date header; anything but 200 raises (see _status_error)."""
+        the answer's Date header; anything but 200 raises (refusals.status_error)."""
         limiter = self.limiter
         if limiter is not None:
             ticket, self.next_ticket = self.next_ticket, None
-            limiter.acquire(self.policy.deadline, ticket)  # both on the pipeline's clock
+            limiter.acquire(self.policy.deadline, ticket)  # both on the run's clock
         if self.cfg.service_account:
             response = self._post_bearer(body, headers, path)
         else:

@@ -10,7 +10,7 @@ from ..transport.body import body_excerpt
 from ..transport.retry import FatalError, transient_status_error
 
 SA_KEYS = "jumpcloud.client_id / jumpcloud.client_secret"
-# what one query reads: an org key (config.org_keys) or several orgs' ids (a shared query)
+# what one query reads: an org key (Config.org_keys) or several orgs' ids (a shared query)
 Scope = Union[str, tuple]
 
 
