@@ -55,7 +55,7 @@ def test_every_siem_option_is_read_by_an_intake_or_by_all() -> None:
     assert read - declared == set(), "intake options that are not declared in config/siem.py"
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ["json_lines", "json_array", "coralogix"])
 @pytest.mark.parametrize(
     ("status", "body", "headers", "verdict"),
     [
@@ -75,7 +75,7 @@ def test_every_siem_option_is_read_by_an_intake_or_by_all() -> None:
         (418, b"", {}, Verdict.REFUSED),
     ],
 )
-def test_answers_are_read_the_same_by_every_http_intake(
+def test_answers_are_read_the_same_by_the_legacy_intakes_and_coralogix(
     fmt: str, status: int, body: bytes, headers: dict, verdict: Verdict
 ) -> None:
     intake = intake_for(_siem(fmt, api_key="cx-key-for-tests"))
@@ -117,3 +117,29 @@ def test_the_coralogix_envelope_wraps_the_shaped_text() -> None:
         '"text":{"a":1}}'
     )
     assert intake_for(_siem("json_array")).envelope is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "verdict"),
+    [
+        (200, b"{}", Verdict.DELIVERED),
+        (200, b"", Verdict.DELIVERED),
+        (200, b'{"partialSuccess":{}}', Verdict.DELIVERED),
+        (200, b'{"partialSuccess":{"rejectedLogRecords":"0"}}', Verdict.DELIVERED),
+        (200, b'{"partialSuccess":{"rejectedLogRecords":"3","errorMessage":"x"}}', Verdict.PARTIAL),
+        (429, b"", Verdict.RETRY),
+        (502, b"", Verdict.RETRY),
+        (503, b"", Verdict.RETRY),
+        (504, b"", Verdict.RETRY),
+        (408, b"", Verdict.REFUSED),
+        (500, b"", Verdict.REFUSED),
+        (400, b"", Verdict.REFUSED),
+        (413, b"", Verdict.SPLIT),
+    ],
+)
+def test_otlp_reads_answers_as_the_protocol_says(status: int, body: bytes, verdict) -> None:
+    intake = intake_for(_siem("otlp", url="https://otel.example:4318/v1/logs"))
+    outcome = intake.classify(status, _answer(status, body))
+    assert outcome.verdict is verdict
+    if verdict is Verdict.PARTIAL:
+        assert outcome.refused_count == 3 and "SIEM rejected 3 log record(s)" in outcome.reason

@@ -84,6 +84,8 @@ def registered_secrets(
     """Every value to redact from log lines, longest first: the declared secrets (a key,
     each header value, each part of a secret URL) and the service account's Basic pair."""
     found = _secret_values(JUMPCLOUD, vars(jc)) + _secret_values(SIEM, vars(siem))
+    if siem.options is not None:
+        found += _secret_values(SIEM, vars(siem.options))
     found += _secret_values(TOP, {"heartbeat_url": heartbeat})
     found.append(basic_credentials(jc.client_id, jc.client_secret) or "")
     return tuple(sorted({s for s in found if s}, key=len, reverse=True))

@@ -9,10 +9,15 @@ from typing import Any
 from .checks import TCHAR, check_ca_bundle, check_header_value, check_url
 from .coralogix import coralogix_domain
 from .errors import ConfigError, shown
+from .intake_options import IntakeOptions
 from .legacy import legacy_name_defaults
+from .otlp import OTLP
 from .schema import Field, Kind, Secret, Section
 
-FORMATS = ("json_lines", "json_array", "coralogix")
+# the formats whose options are declared in their own module (the legacy formats' and
+# Coralogix's are the fields below)
+INTAKE_OPTIONS: dict[str, IntakeOptions] = {o.format: o for o in (OTLP,)}
+FORMATS = ("json_lines", "json_array", "coralogix", *INTAKE_OPTIONS)
 METHODS = ("POST", "PUT", "PATCH")
 SEVERITY_NAMES = {
     "debug": 1,
@@ -35,7 +40,9 @@ SIEM = Section(
             choices=FORMATS,
             help=(
                 "`json_lines` (one event per line, the legacy default), `json_array` (one JSON "
-                "array per batch) or `coralogix` (POST `/logs/v1/singles` entries)."
+                "array per batch), `coralogix` (POST `/logs/v1/singles` entries), "
+                + ", ".join(o.summary for o in INTAKE_OPTIONS.values())
+                + "."
             ),
         ),
         Field(
@@ -229,6 +236,7 @@ SIEM = Section(
             Kind.TEXT,
             help="As for `jumpcloud`.",
         ),
+        *(field for options in INTAKE_OPTIONS.values() for field in options.fields),
     ),
 )
 
@@ -258,6 +266,8 @@ class SiemConfig:
     computer_name_field: str | None
     # every format: ship {"<nest_under>": event} instead of the flat event
     nest_under: str | None
+    # the options of a format declared in its own module (INTAKE_OPTIONS), else None
+    options: Any = None
 
 
 def parse_siem(raw: dict) -> SiemConfig:
@@ -323,6 +333,7 @@ def parse_siem(raw: dict) -> SiemConfig:
         class_name_field=SIEM.read(sec, "class_name_field"),
         computer_name_field=SIEM.read(sec, "computer_name_field"),
         nest_under=SIEM.read(sec, "nest_under"),
+        options=INTAKE_OPTIONS[fmt].parse(SIEM, sec) if fmt in INTAKE_OPTIONS else None,
     )
 
 

@@ -7,9 +7,10 @@ from ..config import SiemConfig
 from .base import Intake
 from .coralogix import CoralogixSingles
 from .generic import JsonArray, JsonLines
+from .otlp import Otlp
 
 INTAKES: dict[str, type[Intake]] = {
-    kind.name: kind for kind in (JsonLines, JsonArray, CoralogixSingles)
+    kind.name: kind for kind in (JsonLines, JsonArray, CoralogixSingles, Otlp)
 }
 
 

@@ -26,13 +26,17 @@ class Verdict(Enum):
     RETRY = "retry"  # a transient refusal: the same batch again, after a backoff
     SPLIT = "split"  # too large for the intake: each half on its own
     REFUSED = "refused"  # for good: the run stops, the cursor stays before the batch
+    # taken, but the intake refused some records for good and must not get them again: the
+    # batch is recorded, then the run stops naming the count
+    PARTIAL = "partial"
 
 
 @dataclass(frozen=True)
 class Outcome:
     verdict: Verdict
     retry_after: float | None = None  # seconds the intake asked us to wait (RETRY)
-    reason: str = ""  # one line for the operator (RETRY, REFUSED)
+    reason: str = ""  # one line for the operator (RETRY, REFUSED, PARTIAL)
+    refused_count: int = 0  # PARTIAL: how many records the intake refused
 
 
 DELIVERED = Outcome(Verdict.DELIVERED)

@@ -13,31 +13,7 @@ from ..config import SiemConfig
 from ..shaping import encode
 from ..timeutil import now_ms
 from .base import Intake
-
-WARNING = 4
-# an alert's own severity (alerts service) -> Coralogix level
-ALERT_LEVELS = {
-    "info": 3,
-    "informational": 3,
-    "low": 3,
-    "medium": 4,
-    "moderate": 4,
-    "high": 5,
-    "critical": 6,
-}
-
-
-def auto_severity(event: dict, default: int) -> int:
-    """``siem.severity: "auto"``: an alert's own severity (Low 3 Info, Medium 4 Warning,
-    High 5 Error, Critical 6 Critical); a failed action (``success: false``) at least
-    4 Warning; everything else the configured default."""
-    level = None
-    own = event.get("severity")
-    if type(own) is str:
-        level = ALERT_LEVELS.get(own.strip().lower())
-    if event.get("success") is False and (level is None or level < WARNING):
-        level = WARNING
-    return default if level is None else level
+from .severity import auto_severity
 
 
 def _dig(value: Any, path: tuple[str, ...]) -> Any:

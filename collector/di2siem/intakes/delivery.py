@@ -23,7 +23,7 @@ from ..batching import Item
 from ..transport.exchange import send
 from ..transport.retry import FatalError, RetryableError, RetryPolicy
 from ..transport.session import make_session
-from .base import Intake, Verdict
+from .base import Intake, Outcome, Verdict
 
 SIDE = "SIEM"
 MAX_RESENDS = 2
@@ -69,6 +69,7 @@ class BatchDelivery:
         self.requests = 0
         self.resent = 0  # POSTs repeated after an attempt that may have been delivered
         self._unanswered = 0  # such attempts for the batch being posted
+        self.partial: Outcome | None = None  # the last PARTIAL answer
 
     def close(self) -> None:
         self.session.close()
@@ -116,6 +117,8 @@ class BatchDelivery:
             raise RetryableError(outcome.reason, outcome.retry_after)
         if verdict is Verdict.REFUSED:
             raise FatalError(outcome.reason)
+        if verdict is Verdict.PARTIAL:
+            self.partial = outcome
         return verdict
 
     def _post(self, body: bytes) -> Verdict:
@@ -129,9 +132,13 @@ class BatchDelivery:
         if not items:
             return
         body = self.framing.body(items)
-        if self._post(body) is Verdict.DELIVERED:
+        verdict = self._post(body)
+        if verdict is Verdict.DELIVERED:
             on_accepted(items)
             return
+        if verdict is Verdict.PARTIAL:
+            on_accepted(items)  # sending them again is what the intake forbids
+            raise FatalError(self.partial.reason)
         if len(items) == 1:
             raise FatalError(
                 f"SIEM answered 413 for a {len(body)}-byte batch of one event, below "
