@@ -19,12 +19,13 @@ from typing import Callable
 
 from .batching import Item, framing_for
 from .config import SiemConfig
+from .errors import FatalError, RetryableError, Side
 from .transport.body import body_excerpt
 from .transport.exchange import send
-from .transport.retry import FatalError, RetryableError, RetryPolicy, transient_status_error
+from .transport.retry import RetryPolicy, transient_status_error
 from .transport.session import make_session
 
-SIDE = "SIEM"
+SIDE = Side.SIEM
 MAX_RESENDS = 2
 
 
@@ -108,17 +109,22 @@ class Sink:
         detail = body_excerpt(response)
         suffix = f" ({detail})" if detail else ""
         if status in (401, 403):
-            return FatalError(f"SIEM answered {status}: check {self._credential_keys()}{suffix}")
+            return FatalError(
+                f"SIEM answered {status}: check {self._credential_keys()}{suffix}", side=SIDE
+            )
         if status == 400:
             return FatalError(
-                f"SIEM answered 400: check siem.format ({self.cfg.format}) and siem.url{suffix}"
+                f"SIEM answered 400: check siem.format ({self.cfg.format}) and siem.url{suffix}",
+                side=SIDE,
             )
         if status in (404, 405):
-            return FatalError(f"SIEM answered {status}: check siem.url and siem.method{suffix}")
-        transient = transient_status_error(status, response, f"SIEM answered {status}")
+            return FatalError(
+                f"SIEM answered {status}: check siem.url and siem.method{suffix}", side=SIDE
+            )
+        transient = transient_status_error(status, response, f"SIEM answered {status}", SIDE)
         if transient is not None:
             return transient
-        return FatalError(f"SIEM answered {status}: check siem.url{suffix}")
+        return FatalError(f"SIEM answered {status}: check siem.url{suffix}", side=SIDE)
 
     def _send(self, body: bytes):
         return send(
@@ -145,7 +151,8 @@ class Sink:
                     f"SIEM dropped the connection without answering {self._unanswered} times "
                     f"after a {len(body)}-byte batch was sent, so it may hold "
                     f"{self._unanswered} copies; stopping here rather than sending more (the "
-                    "next run resends it): check the SIEM and siem.timeout_seconds"
+                    "next run resends it): check the SIEM and siem.timeout_seconds",
+                    side=SIDE,
                 )
             self.resent += 1
         self.requests += 1
@@ -163,7 +170,8 @@ class Sink:
             if refusal:
                 raise FatalError(
                     f"SIEM answered {status} but {refusal}: the batch is not counted as "
-                    "delivered (the next run sends it again); check siem.url and the intake"
+                    "delivered (the next run sends it again); check siem.url and the intake",
+                    side=SIDE,
                 )
             return status
         if status == 413:
@@ -191,7 +199,8 @@ class Sink:
                 f"SIEM answered 413 for a {len(body)}-byte batch of one event, below "
                 f"siem.max_batch_bytes={self.cfg.max_batch_bytes}: lower siem.max_batch_bytes "
                 "to the SIEM's limit or check the SIEM (nothing was skipped; the next run "
-                "resends it)"
+                "resends it)",
+                side=SIDE,
             )
         del body
         mid = len(items) // 2

@@ -3,7 +3,7 @@ its ingress host. (It moves with the Coralogix intake when the SIEM side gets it
 
 from __future__ import annotations
 
-from .errors import ConfigError, shown
+from ..errors import ConfigError, shown
 
 # region code -> Coralogix domain; the UI hosts users often know map to the same domain.
 CORALOGIX_REGIONS = {

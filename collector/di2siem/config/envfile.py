@@ -12,8 +12,8 @@ means the same to both readers:
   backslash is kept), or wholly in single quotes (taken literally). One line per variable.
 
 Every problem is a ConfigError naming the file, the line and the fix, never a value. The
-collector's proxy choice reads the environment per request (http._proxies_for), so the
-variables set here are honoured; loopback is never proxied.
+collector's proxy choice reads the environment per request (transport.session._proxies_for),
+so the variables set here are honoured; loopback is never proxied.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import os
 import re
 from urllib.parse import unquote, urlsplit
 
+from ..errors import ConfigError
 from .checks import SECRET_MIN_CHARS
-from .errors import ConfigError
 from .files import read_file
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -1,10 +1,11 @@
 """Dead man's switch (config key ``heartbeat_url``, a secret): after every run, a GET of the
 URL on success, of the URL + ``/fail`` on failure (healthchecks.io's convention).
 
-One short attempt, no redirects (http.send); a heartbeat that cannot be delivered is logged
-and never fails the run nor touches the state. The ping ends by ``min(now + TIMEOUT_S, run
-deadline + BUDGET_GRACE_S)``, connect, headers and body included, so however the endpoint
-behaves the process still exits within ``run_time_budget_seconds + 5 s`` of the run's start.
+One short attempt, no redirects (transport.exchange.send); a heartbeat that cannot be
+delivered is logged and never fails the run nor touches the state. The ping ends by ``min(now
++ TIMEOUT_S, run deadline + BUDGET_GRACE_S)``, connect, headers and body included, so however
+the endpoint behaves the process still exits within ``run_time_budget_seconds + 5 s`` of the
+run's start.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 import threading
 import time
 
+from ..errors import FatalError, RetryableError, Side
 from ..transport.exchange import BUDGET_GRACE_S, Answer, send
-from ..transport.retry import FatalError, RetryableError
 from ..transport.session import make_session
 
 TIMEOUT_S = 5.0  # a healthchecks-style endpoint answers in well under a second
-SIDE = "heartbeat"
 # The exchange runs in a thread of its own, cut by send() this long before the ping's end;
 # the caller waits until the end only, so what the socket deadline cannot cut (a name lookup
 # that hangs) is left behind and the process exits anyway.
@@ -92,7 +92,7 @@ def _exchange(
                 data=None,
                 headers=None,
                 timeout=cut_after,
-                side=SIDE,
+                side=Side.HEARTBEAT,
                 url_key="heartbeat_url",
                 name_redirect=False,
             )

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+from ..errors import StateError
 from ..timeutil import format_ms, parse_ms
-from .layout import VERSION, StateError
+from .layout import VERSION
 from .recent import RecentIds, encode_compact
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
@@ -38,7 +39,7 @@ class OrgState:
         # run record and totals (runrecord.py); during a run ``ops_live`` adds its counts so far
         self.ops: dict[str, Any] = ops if ops is not None else {}
         self.ops_live: Callable[[], dict[str, Any]] | None = None
-        # a shared query met an event it could not route (grouping.py): the org is served
+        # a shared query met an event it could not route (engine.shared): the org is served
         # alone until its window starts after this JumpCloud time
         self.solo_until_ms = solo_until_ms
 
