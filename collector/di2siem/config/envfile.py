@@ -12,8 +12,8 @@ means the same to both readers:
   backslash is kept), or wholly in single quotes (taken literally). One line per variable.
 
 Every problem is a ConfigError naming the file, the line and the fix, never a value. The
-collector's proxy choice reads the environment per request (transport.session._proxies_for),
-so the variables set here are honoured; loopback is never proxied.
+collector's proxy choice reads the environment per request (transport.session._proxies_for), so the
+variables set here are honoured; loopback is never proxied.
 """
 
 from __future__ import annotations

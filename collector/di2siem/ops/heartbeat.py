@@ -1,11 +1,10 @@
 """Dead man's switch (config key ``heartbeat_url``, a secret): after every run, a GET of the
 URL on success, of the URL + ``/fail`` on failure (healthchecks.io's convention).
 
-One short attempt, no redirects (transport.exchange.send); a heartbeat that cannot be
-delivered is logged and never fails the run nor touches the state. The ping ends by ``min(now
-+ TIMEOUT_S, run deadline + BUDGET_GRACE_S)``, connect, headers and body included, so however
-the endpoint behaves the process still exits within ``run_time_budget_seconds + 5 s`` of the
-run's start.
+One short attempt, no redirects (transport.exchange.send); a heartbeat that cannot be delivered
+is logged and never fails the run nor touches the state. The ping ends by ``min(now + TIMEOUT_S, run
+deadline + BUDGET_GRACE_S)``, connect, headers and body included, so however the endpoint
+behaves the process still exits within ``run_time_budget_seconds + 5 s`` of the run's start.
 """
 
 from __future__ import annotations

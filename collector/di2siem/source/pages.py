@@ -12,7 +12,7 @@ from ..errors import RetryableError, Side
 
 _WS = " \t\r\n"
 # How many values JSON does not allow (NaN, Infinity, -Infinity) or Python cannot hold as an
-# int (more digits than sys.get_int_max_str_digits()) were decoded so far: engine.classify
+# int (more digits than sys.get_int_max_str_digits()) were decoded so far: engine/classify.py
 # re-serialises an event during whose parse this moved, instead of splicing its text.
 NONSTANDARD = [0]
 

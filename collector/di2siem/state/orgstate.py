@@ -39,8 +39,9 @@ class OrgState:
         # run record and totals (runrecord.py); during a run ``ops_live`` adds its counts so far
         self.ops: dict[str, Any] = ops if ops is not None else {}
         self.ops_live: Callable[[], dict[str, Any]] | None = None
-        # a shared query met an event it could not route (engine.shared): the org is served
-        # alone until its window starts after this JumpCloud time
+        # a shared query met an event it could not route (engine/shared.py): the plan
+        # (scheduler/plan.py) serves the org alone until its window starts after this
+        # JumpCloud time
         self.solo_until_ms = solo_until_ms
 
     def start_ms(self, overlap_ms: int) -> int | None:
