@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigError, shown
 from .checks import TCHAR, check_ca_bundle, check_header_value, check_url
 from .coralogix import coralogix_domain
-from .errors import ConfigError, shown
 from .legacy import legacy_name_defaults
 from .schema import Field, Kind, Secret, Section
 
