@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .errors import ConfigError, HandoffError, Side
 
 if TYPE_CHECKING:
     from .config import Config
@@ -174,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load(path: str, env_file: str | None = None):
     """Apply the env file, then parse the config: (config, a logger that redacts every secret
     of both, exit code, permission warnings), or (None, None, exit code, [])."""
-    from .config import ConfigError, envfile, load, permission_warning, permission_warnings
+    from .config import envfile, load, permission_warning, permission_warnings
     from .log import Logger
 
     env_secrets: list[str] = []
@@ -196,7 +197,6 @@ def _load(path: str, env_file: str | None = None):
 
 
 def cmd_run(path: str, env_file: str | None = None) -> int:
-    from .config import ConfigError
 
     cfg, log, rc, notes = _load(path, env_file)
     if cfg is None:
@@ -243,7 +243,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     cfg, log, rc, _ = _load(args.config)
     if cfg is None:
         return rc
-    from .state.handoff import HandoffError, export_org, import_org
+    from .state.handoff import export_org, import_org
 
     try:
         if args.action == "export":
@@ -409,7 +409,7 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
             detail = f"{cfg.jumpcloud.token_url} issued a token for jumpcloud.client_id"
             _verdict("jumpcloud token", True, detail, log)
         else:
-            if failure("jumpcloud token", token, "JumpCloud", jc_deadline):
+            if failure("jumpcloud token", token, Side.JUMPCLOUD, jc_deadline):
                 unreached.append(f"the JumpCloud token endpoint in {jc_deadline.seconds:g} s")
             orgs = ()
     else:
@@ -423,7 +423,7 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
                 f"{cfg.jumpcloud.events_url} accepted {accepted} (events in the last hour: {seen})"
             )
             _verdict(label, True, detail, log)
-        elif failure(label, outcome, "JumpCloud", jc_deadline):
+        elif failure(label, outcome, Side.JUMPCLOUD, jc_deadline):
             unreached_orgs.append(org)
     if unreached_orgs:
         unreached.append(
@@ -436,7 +436,7 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
         note = "" if 200 <= status < 300 else f" (empty request refused with {status}, expected)"
         detail = f"{cfg.siem.url} reachable, credentials accepted, nothing shipped{note}"
         _verdict("siem", True, detail, log)
-    elif failure("siem", status, "SIEM", siem_deadline):
+    elif failure("siem", status, Side.SIEM, siem_deadline):
         unreached.append(f"the SIEM in {siem_deadline.seconds:g} s")
     if unreached:
         _verdict(

@@ -15,9 +15,7 @@ import threading
 import time
 from typing import Callable
 
-
-class WaitPastBudget(Exception):
-    """The next request could start only after the run's time budget (rate cap or pause)."""
+from .errors import WaitPastBudget
 
 
 class RateLimiter:

@@ -21,7 +21,8 @@ from conftest import (
 )
 from di2siem import __version__
 from di2siem.cli import main
-from di2siem.config import ConfigError, load, parse, permission_warning
+from di2siem.config import load, parse, permission_warning
+from di2siem.errors import ConfigError
 
 LEGACY_FILE = {
     "jumpcloud": {

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CX_KEY, JC_KEY, SECRETS, Env, assert_no_secrets, recent_events
-from di2siem.config import ConfigError, envfile, load
+from di2siem.config import envfile, load
+from di2siem.errors import ConfigError
 from di2siem.transport.session import _proxies_for
 from hostile import HostilePeer
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from conftest import CX_KEY, Env, legacy_config, recent_events
-from di2siem.config import ConfigError, parse
+from di2siem.config import parse
+from di2siem.errors import ConfigError
 from di2siem.intakes import intake_for
 from di2siem.shaping import Shaper
 from di2siem.timeutil import parse_ms

@@ -19,7 +19,8 @@ from conftest import (
     recent_events,
     sandbox_process,
 )
-from di2siem.config import JUMPCLOUD_SERVICES, ConfigError, parse
+from di2siem.config import JUMPCLOUD_SERVICES, parse
+from di2siem.errors import ConfigError
 from di2siem.timeutil import format_ms, parse_ms
 from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.events import QUERY_SERVICES

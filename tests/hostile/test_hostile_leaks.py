@@ -14,7 +14,8 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from conftest import CX_KEY, JC_KEY, Env, legacy_config, recent_events, summary
-from di2siem.config import ConfigError, parse
+from di2siem.config import parse
+from di2siem.errors import ConfigError
 from hostile import Exchange, HostilePeer
 
 # valid in an HTTP header, awkward everywhere else: quotes, a backslash, %, &, <

@@ -13,17 +13,17 @@ import pytest
 
 from di2siem.batching import JSON_ARRAY, JSON_LINES, Batcher, Item
 from di2siem.config import parse
+from di2siem.errors import GaveUpError, RetryableError, Side, StateError
 from di2siem.intakes import intake_for
 from di2siem.log import Logger
 from di2siem.shaping import Shaper, encode, too_deep
 from di2siem.source.pages import split_page
-from di2siem.state.layout import StateError
 from di2siem.state.orgstate import OrgState
 from di2siem.state.reading import read_orgs, snapshot
 from di2siem.state.recent import RecentIds
 from di2siem.state.store import StateStore
 from di2siem.timeutil import format_ms, parse_ms
-from di2siem.transport.retry import GaveUpError, RetryableError, RetryPolicy, parse_retry_after
+from di2siem.transport.retry import RetryPolicy, parse_retry_after
 
 # -- time ------------------------------------------------------------------------------------
 
@@ -96,7 +96,7 @@ def test_retry_policy_gives_up_after_max_retries() -> None:
 
     def fail() -> None:
         calls.append(1)
-        raise RetryableError("SIEM answered 503", retry_after=0.2)
+        raise RetryableError("SIEM answered 503", retry_after=0.2, side=Side.SIEM)
 
     with pytest.raises(GaveUpError, match="gave up after 4 attempts"):
         policy.run(fail, "SIEM post")
@@ -430,7 +430,7 @@ def test_retry_policy_gives_up_rather_than_wait_past_the_deadline() -> None:
     )
 
     def throttled() -> None:
-        raise RetryableError("JumpCloud answered 429", retry_after=4.0)
+        raise RetryableError("JumpCloud answered 429", retry_after=4.0, side=Side.JUMPCLOUD)
 
     with pytest.raises(GaveUpError, match="run_time_budget_seconds"):
         policy.run(throttled, "JumpCloud page")

@@ -23,7 +23,6 @@ from .checks import (
     is_loopback_host,
 )
 from .coralogix import CORALOGIX_REGIONS, CORALOGIX_UI_HOSTS, coralogix_domain
-from .errors import ConfigError
 from .files import decode_json, permission_warning, read_file
 from .jumpcloud import JUMPCLOUD_SERVICES, SERVICE_NAME, JumpCloudConfig, unknown_services
 from .loading import load, parse, permission_warnings
@@ -61,7 +60,6 @@ __all__ = [
     "SEVERITY_NAMES",
     "URL_PART_MIN_CHARS",
     "Config",
-    "ConfigError",
     "JumpCloudConfig",
     "SiemConfig",
     "check_header_value",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .schema import Section
 
 AUTH_KEYS = ("api_key", "client_id", "client_secret")

@@ -7,7 +7,7 @@ import ipaddress
 import os
 from urllib.parse import urlsplit
 
-from .errors import ConfigError, shown
+from ..errors import ConfigError, shown
 
 # A configured secret is redacted from every log line wherever it appears: one this short
 # would also rewrite ordinary text (a 1, a quote, "info"). No real API key is this short.

@@ -5,7 +5,7 @@ refuses an unknown region without building an intake."""
 
 from __future__ import annotations
 
-from .errors import ConfigError, shown
+from ..errors import ConfigError, shown
 
 # region code -> Coralogix domain; the UI hosts users often know map to the same domain.
 CORALOGIX_REGIONS = {

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .files import decode_json, read_file
 from .toplevel import SCHEMA
 

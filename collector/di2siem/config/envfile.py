@@ -23,8 +23,8 @@ import os
 import re
 from urllib.parse import unquote, urlsplit
 
+from ..errors import ConfigError
 from .checks import SECRET_MIN_CHARS
-from .errors import ConfigError
 from .files import read_file
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

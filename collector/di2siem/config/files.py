@@ -8,7 +8,7 @@ import os
 import stat
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def read_file(path: str, key: str, missing_fix: str) -> bytes:

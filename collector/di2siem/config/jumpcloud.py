@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError, shown
 from .auth import read_auth
 from .checks import check_ca_bundle, check_header_value, check_url
-from .errors import ConfigError, shown
 from .orgs import DEFAULT_ORG, ORG_ID_FORM, ORG_ID_PATTERN, PROVIDER_ID_PATTERN, PROVIDER_PREFIX
 from .regions import JUMPCLOUD_REGIONS, JUMPCLOUD_TOKEN_URLS, jumpcloud_base_url
 from .schema import Field, Kind, Secret, Section

@@ -4,8 +4,8 @@ fields are the defaults of the Coralogix application and subsystem names."""
 
 from __future__ import annotations
 
+from ..errors import ConfigError, shown
 from ..timeutil import FUTURE_MARGIN_MS, now_ms, parse_ms
-from .errors import ConfigError, shown
 
 
 def legacy_end_time_ms(raw: dict) -> int | None:

@@ -7,9 +7,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import ConfigError
 from . import credentials
 from .auth import basic_credentials
-from .errors import ConfigError
 from .files import decode_json, permission_warning, read_file
 from .jumpcloud import JUMPCLOUD, JumpCloudConfig, parse_jumpcloud, service_warnings
 from .keys import unknown_key_warnings

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from ..errors import ConfigError, shown
 from .checks import check_url
-from .errors import ConfigError, shown
 
 JUMPCLOUD_REGIONS = {
     "us": "https://api.jumpcloud.com",

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from ..errors import ConfigError, shown
 from .checks import SECRET_MIN_CHARS, check_header_value, check_secret_length
-from .errors import ConfigError, shown
 
 
 class Kind(Enum):

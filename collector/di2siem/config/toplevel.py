@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
 from .checks import check_url
-from .errors import ConfigError
 from .jumpcloud import JUMPCLOUD, JumpCloudConfig
 from .orgs import DEFAULT_ORG, PROVIDER_PREFIX
 from .schema import Field, Kind, Secret, Section

@@ -20,10 +20,6 @@ if TYPE_CHECKING:
 MAX_DETAIL_WARNINGS = 10
 
 
-class BudgetReached(Exception):
-    """The run's time budget ended between two batches (progress is saved)."""
-
-
 class DetailWarnings:
     """Per-event warnings of the whole run: the first ``MAX_DETAIL_WARNINGS``, then one line
     saying the rest are suppressed."""

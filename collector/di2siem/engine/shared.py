@@ -18,12 +18,13 @@ member's cursor passed it (the stream is ascending).
 
 from __future__ import annotations
 
+from ..errors import PositionAhead
 from ..timeutil import format_ms
 from .classify import event_key, event_time
 from .context import OrgRun
 from .decisions import FOREIGN, MISSING, UNPARSABLE, UNROUTABLE, Decision, Unroutable
 from .stream import Stream
-from .window import PositionAhead, pin_first_window
+from .window import pin_first_window
 
 
 class SharedQuery:

@@ -25,14 +25,14 @@ from collections.abc import Iterable
 from typing import Callable
 
 from ..batching import Batcher, Item, Oversize
+from ..errors import BudgetReached, StateWriteError
 from ..intakes.delivery import BatchDelivery
 from ..shaping import Shaper
 from ..source.client import JumpCloudClient
-from ..state.layout import StateWriteError
 from ..timeutil import format_ms
 from .checkpoint import Checkpoint
 from .classify import classifier, dead_letters_of
-from .context import BudgetReached, OrgRun, StreamContext
+from .context import OrgRun, StreamContext
 from .decisions import BEFORE_WINDOW, SHIP, TOO_LARGE, Decision, Defect, Unroutable
 from .overlap import BATCH, SKIP, Delivery
 from .window import pin_first_window, window

@@ -4,10 +4,10 @@ that clock (``PositionAhead``)."""
 
 from __future__ import annotations
 
+from ..errors import PositionAhead
 from ..source.client import JumpCloudClient
 from ..state.store import StateStore
 from ..timeutil import format_ms, now_ms
-from ..transport.retry import FatalError
 from .context import OrgRun
 
 DAY_MS = 86_400_000
@@ -15,14 +15,6 @@ PROBE_MARGIN_MS = 3_600_000  # probe JumpCloud's clock when the window starts th
 # a stored cursor or floor at most this far ahead of JumpCloud's clock is clock resolution
 # (its Date header has whole seconds) and stays as it is; further ahead, the org fails
 AHEAD_TOLERANCE_MS = 2_000
-
-
-class PositionAhead(FatalError):
-    """An org's stored cursor or floor lies ahead of JumpCloud's clock: where the org really
-    got to is unknown, so nothing is read (jumping to now would skip the events since then)
-    until an operator sets it; each run fails the org with this line, other orgs go on."""
-
-    side = "state"
 
 
 def window(

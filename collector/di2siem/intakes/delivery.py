@@ -20,12 +20,13 @@ import time
 from typing import Callable
 
 from ..batching import Item
+from ..errors import FatalError, RetryableError, Side
 from ..transport.exchange import send
-from ..transport.retry import FatalError, RetryableError, RetryPolicy
+from ..transport.retry import RetryPolicy
 from ..transport.session import make_session
 from .base import Intake, Outcome, Verdict
 
-SIDE = "SIEM"
+SIDE = Side.SIEM
 MAX_RESENDS = 2
 
 
@@ -99,7 +100,8 @@ class BatchDelivery:
                     f"SIEM dropped the connection without answering {self._unanswered} times "
                     f"after a {len(body)}-byte batch was sent, so it may hold "
                     f"{self._unanswered} copies; stopping here rather than sending more (the "
-                    "next run resends it): check the SIEM and siem.timeout_seconds"
+                    "next run resends it): check the SIEM and siem.timeout_seconds",
+                    side=SIDE,
                 )
             self.resent += 1
         self.requests += 1
@@ -114,9 +116,9 @@ class BatchDelivery:
         outcome = self.intake.classify(response.status_code, response)
         verdict = outcome.verdict
         if verdict is Verdict.RETRY:
-            raise RetryableError(outcome.reason, outcome.retry_after)
+            raise RetryableError(outcome.reason, outcome.retry_after, side=SIDE)
         if verdict is Verdict.REFUSED:
-            raise FatalError(outcome.reason)
+            raise FatalError(outcome.reason, side=SIDE)
         if verdict is Verdict.PARTIAL:
             self.partial = outcome
         return verdict
@@ -138,13 +140,14 @@ class BatchDelivery:
             return
         if verdict is Verdict.PARTIAL:
             on_accepted(items)  # sending them again is what the intake forbids
-            raise FatalError(self.partial.reason)
+            raise FatalError(self.partial.reason, side=SIDE)
         if len(items) == 1:
             raise FatalError(
                 f"SIEM answered 413 for a {len(body)}-byte batch of one event, below "
                 f"siem.max_batch_bytes={self.cfg.max_batch_bytes}: lower siem.max_batch_bytes "
                 "to the SIEM's limit or check the SIEM (nothing was skipped; the next run "
-                "resends it)"
+                "resends it)",
+                side=SIDE,
             )
         del body
         mid = len(items) // 2
@@ -164,7 +167,7 @@ class BatchDelivery:
                 return status
             outcome = intake.refusal(status, response)
             if outcome.verdict is Verdict.RETRY:
-                raise RetryableError(outcome.reason, outcome.retry_after)
-            raise FatalError(outcome.reason)
+                raise RetryableError(outcome.reason, outcome.retry_after, side=SIDE)
+            raise FatalError(outcome.reason, side=SIDE)
 
         return self.policy.run(attempt, "SIEM probe", self.on_retry)

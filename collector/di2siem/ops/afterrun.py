@@ -11,8 +11,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
+from ..errors import StateError
 from ..log import Logger
-from ..state.layout import StateError
 from ..timeutil import format_ms, now_ms, parse_ms_or_none
 from . import heartbeat, metrics
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import threading
 import time
 
+from ..errors import FatalError, RetryableError, Side
 from ..transport.exchange import BUDGET_GRACE_S, Answer, send
-from ..transport.retry import FatalError, RetryableError
 from ..transport.session import make_session
 
 TIMEOUT_S = 5.0  # a healthchecks-style endpoint answers in well under a second
-SIDE = "heartbeat"
 # The exchange runs in a thread of its own, cut by send() this long before the ping's end;
 # the caller waits until the end only, so what the socket deadline cannot cut (a name lookup
 # that hangs) is left behind and the process exits anyway.
@@ -92,7 +91,7 @@ def _exchange(
                 data=None,
                 headers=None,
                 timeout=cut_after,
-                side=SIDE,
+                side=Side.HEARTBEAT,
                 url_key="heartbeat_url",
                 name_redirect=False,
             )

@@ -18,9 +18,8 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Callable, TypeVar
 
-from ..throttle import WaitPastBudget
-from ..transport.exchange import BUDGET_GRACE_S, BudgetExceeded
-from ..transport.retry import GaveUpError, PastDeadline
+from ..errors import BudgetExceeded, GaveUpError, NotReached, PastDeadline, WaitPastBudget
+from ..transport.exchange import BUDGET_GRACE_S
 
 DEADLINE_TIMEOUTS = 2  # requests may start during this many timeout_seconds
 PROBE_DEADLINE = "2 * timeout_seconds + min(timeout_seconds, 5 s)"
@@ -49,10 +48,6 @@ class Deadline:
 
     def passed(self) -> bool:
         return self.clock() >= self.last_start
-
-
-class NotReached(Exception):
-    """A probe that got no answer within the deadline; the message says what happened."""
 
 
 # what side_by_side records for a probe: its result, or the exception it raised

@@ -14,9 +14,10 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config
+from ..errors import NotReached, Side, StateError
 from ..redaction import SecretRegistry
 from ..scheduler.runrecord import totals_of
-from ..state.layout import STATE_FILE, StateError
+from ..state.layout import STATE_FILE
 from ..state.reading import read_orgs
 from ..timeutil import format_ms, now_ms, parse_ms, parse_ms_or_none
 
@@ -150,13 +151,16 @@ def add_backlog(
             entry["backlog"] = outcome
             continue
         entry["backlog"] = None
-        cause = unreached_cause(outcome, "JumpCloud")
+        cause = unreached_cause(outcome, Side.JUMPCLOUD)
         if cause is None:  # JumpCloud answered, and refused (401, 402, ...)
             entry["backlog_error"] = error_line(outcome, secrets.redact)
         else:
             unreachable.append(entry["org"])
             entry["backlog_error"] = error_line(
-                RuntimeError(f"JumpCloud not reached within the {deadline.label}: {cause}"),
+                NotReached(
+                    f"JumpCloud not reached within the {deadline.label}: {cause}",
+                    side=Side.JUMPCLOUD,
+                ),
                 secrets.redact,
             )
     report["deadline_seconds"] = deadline.seconds

@@ -15,15 +15,16 @@ import os
 import time
 from typing import Callable
 
-from ..config import Config, ConfigError
+from ..config import Config
 from ..engine.context import StreamContext
 from ..engine.overlap import FAST, Speed
+from ..errors import ConfigError, LockHeld, StateError, StateWriteError
 from ..log import Logger
 from ..perf import tuned_process
 from ..source.tokens import TokenHolder
 from ..state.deadletter import DeadLetters
-from ..state.layout import StateError, StateWriteError, unsafe_state_dir
-from ..state.lock import InstanceLock, LockHeld
+from ..state.layout import unsafe_state_dir
+from ..state.lock import InstanceLock
 from ..state.store import StateStore
 from ..throttle import RateLimiter
 from ..timeutil import now_ms, parse_ms_or_none

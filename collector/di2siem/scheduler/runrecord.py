@@ -1,13 +1,14 @@
 """Each org's run record and lifetime totals, kept in the state next to its cursor.
 
-Stored as the org's ``ops`` object in its state file ``orgs/<org>.json`` (state.py saves it
-opaquely)::
+Stored as the org's ``ops`` object in its state file ``orgs/<org>.json`` (state.store saves
+it opaquely)::
 
     {"totals": {"fetched": n, "shipped": n, "duplicates": n, "skipped_too_large": n,
                 "skipped_unparsable": n, "batches": n, "retries_jumpcloud": n,
                 "retries_siem": n, "failures": n},
      "last_run": ISO, "last_success": ISO | null, "last_status": "ok" | "budget" | "failed",
-     "last_error": one redacted line naming the side | null, "last_duration_s": s}
+     "last_error": one redacted line naming the side (errors.side_of) | null,
+     "last_duration_s": s}
 
 Totals only grow. While an org runs, every state write (one per accepted batch) carries the
 totals so far, so ``shipped`` always agrees with the cursor, even after a kill. A state
@@ -22,8 +23,8 @@ import time
 from typing import Any, Callable
 
 from ..engine.context import OrgRun
+from ..errors import StateWriteError, side_of
 from ..log import Logger
-from ..state.layout import StateWriteError
 from ..state.orgstate import OrgState
 from ..state.store import StateStore
 from ..timeutil import format_ms, now_ms
@@ -43,7 +44,6 @@ TOTALS = (
     "failures",
 )
 SKIP_REASONS = {"skipped_too_large": "too_large", "skipped_unparsable": "unparsable"}
-SIDES = ("JumpCloud", "SIEM")
 MAX_ERROR_CHARS = 400
 
 
@@ -57,21 +57,6 @@ def totals_of(ops: Any) -> dict[str, int]:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
         out[key] = value if ok else 0
     return out
-
-
-def side_of(exc: BaseException) -> str:
-    """Which side failed: JumpCloud, the SIEM, the state (disk), or di2siem itself."""
-    if isinstance(exc, StateWriteError):
-        return "state"
-    side = getattr(exc, "side", None)  # an error that knows its side (engine.window.PositionAhead)
-    if isinstance(side, str):
-        return side
-    text = str(exc)
-    if text.startswith("SIEM"):
-        return "SIEM"
-    if "JumpCloud" in text:
-        return "JumpCloud"
-    return "di2siem"
 
 
 def error_line(exc: BaseException, redact) -> str:

@@ -9,19 +9,25 @@ import time
 
 from ..config import Config
 from ..engine.checkpoint import bound
-from ..engine.context import BudgetReached, OrgRun
+from ..engine.context import OrgRun
 from ..engine.decisions import UNPARSABLE
 from ..engine.shared import SharedQuery
+from ..errors import (
+    BudgetExceeded,
+    BudgetReached,
+    FatalError,
+    GaveUpError,
+    OrgRefused,
+    StateError,
+    StateWriteError,
+    WaitPastBudget,
+)
 from ..log import Logger
 from ..perf import peak_rss_mb
 from ..source.client import JumpCloudClient
-from ..source.refusals import OrgRefused, scope_name
-from ..state.layout import StateError, StateWriteError
+from ..source.refusals import scope_name
 from ..state.store import StateStore
-from ..throttle import WaitPastBudget
 from ..timeutil import format_ms, now_ms
-from ..transport.exchange import BudgetExceeded
-from ..transport.retry import FatalError, GaveUpError
 from .lanes import Lane, orgs_of
 from .plan import Turn
 from .runrecord import RunRecorder

@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import DEFAULT_ORG, PROVIDER_PREFIX, JumpCloudConfig
+from ..errors import RetryableError, Side
 from ..redaction import SecretRegistry, require_registry
 from ..timeutil import http_date_ms, now_ms
 from ..transport.body import MAX_PAGE_BYTES
 from ..transport.exchange import send
-from ..transport.retry import RetryableError, RetryPolicy, parse_retry_after
+from ..transport.retry import RetryPolicy, parse_retry_after
 from ..transport.session import HeaderLines, make_session
 from .pages import OnDefect, Transform, decode_keeping_bytes, decode_page, split_page
 from .refusals import Scope, scope_name, status_error
@@ -32,8 +33,6 @@ from .tokens import (
 
 if TYPE_CHECKING:
     from ..throttle import RateLimiter
-
-SIDE = "JumpCloud"
 
 
 class JumpCloudClient:
@@ -107,7 +106,7 @@ class JumpCloudClient:
                 "Content-Type": "application/x-www-form-urlencoded",
             },
             timeout=cfg.timeout_seconds,
-            side=SIDE,
+            side=Side.JUMPCLOUD,
             url_key="jumpcloud.token_url",
             deadline=self.policy.exchange_deadline,
         )
@@ -149,18 +148,26 @@ class JumpCloudClient:
             try:
                 page_limit = max(1, min(limit, int(raw_limit)))
             except ValueError:
-                raise RetryableError("JumpCloud sent a malformed X-Limit header") from None
+                raise RetryableError(
+                    "JumpCloud sent a malformed X-Limit header", side=Side.JUMPCLOUD
+                ) from None
         search_after = None
         if events and len(events) >= page_limit:
             raw = response_headers.get("X-Search_after")
             if not raw:
-                raise RetryableError("JumpCloud answer lacks the X-Search_after header")
+                raise RetryableError(
+                    "JumpCloud answer lacks the X-Search_after header", side=Side.JUMPCLOUD
+                )
             try:
                 search_after = json.loads(raw)
             except ValueError:
-                raise RetryableError("JumpCloud sent a malformed X-Search_after header") from None
+                raise RetryableError(
+                    "JumpCloud sent a malformed X-Search_after header", side=Side.JUMPCLOUD
+                ) from None
             if not isinstance(search_after, list) or not search_after:
-                raise RetryableError("JumpCloud sent a malformed X-Search_after header")
+                raise RetryableError(
+                    "JumpCloud sent a malformed X-Search_after header", side=Side.JUMPCLOUD
+                )
         return (text, events), search_after, page_limit
 
     def _query(self, body: bytes, headers: dict[str, str] | None, org: Scope, path: str = ""):
@@ -205,7 +212,7 @@ class JumpCloudClient:
             data=body,
             headers=headers,
             timeout=self.cfg.timeout_seconds,
-            side=SIDE,
+            side=Side.JUMPCLOUD,
             url_key="jumpcloud.base_url",
             deadline=self.policy.exchange_deadline,
             limit=MAX_PAGE_BYTES,
@@ -276,7 +283,9 @@ class JumpCloudClient:
             except (ValueError, TypeError, KeyError):
                 value = None
             if type(value) is not int or value < 0:
-                raise RetryableError("JumpCloud sent a malformed /events/count answer")
+                raise RetryableError(
+                    "JumpCloud sent a malformed /events/count answer", side=Side.JUMPCLOUD
+                )
             return value
 
         return self.policy.run(attempt, "JumpCloud count", self.on_retry)

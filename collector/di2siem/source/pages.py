@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any, Callable
 
-from ..transport.retry import RetryableError
+from ..errors import RetryableError, Side
 
 _WS = " \t\r\n"
 # How many values JSON does not allow (NaN, Infinity, -Infinity) or Python cannot hold as an
@@ -47,7 +47,9 @@ def decode_page(content: bytes | bytearray) -> str:
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError:
-        raise RetryableError("JumpCloud sent a malformed answer (not UTF-8)") from None
+        raise RetryableError(
+            "JumpCloud sent a malformed answer (not UTF-8)", side=Side.JUMPCLOUD
+        ) from None
 
 
 # Invalid UTF-8 bytes, as the surrogateescape decoder keeps them (U+DC80..U+DCFF)
@@ -120,8 +122,12 @@ def split_page(
         try:
             json.loads(text)
         except ValueError:
-            raise RetryableError("JumpCloud sent a malformed answer (not JSON)") from None
-        raise RetryableError("JumpCloud sent a malformed answer (not a JSON array)")
+            raise RetryableError(
+                "JumpCloud sent a malformed answer (not JSON)", side=Side.JUMPCLOUD
+            ) from None
+        raise RetryableError(
+            "JumpCloud sent a malformed answer (not a JSON array)", side=Side.JUMPCLOUD
+        )
     i += 1
     out: list[Any] = []
     append = out.append
@@ -142,7 +148,7 @@ def split_page(
                 except RecursionError:
                     if on_defect is None:
                         raise RetryableError(
-                            "JumpCloud sent an event nested too deep to parse"
+                            "JumpCloud sent an event nested too deep to parse", side=Side.JUMPCLOUD
                         ) from None
                     end = _value_end(text, i)
                     append(on_defect(text[i:end], UNPARSABLE[1]))
@@ -150,7 +156,8 @@ def split_page(
                     if type(event) is not dict:
                         if on_defect is None:
                             raise RetryableError(
-                                "JumpCloud sent a malformed answer (non-object event)"
+                                "JumpCloud sent a malformed answer (non-object event)",
+                                side=Side.JUMPCLOUD,
                             )
                         append(on_defect(text[i:end], UNPARSABLE[0]))
                     elif escaped and _ESCAPED_BYTES.search(text, i, end):
@@ -178,7 +185,11 @@ def split_page(
                 else:
                     raise ValueError("expected , or ]")
     except (ValueError, IndexError, StopIteration):
-        raise RetryableError("JumpCloud sent a malformed answer (not JSON)") from None
+        raise RetryableError(
+            "JumpCloud sent a malformed answer (not JSON)", side=Side.JUMPCLOUD
+        ) from None
     if text[i:].strip(_WS):
-        raise RetryableError("JumpCloud sent a malformed answer (data after the array)")
+        raise RetryableError(
+            "JumpCloud sent a malformed answer (data after the array)", side=Side.JUMPCLOUD
+        )
     return text, out

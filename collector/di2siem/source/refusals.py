@@ -6,17 +6,13 @@ from __future__ import annotations
 from typing import Union
 
 from ..config import DEFAULT_ORG, PROVIDER_PREFIX
+from ..errors import FatalError, OrgRefused, Side
 from ..transport.body import body_excerpt
-from ..transport.retry import FatalError, transient_status_error
+from ..transport.retry import transient_status_error
 
 SA_KEYS = "jumpcloud.client_id / jumpcloud.client_secret"
 # what one query reads: an org key (Config.org_keys) or several orgs' ids (a shared query)
 Scope = Union[str, tuple]
-
-
-class OrgRefused(FatalError):
-    """JumpCloud refused the query's org (402 Directory Insights not enabled, 403 not
-    accessible). To a shared query this does not say which member: each is served alone."""
 
 
 def _insights_disabled(org: str) -> FatalError:
@@ -58,7 +54,7 @@ def status_error(
     suffix = f" ({detail})" if detail else ""
     if status == 401:
         keys = SA_KEYS if service_account else "jumpcloud.api_key"
-        return FatalError(f"JumpCloud answered 401: check {keys}{suffix}")
+        return FatalError(f"JumpCloud answered 401: check {keys}{suffix}", side=Side.JUMPCLOUD)
     if status == 403:
         if service_account:
             return OrgRefused(
@@ -72,13 +68,19 @@ def status_error(
     if status == 400:
         return FatalError(
             "JumpCloud answered 400: check jumpcloud.services, jumpcloud.org_ids and "
-            f"jumpcloud.initial_days_back{suffix}"
+            f"jumpcloud.initial_days_back{suffix}",
+            side=Side.JUMPCLOUD,
         )
     if status == 404:
         return FatalError(
-            f"JumpCloud answered 404: check jumpcloud.base_url / jumpcloud.region{suffix}"
+            f"JumpCloud answered 404: check jumpcloud.base_url / jumpcloud.region{suffix}",
+            side=Side.JUMPCLOUD,
         )
-    transient = transient_status_error(status, response, f"JumpCloud answered {status}")
+    transient = transient_status_error(
+        status, response, f"JumpCloud answered {status}", Side.JUMPCLOUD
+    )
     if transient is not None:
         return transient
-    return FatalError(f"JumpCloud answered {status}: check jumpcloud.base_url{suffix}")
+    return FatalError(
+        f"JumpCloud answered {status}: check jumpcloud.base_url{suffix}", side=Side.JUMPCLOUD
+    )

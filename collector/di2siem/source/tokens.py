@@ -10,8 +10,9 @@ import re
 import threading
 
 from ..config import JumpCloudConfig
+from ..errors import FatalError, RetryableError, Side
 from ..transport.body import body_excerpt
-from ..transport.retry import FatalError, RetryableError, transient_status_error
+from ..transport.retry import transient_status_error
 from .refusals import SA_KEYS
 
 TOKEN_REFRESH_MARGIN_S = 60.0  # refresh this long before expiry (at most 20% of the lifetime)
@@ -34,11 +35,11 @@ def token_status_error(status: int, response) -> Exception:
     suffix = f" ({detail})" if detail else ""
     what = f"JumpCloud token endpoint answered {status}"
     if status in (400, 401, 403):
-        return FatalError(f"{what}: check {SA_KEYS}{suffix}")
-    transient = transient_status_error(status, response, what)
+        return FatalError(f"{what}: check {SA_KEYS}{suffix}", side=Side.JUMPCLOUD)
+    transient = transient_status_error(status, response, what, Side.JUMPCLOUD)
     if transient is not None:
         return transient
-    return FatalError(f"{what}: check jumpcloud.token_url{suffix}")
+    return FatalError(f"{what}: check jumpcloud.token_url{suffix}", side=Side.JUMPCLOUD)
 
 
 def parse_token(content: bytes) -> tuple[str, float]:
@@ -48,20 +49,26 @@ def parse_token(content: bytes) -> tuple[str, float]:
     try:
         data = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise RetryableError("JumpCloud token endpoint sent a malformed answer") from None
+        raise RetryableError(
+            "JumpCloud token endpoint sent a malformed answer", side=Side.JUMPCLOUD
+        ) from None
     token = data.get("access_token") if isinstance(data, dict) else None
     if not isinstance(token, str) or not token or any(c in token for c in " \r\n"):
-        raise RetryableError("JumpCloud token endpoint sent no usable access_token")
+        raise RetryableError(
+            "JumpCloud token endpoint sent no usable access_token", side=Side.JUMPCLOUD
+        )
     if not _B64TOKEN.fullmatch(token):
         raise FatalError(
             "JumpCloud token endpoint sent an access_token with characters a bearer token "
             "cannot hold (RFC 6750 allows letters, digits and -._~+/ then =); check "
-            "jumpcloud.token_url"
+            "jumpcloud.token_url",
+            side=Side.JUMPCLOUD,
         )
     if len(token) < TOKEN_MIN_CHARS:
         raise FatalError(
             f"JumpCloud token endpoint sent an access_token shorter than {TOKEN_MIN_CHARS} "
-            "characters, which cannot be a real token; check jumpcloud.token_url"
+            "characters, which cannot be a real token; check jumpcloud.token_url",
+            side=Side.JUMPCLOUD,
         )
     expires_in = data.get("expires_in", TOKEN_DEFAULT_LIFETIME_S)
     if isinstance(expires_in, str):
@@ -70,7 +77,9 @@ def parse_token(content: bytes) -> tuple[str, float]:
         except ValueError:
             expires_in = None
     if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
-        raise RetryableError("JumpCloud token endpoint sent a malformed expires_in")
+        raise RetryableError(
+            "JumpCloud token endpoint sent a malformed expires_in", side=Side.JUMPCLOUD
+        )
     if not expires_in >= TOKEN_MIN_LIFETIME_S:  # also NaN
         return token, TOKEN_DEFAULT_LIFETIME_S
     return token, min(float(expires_in), 10 * 365 * 86400.0)

@@ -23,10 +23,11 @@ from typing import Any
 
 from .. import __version__
 from ..config import DEFAULT_ORG, PROVIDER_PREFIX, Config, org_key_problem
+from ..errors import HandoffError, LockHeld, StateError, StateWriteError
 from ..timeutil import FUTURE_MARGIN_MS, format_ms, now_ms, parse_ms
 from .atomicfile import replace_file
-from .layout import ORG_FILE_BYTES_PER_ID, StateError, StateWriteError, max_org_file_bytes
-from .lock import InstanceLock, LockHeld
+from .layout import ORG_FILE_BYTES_PER_ID, max_org_file_bytes
+from .lock import InstanceLock
 from .orgstate import OrgState
 from .recent import RecentIds
 from .store import StateStore
@@ -34,14 +35,6 @@ from .store import StateStore
 FORMAT = "di2siem-org-state"
 FORMAT_VERSION = 1
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-
-class HandoffError(Exception):
-    """A one-line refusal; ``code`` is the exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _locked(cfg: Config, wait_s: float) -> InstanceLock:

@@ -1,6 +1,6 @@
 """Where the state lives in ``state_dir``: one file per org, ``orgs/<org>.json`` (the id
 percent-encoded), the single ``state.json`` of older versions and its migrated name, the
-size bounds that keep reading an org file's memory bounded, the state's errors, and whether
+size bounds that keep reading an org file's memory bounded, and whether
 the directory is safe to keep the cursor in.
 
 One file per org: orgs served at the same time (parallel_orgs) write different files, and an
@@ -31,14 +31,6 @@ DEFAULT_RECENT_IDS_MAX = 100_000
 
 def max_org_file_bytes(recent_ids_max: int) -> int:
     return recent_ids_max * ORG_FILE_BYTES_PER_ID + ORG_FILE_SLACK_BYTES
-
-
-class StateError(Exception):
-    """The state file exists but cannot be used."""
-
-
-class StateWriteError(Exception):
-    """The state file cannot be written (disk full, read-only, permissions...)."""
 
 
 def unsafe_state_dir(path: str) -> tuple[str, str] | None:

@@ -12,11 +12,9 @@ import fcntl
 import os
 import time
 
+from ..errors import LockHeld
+
 LOCK_FILE = "di2siem.lock"
-
-
-class LockHeld(Exception):
-    pass
 
 
 class InstanceLock:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+from ..errors import StateError
 from ..timeutil import format_ms, parse_ms
-from .layout import VERSION, StateError
+from .layout import VERSION
 from .recent import RecentIds, encode_compact
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode

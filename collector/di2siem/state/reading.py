@@ -9,12 +9,12 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from ..errors import StateError
 from .layout import (
     META_MAX_BYTES,
     ORGS_DIR,
     STATE_FILE,
     VERSION,
-    StateError,
     org_file_name,
     org_of_file_name,
 )

@@ -25,14 +25,13 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from ..errors import StateError, StateWriteError
 from .atomicfile import replace_file, unlink_quietly, write_temp
 from .layout import (
     DEFAULT_RECENT_IDS_MAX,
     MIGRATED_FILE,
     ORGS_DIR,
     STATE_FILE,
-    StateError,
-    StateWriteError,
     max_org_file_bytes,
     org_file_name,
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 
-from .retry import RetryableError
+from ..errors import RetryableError
 
 # What one answer may hold once decoded. A JumpCloud page (at most 10,000 events) is far
 # below this; a compressed "bomb" is cut here instead of inflating into gigabytes.
@@ -30,19 +30,20 @@ def read_body(response, side: str, limit: int, whole: bool) -> bytes | bytearray
     else:
         raise RetryableError(
             f"{side} answered with Content-Encoding {printable(encoding)!r}, "
-            f"which was not asked for (Accept-Encoding: {ACCEPT_ENCODING})"
+            f"which was not asked for (Accept-Encoding: {ACCEPT_ENCODING})",
+            side=side,
         )
     expected = response.headers.get("Content-Length")
     length = int(expected) if expected and expected.isdigit() else None
     if whole and decoder is None and length is not None and length > limit:
-        raise RetryableError(_too_large(side, limit))
+        raise RetryableError(_too_large(side, limit), side=side)
     out = bytearray()
     try:
         if decoder is None and length is not None and length <= limit:
             # the usual page: one read of the announced size (no growing buffer)
             data = raw.read(length, decode_content=False)
             if len(data) != length:
-                raise RetryableError(f"{side} answer was cut short")
+                raise RetryableError(f"{side} answer was cut short", side=side)
             return data
         while True:
             chunk = raw.read(_CHUNK, decode_content=False)
@@ -52,17 +53,21 @@ def read_body(response, side: str, limit: int, whole: bool) -> bytes | bytearray
                 out += piece
                 if len(out) > limit:
                     if whole:
-                        raise RetryableError(_too_large(side, limit))
+                        raise RetryableError(_too_large(side, limit), side=side)
                     del out[limit:]
                     return out
     except RetryableError:
         raise
     except Exception as exc:  # urllib3 protocol errors, resets, timeouts
-        raise RetryableError(f"{side} answer could not be read ({error_text(exc)})") from None
+        raise RetryableError(
+            f"{side} answer could not be read ({error_text(exc)})", side=side
+        ) from None
     if decoder is not None and not decoder.complete and out:
-        raise RetryableError(f"{side} answer was cut short (compressed stream incomplete)")
+        raise RetryableError(
+            f"{side} answer was cut short (compressed stream incomplete)", side=side
+        )
     if decoder is None and length is not None and length != len(out):
-        raise RetryableError(f"{side} answer was cut short")
+        raise RetryableError(f"{side} answer was cut short", side=side)
     return out
 
 
@@ -91,7 +96,9 @@ class _Inflater:
                 if piece:
                     yield piece
         except zlib.error:
-            raise RetryableError(f"{self.side} answer is not valid gzip/deflate data") from None
+            raise RetryableError(
+                f"{self.side} answer is not valid gzip/deflate data", side=self.side
+            ) from None
 
 
 def _too_large(side: str, limit: int) -> str:

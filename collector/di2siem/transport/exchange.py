@@ -9,18 +9,14 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..errors import BudgetExceeded, FatalError, RetryableError, Side
 from .body import MAX_ANSWER_BYTES, error_text, printable, read_body
 from .guard import ExchangeGuard
-from .retry import FatalError, RetryableError
 from .session import _proxies_for
 
 # An exchange in flight when run_time_budget_seconds runs out may use this much longer to
 # finish (the batch already handed to the SIEM); none runs longer.
 BUDGET_GRACE_S = 5.0
-
-
-class BudgetExceeded(Exception):
-    """An exchange was cut at the run time budget (plus BUDGET_GRACE_S): a stalled peer."""
 
 
 class Answer:
@@ -72,7 +68,9 @@ def send(
         by_budget = True
     remaining = ends - started
     if remaining <= 0:
-        raise BudgetExceeded(f"{side}: run_time_budget_seconds used up before the request")
+        raise BudgetExceeded(
+            f"{side}: run_time_budget_seconds used up before the request", side=side
+        )
     guard = ExchangeGuard(ends)
     try:
         with guard:
@@ -90,22 +88,24 @@ def send(
             except requests.exceptions.SSLError as exc:
                 if guard.fired:
                     raise
-                key = "jumpcloud.ca_bundle" if side == "JumpCloud" else "siem.ca_bundle"
+                key = "jumpcloud.ca_bundle" if side == Side.JUMPCLOUD else "siem.ca_bundle"
                 raise FatalError(
                     f"{side} TLS verification failed ({error_text(exc)}): check the URL or "
-                    f"set {key}"
+                    f"set {key}",
+                    side=side,
                 ) from None
             except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
-                raise FatalError(f"{side} URL is invalid: {error_text(exc)}") from None
+                raise FatalError(f"{side} URL is invalid: {error_text(exc)}", side=side) from None
             try:
                 status = response.status_code
                 if 300 <= status < 400:
                     if not name_redirect:
                         raise FatalError(
                             f"{url_key} answered {status}: redirected (not followed); set "
-                            f"{url_key} to the final URL"
+                            f"{url_key} to the final URL",
+                            side=side,
                         )
-                    raise FatalError(_redirect_message(side, status, response, url_key))
+                    raise FatalError(_redirect_message(side, status, response, url_key), side=side)
                 if not 200 <= status < 300:  # an error body: only its start is shown
                     limit, whole = min(limit, MAX_ANSWER_BYTES), False
                 content = read_body(response, side, limit, whole)
@@ -120,12 +120,14 @@ def send(
     if by_budget:
         raise BudgetExceeded(
             f"{side} did not finish answering within run_time_budget_seconds "
-            f"(+{BUDGET_GRACE_S:g}s grace; cut after {took:.1f}s): a stalled or very slow peer"
+            f"(+{BUDGET_GRACE_S:g}s grace; cut after {took:.1f}s): a stalled or very slow peer",
+            side=side,
         ) from None
     section, dot, _ = url_key.partition(".")
     bound = f"{section}.timeout_seconds" if dot else "the request timeout"
     raise RetryableError(
-        f"{side} did not finish answering within {timeout:g}s ({bound} bounds the whole exchange)"
+        f"{side} did not finish answering within {timeout:g}s ({bound} bounds the whole exchange)",
+        side=side,
     ) from None
 
 
@@ -133,9 +135,9 @@ def _transport_error(exc: Exception, side: str, timeout: float) -> Exception:
     import requests
 
     if isinstance(exc, requests.exceptions.Timeout):
-        return RetryableError(f"{side} timed out after {timeout:g}s")
+        return RetryableError(f"{side} timed out after {timeout:g}s", side=side)
     if isinstance(exc, requests.exceptions.RequestException):
-        return RetryableError(f"{side} connection failed: {error_text(exc)}")
+        return RetryableError(f"{side} connection failed: {error_text(exc)}", side=side)
     return exc
 
 

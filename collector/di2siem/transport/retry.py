@@ -7,32 +7,8 @@ import random
 import time
 from typing import Any, Callable
 
+from ..errors import GaveUpError, PastDeadline, RetryableError
 from ..timeutil import parse_http_date_ms
-
-
-class FatalError(Exception):
-    """Not worth retrying (bad key, bad request, TLS failure); the message names the key."""
-
-
-class RetryableError(Exception):
-    """A transient failure: 429, 5xx, connection errors, timeouts, malformed answers."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class GaveUpError(Exception):
-    """Retries exhausted."""
-
-
-class PastDeadline(GaveUpError):
-    """Retries stopped because the next attempt would start past the policy's deadline;
-    ``cause`` is the last attempt's error."""
-
-    def __init__(self, message: str, cause: str) -> None:
-        super().__init__(message)
-        self.cause = cause
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -52,10 +28,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
-def transient_status_error(status: int, response, message: str) -> RetryableError | None:
+def transient_status_error(status: int, response, message: str, side: str) -> RetryableError | None:
     """408, 429 and 5xx are worth retrying (honouring Retry-After); None for the others."""
     if status in (408, 429) or status >= 500:
-        return RetryableError(message, parse_retry_after(response.headers.get("Retry-After")))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return RetryableError(message, retry_after, side=side)
     return None
 
 
@@ -102,7 +79,7 @@ class RetryPolicy:
             except RetryableError as exc:
                 if attempt >= self.max_retries:
                     raise GaveUpError(
-                        f"{what}: {exc} (gave up after {attempt + 1} attempts)"
+                        f"{what}: {exc} (gave up after {attempt + 1} attempts)", side=exc.side
                     ) from None
                 wait = self.delay(attempt, exc.retry_after)
                 if self.deadline is not None and self.clock() + wait > self.deadline:
@@ -110,6 +87,7 @@ class RetryPolicy:
                         f"{what}: {exc} (the next attempt, in {wait:.1f}s, would pass "
                         "run_time_budget_seconds; the next run resumes)",
                         f"{what}: {exc}",
+                        side=exc.side,
                     ) from None
                 if on_retry is not None:
                     on_retry(what, str(exc), attempt + 1, wait)
