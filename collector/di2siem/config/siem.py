@@ -9,11 +9,7 @@ from typing import Any
 from ..errors import ConfigError, shown
 from .checks import TCHAR, check_ca_bundle, check_header_value, check_url
 from .coralogix import coralogix_domain
-<<<<<<< HEAD
-from .errors import ConfigError, shown
 from .intake_options import IntakeOptions
-=======
->>>>>>> main
 from .legacy import legacy_name_defaults
 from .otlp import OTLP
 from .schema import Field, Kind, Secret, Section
