@@ -209,3 +209,15 @@ def test_the_fast_path_really_splices() -> None:
         Shaper.fast_bytes = original  # type: ignore[method-assign]
     assert spliced == [True]
     assert counts[1] == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='":, \\ua}{1', max_size=40))
+def test_the_splice_refuses_exactly_the_respelled_texts(raw: str) -> None:
+    """The splice's one-pass check (shaping._spaced_separator, a backslash first) refuses the
+    same texts as looking for each spelling it cannot vouch for: a unicode escape, a space
+    after a separator."""
+    from di2siem.shaping import _spaced_separator
+
+    fast = ("\\" in raw and "\\u" in raw) or _spaced_separator(raw) is not None
+    assert fast == ("\\u" in raw or '": ' in raw or '", ' in raw)

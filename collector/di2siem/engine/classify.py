@@ -102,7 +102,8 @@ def classifier(
             data = fast_bytes(event, text[s:e], ts) if splice and shaper.fast else None
         if data is None:
             data = shape(event, None, ts)
-        return new(Decision, (SHIP, new(Item, (data, event_id, ts, o)), o, deep))
+        # Decision's layout as a plain tuple: a NamedTuple's construction is a call per event
+        return (SHIP, new(Item, (data, event_id, ts, o)), o, deep)
 
     return classify
 

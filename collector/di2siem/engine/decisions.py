@@ -12,6 +12,9 @@ A ``Decision`` is (verdict, item, member, deep); its ``item`` depends on the ver
 
 ``member`` is the OrgRun whose stream the element belongs to (None when unroutable): a shared
 query routes by it, a single org's stream has one member.
+
+Consumers only unpack a decision: the per-event SHIP answer is built as a plain tuple in this
+layout (classify.py), since constructing a NamedTuple costs a call per event.
 """
 
 from __future__ import annotations

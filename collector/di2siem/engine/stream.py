@@ -37,6 +37,8 @@ from .decisions import BEFORE_WINDOW, SHIP, TOO_LARGE, Decision, Defect, Unrouta
 from .overlap import BATCH, SKIP, Delivery
 from .window import pin_first_window, window
 
+_NO_MEMBER = object()  # before the first element: no member seen yet
+
 
 class Stream:
     """The five steps over one JumpCloud client and one SIEM sink (a lane's)."""
@@ -116,19 +118,23 @@ class Stream:
         add = batcher.add
         submit = sender.submit
         limit = alone_max(batcher)
-        last = pending = shipped = None
+        last: object = _NO_MEMBER
+        pending: set[str] = set()
+        shipped: dict[str, int] = {}
+        remember = pending.add
         for _text, page in pages:
             _text = None  # the items own their bytes; the page text is not needed
             if solo is not None:
                 solo.fetched += len(page)
             for verdict, item, o, deep in page:
-                if o is None:
-                    return item  # unroutable: the stream stops before it
                 if o is not last:
+                    if o is None:
+                        return item  # unroutable: the stream stops before it
                     # the key -> ms dict behind state.recent; the sender adds to it once a
                     # batch is accepted, and only then drops the batch's keys from o.pending
                     # (so a key is always in one of them: test pending first)
                     last, pending, shipped = o, o.pending, o.state.recent.times
+                    remember = pending.add
                 if solo is None:
                     o.fetched += 1
                 if verdict is SHIP:
@@ -138,7 +144,7 @@ class Stream:
                         continue
                     if deep or item[2] is None:
                         self.flagged(o, item, deep)
-                    pending.add(key)
+                    remember(key)
                     if len(item[0]) > limit:
                         submit(SKIP, Oversize(len(item[0]), key, item[2], o))
                         continue
