@@ -19,7 +19,6 @@ from ..config import SiemConfig
 from ..shaping import encode, encode_json
 from ..timeutil import format_ms, now_ms
 from ..transport.body import body_excerpt
-from ..transport.retry import parse_retry_after
 from .base import SPLIT, Intake, Outcome, Verdict, refused
 
 TAKEN = frozenset((200, 201, 409))  # 409: a document with this _id is there already
@@ -152,19 +151,16 @@ class Elasticsearch(Intake):
         return self.refusal(status, response)
 
     def refusal(self, status: int, response) -> Outcome:
+        """As every intake reads them (401/403 name our credential keys), but 400/404/405 name
+        the cluster's address and the data stream."""
+        if status not in (400, 404, 405):
+            return super().refusal(status, response)
         detail = body_excerpt(response)
         suffix = f" ({detail})" if detail else ""
-        if status in (401, 403):
-            return refused(f"SIEM answered {status}: check {self.credential_keys()}{suffix}")
-        if status in (408, 429) or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            return Outcome(Verdict.RETRY, retry_after, f"SIEM answered {status}")
-        if status in (400, 404, 405):
-            return refused(
-                f"SIEM answered {status}: check siem.url (the cluster's address, e.g. "
-                f"https://es.example.com:9200) and siem.data_stream{suffix}"
-            )
-        return refused(f"SIEM answered {status}: check siem.url{suffix}")
+        return refused(
+            f"SIEM answered {status}: check siem.url (the cluster's address, e.g. "
+            f"https://es.example.com:9200) and siem.data_stream{suffix}"
+        )
 
     def _items(self, response) -> Outcome:
         try:
