@@ -27,7 +27,9 @@ class Envelope(Protocol):
     """An intake's wrapping of one shaped event (intakes/base.py)."""
 
     def head(self, event: dict) -> Any:
-        """What the envelope takes from the API event as received, before shaping changes it."""
+        """What the envelope takes from the API event as received, before shaping changes it.
+        An envelope with ``keyed = True`` is called ``head(event, key)`` instead, ``key`` being
+        the event's identity (engine/classify.py event_key) when the caller knows it."""
 
     def wrap(self, text: str, ts_ms: int | None, head: Any) -> str:
         """The record for one event: ``text`` is the shaped event, ``ts_ms`` its time."""
@@ -109,6 +111,7 @@ class Shaper:
         self.nest_prefix = "{" + encode(cfg.siem.nest_under) + ":" if cfg.siem.nest_under else ""
         self.envelope = envelope
         self.envelope_head = envelope.head if envelope is not None else None
+        self.keyed = bool(getattr(envelope, "keyed", False))
 
     def size_floor(self, event: dict) -> int:
         """A lower bound of the bytes ``shape`` would make of this event, found without
@@ -125,7 +128,9 @@ class Shaper:
         """Decide once per page whether the API text can be reused verbatim."""
         self.fast = raw == encode_json(event)
 
-    def fast_bytes(self, event: dict, raw: str, ts_ms: int | None) -> bytes | None:
+    def fast_bytes(
+        self, event: dict, raw: str, ts_ms: int | None, key: str | None = None
+    ) -> bytes | None:
         """The hot path of a page that passed ``begin_page``: the shaped bytes spliced from
         the API's own text of the event (time member moved, custom fields appended), or None
         when in doubt and this event must be serialised. Same bytes as serialising."""
@@ -167,8 +172,13 @@ class Shaper:
         text = f"{body}{extra}}}"
         if body == "{":  # the event held only the moved time (or nothing)
             text = "{" + extra[1:] + "}" if extra else "{}"
+        return self.wrap(text, ts_ms, self._head(event, key))
+
+    def _head(self, event: dict, key: str | None) -> Any:
         head = self.envelope_head
-        return self.wrap(text, ts_ms, head(event) if head is not None else None)
+        if head is None:
+            return None
+        return head(event, key) if self.keyed else head(event)
 
     def _serialise(self, event: dict) -> str:
         if self.rename and self.src in event:
@@ -184,13 +194,14 @@ class Shaper:
             text = self.envelope.wrap(text, ts_ms, head)
         return text.encode("utf-8")
 
-    def shape(self, event: dict, raw: str | None, ts_ms: int | None) -> bytes:
-        """Shape and serialise one event (the dict may be modified). ts_ms: epoch ms."""
+    def shape(
+        self, event: dict, raw: str | None, ts_ms: int | None, key: str | None = None
+    ) -> bytes:
+        """Shape and serialise one event (the dict may be modified). ts_ms: epoch ms; key:
+        the event's identity, for a keyed envelope."""
         if self.fast and raw:
-            data = self.fast_bytes(event, raw, ts_ms)
+            data = self.fast_bytes(event, raw, ts_ms, key)
             if data is not None:
                 return data
-        head = self.envelope_head
-        if head is not None:
-            head = head(event)  # before the event changes
+        head = self._head(event, key)  # before the event changes
         return self.wrap(self._serialise(event), ts_ms, head)

@@ -20,6 +20,9 @@ SECRETS = {
     "di2siem_jumpcloud_client_secret",
     "di2siem_coralogix_api_key",
     "di2siem_siem_headers",
+    "di2siem_siem_api_key",
+    "di2siem_siem_password",
+    "di2siem_siem_username",
     "di2siem_heartbeat_url",
 }
 

@@ -196,8 +196,8 @@ def test_the_fast_path_really_splices() -> None:
     spliced = []
     original = Shaper.fast_bytes
 
-    def spy(self: Shaper, event: dict, raw: str, ts_ms: Any) -> Any:
-        data = original(self, event, raw, ts_ms)
+    def spy(self: Shaper, event: dict, raw: str, ts_ms: Any, *key: Any) -> Any:
+        data = original(self, event, raw, ts_ms, *key)
         spliced.append(data is not None)
         return data
 

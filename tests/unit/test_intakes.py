@@ -4,6 +4,8 @@ tests prove the same over real HTTP)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 
@@ -143,3 +145,68 @@ def test_otlp_reads_answers_as_the_protocol_says(status: int, body: bytes, verdi
     assert outcome.verdict is verdict
     if verdict is Verdict.PARTIAL:
         assert outcome.refused_count == 3 and "SIEM rejected 3 log record(s)" in outcome.reason
+
+
+def _bulk(*statuses: int) -> bytes:
+    items = [
+        {
+            "create": {
+                "status": status,
+                **(
+                    {"error": {"type": "t", "reason": "r"}}
+                    if status > 300 and status != 409
+                    else {}
+                ),
+            }
+        }
+        for status in statuses
+    ]
+    return json.dumps({"errors": True, "items": items}).encode()
+
+
+ES_KEY = "ZXMtaWQ6ZXMta2V5LWZvci10ZXN0cw=="
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "verdict", "retry", "refused"),
+    [
+        (200, _bulk(201, 201), Verdict.ITEMS, (), ()),
+        (200, _bulk(201, 409), Verdict.ITEMS, (), ()),
+        (200, _bulk(429, 201, 429), Verdict.ITEMS, (0, 2), ()),
+        (200, _bulk(201, 400, 429), Verdict.ITEMS, (2,), (1,)),
+        (200, _bulk(403), Verdict.ITEMS, (), (0,)),
+        (200, b"{}", Verdict.REFUSED, (), ()),
+        (200, b"not json", Verdict.REFUSED, (), ()),
+        (413, b"", Verdict.SPLIT, (), ()),
+        (429, b"", Verdict.RETRY, (), ()),
+        (503, b"", Verdict.RETRY, (), ()),
+        (401, b"", Verdict.REFUSED, (), ()),
+        (400, b"", Verdict.REFUSED, (), ()),
+    ],
+)
+def test_elasticsearch_reads_the_bulk_answer_item_by_item(
+    status: int, body: bytes, verdict, retry: tuple, refused: tuple
+) -> None:
+    intake = intake_for(_siem("elasticsearch", url="https://es.example:9200", api_key=ES_KEY))
+    outcome = intake.classify(status, _answer(status, body))
+    assert outcome.verdict is verdict
+    assert outcome.retry_items == retry
+    assert tuple(index for index, _ in outcome.refused_items) == refused
+    if verdict is Verdict.ITEMS:
+        assert outcome.items_answered == len(json.loads(body)["items"])
+
+
+def test_the_elasticsearch_envelope_is_a_create_action_and_a_stamped_document() -> None:
+    intake = intake_for(_siem("elasticsearch", url="https://es.example:9200/", api_key=ES_KEY))
+    assert intake.post_url() == (
+        "https://es.example:9200/logs-jumpcloud.directory_insights-default/_bulk"
+    )
+    assert intake.headers()["Authorization"] == f"ApiKey {ES_KEY}"
+    envelope = intake.envelope
+    head = envelope.head({"id": "abc"}, "abc")
+    record = envelope.wrap('{"a":1,"@timestamp":"old"}', 1671375423801, head)
+    action, document = record.split("\n")
+    assert json.loads(action) == {"create": {"_id": "abc"}}
+    assert json.loads(document) == {"@timestamp": "2022-12-18T14:57:03.801Z", "a": 1}
+    assert envelope.wrap("{}", 0, head).endswith('{"@timestamp":"1970-01-01T00:00:00.000Z"}')
+    assert json.loads(envelope.head({"x": 1}).strip())["create"]["_id"].startswith("blake2b:")

@@ -86,6 +86,7 @@ def registered_secrets(
     found = _secret_values(JUMPCLOUD, vars(jc)) + _secret_values(SIEM, vars(siem))
     if siem.options is not None:
         found += _secret_values(SIEM, vars(siem.options))
+        found += getattr(siem.options, "derived_secrets", ())  # e.g. a Basic pair as sent
     found += _secret_values(TOP, {"heartbeat_url": heartbeat})
     found.append(basic_credentials(jc.client_id, jc.client_secret) or "")
     return tuple(sorted({s for s in found if s}, key=len, reverse=True))

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import ConfigError, shown
 from .checks import TCHAR, check_ca_bundle, check_header_value, check_url
 from .coralogix import coralogix_domain
+from .elasticsearch import ELASTICSEARCH
 from .intake_options import IntakeOptions
 from .legacy import legacy_name_defaults
 from .otlp import OTLP
@@ -16,7 +17,7 @@ from .schema import Field, Kind, Secret, Section
 
 # the formats whose options are declared in their own module (the legacy formats' and
 # Coralogix's are the fields below)
-INTAKE_OPTIONS: dict[str, IntakeOptions] = {o.format: o for o in (OTLP,)}
+INTAKE_OPTIONS: dict[str, IntakeOptions] = {o.format: o for o in (OTLP, ELASTICSEARCH)}
 FORMATS = ("json_lines", "json_array", "coralogix", *INTAKE_OPTIONS)
 METHODS = ("POST", "PUT", "PATCH")
 SEVERITY_NAMES = {
@@ -75,7 +76,8 @@ SIEM = Section(
             secret=Secret.KEY,
             help=(
                 "Coralogix Send-Your-Data key, sent as `Authorization: Bearer <key>`; required "
-                "for `coralogix` (unless `headers` carries an `Authorization`). Secret."
+                "for `coralogix` (unless `headers` carries an `Authorization`). `elasticsearch`: "
+                "the API key's encoded value, sent as `Authorization: ApiKey <value>`. Secret."
             ),
             shown_default="none",
         ),

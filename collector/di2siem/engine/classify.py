@@ -99,9 +99,9 @@ def classifier(
             seen_nonstandard[0] = nonstandard[0]
             data = None
         else:
-            data = fast_bytes(event, text[s:e], ts) if splice and shaper.fast else None
+            data = fast_bytes(event, text[s:e], ts, event_id) if splice and shaper.fast else None
         if data is None:
-            data = shape(event, None, ts)
+            data = shape(event, None, ts, event_id)
         # Decision's layout as a plain tuple: a NamedTuple's construction is a call per event
         return (SHIP, new(Item, (data, event_id, ts, o)), o, deep)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from ..config import SiemConfig
 from .base import Intake
 from .coralogix import CoralogixSingles
+from .elasticsearch import Elasticsearch
 from .generic import JsonArray, JsonLines
 from .otlp import Otlp
 
 INTAKES: dict[str, type[Intake]] = {
-    kind.name: kind for kind in (JsonLines, JsonArray, CoralogixSingles, Otlp)
+    kind.name: kind for kind in (JsonLines, JsonArray, CoralogixSingles, Otlp, Elasticsearch)
 }
 
 

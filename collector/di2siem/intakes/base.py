@@ -29,6 +29,10 @@ class Verdict(Enum):
     # taken, but the intake refused some records for good and must not get them again: the
     # batch is recorded, then the run stops naming the count
     PARTIAL = "partial"
+    # answered item by item (Elasticsearch _bulk): every item of the request has its answer;
+    # those in Outcome.retry_items are sent again (alone), those in refused_items are refused
+    # for good, the others are taken (delivery.py: BatchDelivery._settle_items)
+    ITEMS = "items"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,11 @@ class Outcome:
     retry_after: float | None = None  # seconds the intake asked us to wait (RETRY)
     reason: str = ""  # one line for the operator (RETRY, REFUSED, PARTIAL)
     refused_count: int = 0  # PARTIAL: how many records the intake refused
+    # ITEMS: how many item answers there are, and by their index in the request the items to
+    # send again and the items refused for good (with the intake's reason)
+    items_answered: int = 0
+    retry_items: tuple[int, ...] = ()
+    refused_items: tuple[tuple[int, str], ...] = ()
 
 
 DELIVERED = Outcome(Verdict.DELIVERED)
@@ -75,6 +84,21 @@ class Intake:
         keys = ["siem.api_key"] if self.cfg.api_key else []
         keys.extend(f"siem.headers.{name}" for name, _ in self.cfg.headers)
         return " / ".join(keys) or "siem.api_key or siem.headers"
+
+    def post_url(self) -> str:
+        """Where batches are posted."""
+        return self.cfg.url
+
+    def probe_url(self) -> str:
+        return self.post_url()
+
+    def probe_headers(self) -> dict[str, str] | None:
+        """Headers of the probe request that differ from the session's (None: none)."""
+        return None
+
+    def probe_refusal(self, response) -> str | None:
+        """What an accepted probe answer still says against the credentials (None: nothing)."""
+        return None
 
     def probe_body(self) -> bytes:
         """A request that proves the URL and the credentials without shipping an event: an

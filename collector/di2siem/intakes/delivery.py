@@ -11,7 +11,10 @@ Promises kept here, for every intake:
 - a POST that may have reached the intake but got no answer (connection dropped or timed out
   after the request was sent) is resent at most ``MAX_RESENDS`` times per batch and run, so an
   intake that keeps a batch and then drops the connection receives at most
-  ``MAX_RESENDS + 1`` copies of it per run; every such resend is counted (``resent``).
+  ``MAX_RESENDS + 1`` copies of it per run; every such resend is counted (``resent``);
+- an answer item by item (ITEMS) re-posts only the items the intake asked for again, with the
+  same backoff and deadline, and records only what precedes the first item not taken; an item
+  refused for good stops the run naming its event (_settle_items).
 """
 
 from __future__ import annotations
@@ -71,17 +74,19 @@ class BatchDelivery:
         self.resent = 0  # POSTs repeated after an attempt that may have been delivered
         self._unanswered = 0  # such attempts for the batch being posted
         self.partial: Outcome | None = None  # the last PARTIAL answer
+        self.answered: Outcome | None = None  # the last ITEMS answer
+        self.url = intake.post_url()
 
     def close(self) -> None:
         self.session.close()
 
-    def _send(self, body: bytes):
+    def _send(self, body: bytes, url: str | None = None, headers: dict | None = None):
         return send(
             self.session,
             self.cfg.method,
-            self.cfg.url,
+            url or self.url,
             data=body,
-            headers=None,
+            headers=headers,
             timeout=self.cfg.timeout_seconds,
             side=SIDE,
             url_key="siem.url",
@@ -121,6 +126,8 @@ class BatchDelivery:
             raise FatalError(outcome.reason, side=SIDE)
         if verdict is Verdict.PARTIAL:
             self.partial = outcome
+        if verdict is Verdict.ITEMS:
+            self.answered = outcome
         return verdict
 
     def _post(self, body: bytes) -> Verdict:
@@ -141,6 +148,10 @@ class BatchDelivery:
         if verdict is Verdict.PARTIAL:
             on_accepted(items)  # sending them again is what the intake forbids
             raise FatalError(self.partial.reason, side=SIDE)
+        if verdict is Verdict.ITEMS:
+            del body
+            self._settle_items(items, self.answered, on_accepted)
+            return
         if len(items) == 1:
             raise FatalError(
                 f"SIEM answered 413 for a {len(body)}-byte batch of one event, below "
@@ -154,16 +165,69 @@ class BatchDelivery:
         self.ship(items[:mid], on_accepted)
         self.ship(items[mid:], on_accepted)
 
+    def _settle_items(
+        self, items: list[Item], answer: Outcome, on_accepted: Callable[[list[Item]], None]
+    ) -> None:
+        """A batch answered item by item. The items the intake asked for again (and only
+        they) are posted again, after the retry policy's backoff and never past the run's
+        deadline, until every item before the first refused one is taken; then, also when
+        that fails, what precedes the first item not taken is recorded in submission order.
+        A refused item stops the run naming its event: the cursor stays before it, and the
+        items after it are left to the next run (which sends them again)."""
+        ledger = ItemLedger(len(items))
+        sent = list(range(len(items)))
+        ledger.read(sent, answer)
+        first = True
+
+        def attempt() -> None:
+            nonlocal sent, first
+            if not first:  # after the backoff: the items asked for again, alone
+                verdict = self._post_once(self.framing.body([items[p] for p in sent]))
+                if verdict is Verdict.DELIVERED:
+                    ledger.take(sent)
+                elif verdict is Verdict.ITEMS:
+                    ledger.read(sent, self.answered)
+                else:
+                    raise FatalError(
+                        f"SIEM answered {verdict.value} to {len(sent)} item(s) sent again "
+                        "(it took them in a larger batch before): check the SIEM",
+                        side=SIDE,
+                    )
+            first = False
+            sent = ledger.to_retry()
+            if sent:
+                raise RetryableError(ledger.reason, None, side=SIDE)
+
+        self._unanswered = 0
+        try:
+            self.policy.run(attempt, "SIEM post (items to retry)", self.on_retry)
+        finally:
+            taken = ledger.taken_prefix()
+            if taken:
+                on_accepted(items[:taken])
+        refusal = ledger.first_refused()
+        if refusal is not None:
+            position, reason = refusal
+            raise FatalError(
+                f"SIEM refused event {items[position].event_id}: {reason}; the run stops "
+                "here and the cursor stays before it (the next run sends it again)",
+                side=SIDE,
+            )
+
     def probe(self) -> int:
         """Prove URL and credentials without shipping an event (the intake's probe request).
         Returns the HTTP status."""
         intake = self.intake
         body = intake.probe_body()
+        url, headers = intake.probe_url(), intake.probe_headers()
 
         def attempt() -> int:
-            response = self._send(body)
+            response = self._send(body, url, headers)
             status = response.status_code
             if intake.probe_accepts(status):
+                refusal = intake.probe_refusal(response)
+                if refusal:
+                    raise FatalError(refusal, side=SIDE)
                 return status
             outcome = intake.refusal(status, response)
             if outcome.verdict is Verdict.RETRY:
@@ -171,3 +235,54 @@ class BatchDelivery:
             raise FatalError(outcome.reason, side=SIDE)
 
         return self.policy.run(attempt, "SIEM probe", self.on_retry)
+
+
+class ItemLedger:
+    """Where each item of one batch stands, by its position in the batch: taken, refused for
+    good (with the intake's reason), or still to be sent."""
+
+    def __init__(self, n: int) -> None:
+        self.taken = [False] * n
+        self.refused: dict[int, str] = {}
+        self.reason = ""  # the last answer's words on the items to send again
+
+    def read(self, sent: list[int], answer: Outcome) -> None:
+        """The answer to the items at positions ``sent`` (in request order)."""
+        if answer.items_answered != len(sent):
+            raise FatalError(
+                f"SIEM answered {answer.items_answered} item(s) for {len(sent)} sent: the "
+                "items not yet taken are not counted as delivered (the next run sends them "
+                "again); check siem.url",
+                side=SIDE,
+            )
+        again = set(answer.retry_items)
+        refused = dict(answer.refused_items)
+        for index, position in enumerate(sent):
+            if index in refused:
+                self.refused[position] = refused[index]
+            elif index not in again:
+                self.taken[position] = True
+        self.reason = answer.reason
+
+    def take(self, sent: list[int]) -> None:
+        for position in sent:
+            self.taken[position] = True
+
+    def first_refused(self) -> tuple[int, str] | None:
+        if not self.refused:
+            return None
+        position = min(self.refused)
+        return position, self.refused[position]
+
+    def to_retry(self) -> list[int]:
+        """The positions still to send that precede the first refused item."""
+        refused = self.first_refused()
+        end = refused[0] if refused else len(self.taken)
+        return [p for p in range(end) if not self.taken[p]]
+
+    def taken_prefix(self) -> int:
+        """How many items from the start of the batch are taken."""
+        for position, taken in enumerate(self.taken):
+            if not taken:
+                return position
+        return len(self.taken)

@@ -170,6 +170,10 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _send(self, response: Response, started: float) -> None:
         sim: Served = self.server.sim  # type: ignore[attr-defined]
+        if response.drop:
+            self.close_connection = True
+            LOG.info("sandbox=%s method=%s path=%s dropped", sim.name, self.command, self.path)
+            return
         try:
             self.send_response(response.status)
             self.send_header("Content-Type", "application/json")

@@ -40,6 +40,15 @@ class Response:
         self.status = status
         self.body = body
         self.headers = headers or {}
+        self.drop = False  # close the connection without answering (see dropped)
+
+    @classmethod
+    def dropped(cls) -> Response:
+        """No answer at all: the connection is closed after the request was handled (a peer
+        that kept the request and lost its answer)."""
+        response = cls(0)
+        response.drop = True
+        return response
 
     @classmethod
     def json(cls, status: int, data: Any, headers: dict[str, str] | None = None) -> Response:
