@@ -29,6 +29,10 @@ class Verdict(Enum):
     # taken, but the intake refused some records for good and must not get them again: the
     # batch is recorded, then the run stops naming the count
     PARTIAL = "partial"
+    # the request's short-lived credentials were refused (a 401 to an expired or revoked
+    # token): the intake renews them (renew_credentials) and the same batch goes again at
+    # once, one time per batch; a second such answer for the batch is a refusal
+    REAUTH = "reauth"
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,16 @@ class Intake:
         headers = {"Content-Type": self.cfg.content_type}
         headers.update(self.cfg.headers)
         return headers
+
+    def request_headers(self, deadline: float | None) -> dict[str, str] | None:
+        """Headers of one request on top of the session's (headers()), fetched per POST:
+        short-lived credentials such as an OAuth bearer token, obtained or refreshed here
+        (within ``deadline``, the run's, on time.monotonic). None: the session's only. A
+        RetryableError or FatalError raised here is the request's, before it was sent."""
+        return None
+
+    def renew_credentials(self) -> None:
+        """After a REAUTH answer: the next request_headers() carries fresh credentials."""
 
     def credential_keys(self) -> str:
         """The settings an operator checks when the intake refuses our credentials."""
