@@ -20,6 +20,8 @@ SECRETS = {
     "di2siem_jumpcloud_client_secret",
     "di2siem_coralogix_api_key",
     "di2siem_siem_headers",
+    "di2siem_siem_client_id",
+    "di2siem_siem_client_secret",
     "di2siem_heartbeat_url",
 }
 
