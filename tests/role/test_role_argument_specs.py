@@ -23,6 +23,8 @@ SECRETS = {
     "di2siem_siem_api_key",
     "di2siem_siem_password",
     "di2siem_siem_username",
+    "di2siem_siem_client_id",
+    "di2siem_siem_client_secret",
     "di2siem_heartbeat_url",
 }
 

@@ -28,10 +28,23 @@ COMMON = {
 }
 
 
+# the settings a format needs besides the URL, or instead of it
+REQUIRED = {
+    "sentinel": {
+        "endpoint": "https://dce-1.eastus-1.ingest.monitor.azure.com",
+        "dcr_immutable_id": "dcr-" + "0123456789abcdef" * 2,
+        "tenant_id": "contoso.onmicrosoft.com",
+        "client_id": "3f1c2b7a-5d4e-4a9b-8c6d-0e1f2a3b4c5d",
+        "client_secret": "app-secret-for-tests",
+    }
+}
+
+
 def _siem(fmt: str, **siem):
+    where = REQUIRED.get(fmt, {"url": "https://siem.example/in"})
     raw = {
         "jumpcloud": {"api_key": "jc-key-for-tests"},
-        "siem": {"url": "https://siem.example/in", "format": fmt, **siem},
+        "siem": {**where, "format": fmt, **siem},
     }
     return parse(raw, "/c.json").siem
 
@@ -210,3 +223,39 @@ def test_the_elasticsearch_envelope_is_a_create_action_and_a_stamped_document() 
     assert json.loads(document) == {"@timestamp": "2022-12-18T14:57:03.801Z", "a": 1}
     assert envelope.wrap("{}", 0, head).endswith('{"@timestamp":"1970-01-01T00:00:00.000Z"}')
     assert json.loads(envelope.head({"x": 1}).strip())["create"]["_id"].startswith("blake2b:")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "verdict"),
+    [
+        (204, {}, Verdict.DELIVERED),
+        (200, {}, Verdict.DELIVERED),
+        (413, {}, Verdict.SPLIT),
+        (401, {}, Verdict.REAUTH),
+        (429, {"Retry-After": "7"}, Verdict.RETRY),
+        (408, {}, Verdict.RETRY),
+        (500, {}, Verdict.RETRY),
+        (503, {"Retry-After": "2"}, Verdict.RETRY),
+        (400, {}, Verdict.REFUSED),
+        (403, {}, Verdict.REFUSED),
+        (404, {}, Verdict.REFUSED),
+        (409, {}, Verdict.REFUSED),
+    ],
+)
+def test_sentinel_reads_answers_as_the_logs_ingestion_api_says(
+    status: int, headers: dict, verdict: Verdict
+) -> None:
+    intake = intake_for(_siem("sentinel", max_batch_bytes=5_000_000))
+    body = b'{"error":{"code":"X","message":"m"}}'
+    outcome = intake.classify(status, _answer(status, body, **headers))
+    assert outcome.verdict is verdict
+    if "Retry-After" in headers:
+        assert outcome.retry_after == float(headers["Retry-After"])
+    if status == 403:
+        assert '"Monitoring Metrics Publisher"' in outcome.reason
+    assert intake.limits().max_bytes == 1_000_000  # the API's limit, whatever the setting
+    assert intake.cfg.url == (
+        "https://dce-1.eastus-1.ingest.monitor.azure.com/dataCollectionRules/"
+        "dcr-0123456789abcdef0123456789abcdef/streams/Custom-JumpCloudDI_CL"
+        "?api-version=2023-01-01"
+    )

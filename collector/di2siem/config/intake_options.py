@@ -18,3 +18,6 @@ class IntakeOptions:
     # (the siem Section, its values as given) -> the intake's frozen options object
     parse: Callable[[Section, dict], Any]
     summary: str  # the format's line in the docs' siem.format help
+    # the intake's options object -> the URL batches go to, for a format whose URL follows
+    # from its own options (siem.url must then be unset); None: siem.url (or siem.region)
+    url: Callable[[Any], str] | None = None

@@ -14,10 +14,11 @@ from .intake_options import IntakeOptions
 from .legacy import legacy_name_defaults
 from .otlp import OTLP
 from .schema import Field, Kind, Secret, Section
+from .sentinel import SENTINEL
 
 # the formats whose options are declared in their own module (the legacy formats' and
 # Coralogix's are the fields below)
-INTAKE_OPTIONS: dict[str, IntakeOptions] = {o.format: o for o in (OTLP, ELASTICSEARCH)}
+INTAKE_OPTIONS: dict[str, IntakeOptions] = {o.format: o for o in (OTLP, ELASTICSEARCH, SENTINEL)}
 FORMATS = ("json_lines", "json_array", "coralogix", *INTAKE_OPTIONS)
 METHODS = ("POST", "PUT", "PATCH")
 SEVERITY_NAMES = {
@@ -50,8 +51,9 @@ SIEM = Section(
             "url",
             Kind.TEXT,
             help=(
-                "Where batches are sent. Required unless `region` is given. `http://` only for "
-                "loopback hosts (127.0.0.0/8, ::1, localhost)."
+                "Where batches are sent. Required unless `region` is given; unset for "
+                "`sentinel` (derived from its `endpoint`). `http://` only for loopback hosts "
+                "(127.0.0.0/8, ::1, localhost)."
             ),
             shown_default="derived from `region`",
         ),
@@ -276,7 +278,9 @@ def parse_siem(raw: dict) -> SiemConfig:
     sec = SIEM.values(raw, required=True)
     p = SIEM.prefix
     fmt = SIEM.read(sec, "format")
-    url = _url(sec, fmt)
+    declared = INTAKE_OPTIONS.get(fmt)
+    options = declared.parse(SIEM, sec) if declared is not None else None
+    url = _url(sec, fmt, declared, options)
     headers = _headers(sec)
     api_key = SIEM.read(sec, "api_key")
     SIEM.refuse_short_secret("api_key", api_key)
@@ -335,14 +339,24 @@ def parse_siem(raw: dict) -> SiemConfig:
         class_name_field=SIEM.read(sec, "class_name_field"),
         computer_name_field=SIEM.read(sec, "computer_name_field"),
         nest_under=SIEM.read(sec, "nest_under"),
-        options=INTAKE_OPTIONS[fmt].parse(SIEM, sec) if fmt in INTAKE_OPTIONS else None,
+        options=options,
     )
 
 
-def _url(sec: dict, fmt: str) -> str:
-    """``url``, else the ingress URL of the Coralogix ``region`` (the format picks the path)."""
+def _url(sec: dict, fmt: str, declared: IntakeOptions | None, options: Any) -> str:
+    """``url``, else the ingress URL of the Coralogix ``region`` (the format picks the path);
+    for a format whose URL follows from its own options, that URL (``url`` must be unset)."""
     p = SIEM.prefix
     url = SIEM.read(sec, "url")
+    if declared is not None and declared.url is not None:
+        if url or SIEM.read(sec, "region"):
+            key = "url" if url else "region"
+            raise ConfigError(
+                p + key,
+                f'not used by siem.format "{fmt}" (its URL follows from its own keys)',
+                f"remove {p}{key}; see docs/intakes/{fmt}.md",
+            )
+        return check_url(declared.url(options), p + "url")
     region = SIEM.read(sec, "region")
     if not url:
         if not region:

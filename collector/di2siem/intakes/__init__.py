@@ -9,9 +9,11 @@ from .coralogix import CoralogixSingles
 from .elasticsearch import Elasticsearch
 from .generic import JsonArray, JsonLines
 from .otlp import Otlp
+from .sentinel import Sentinel
 
 INTAKES: dict[str, type[Intake]] = {
-    kind.name: kind for kind in (JsonLines, JsonArray, CoralogixSingles, Otlp, Elasticsearch)
+    kind.name: kind
+    for kind in (JsonLines, JsonArray, CoralogixSingles, Otlp, Elasticsearch, Sentinel)
 }
 
 

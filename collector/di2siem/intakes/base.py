@@ -33,6 +33,10 @@ class Verdict(Enum):
     # those in Outcome.retry_items are sent again (alone), those in refused_items are refused
     # for good, the others are taken (delivery.py: BatchDelivery._settle_items)
     ITEMS = "items"
+    # the request's short-lived credentials were refused (a 401 to an expired or revoked
+    # token): the intake renews them (renew_credentials) and the same batch goes again at
+    # once, one time per batch; a second such answer for the batch is a refusal
+    REAUTH = "reauth"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,16 @@ class Intake:
         headers = {"Content-Type": self.cfg.content_type}
         headers.update(self.cfg.headers)
         return headers
+
+    def request_headers(self, deadline: float | None) -> dict[str, str] | None:
+        """Headers of one request on top of the session's (headers()), fetched per POST:
+        short-lived credentials such as an OAuth bearer token, obtained or refreshed here
+        (within ``deadline``, the run's, on time.monotonic). None: the session's only. A
+        RetryableError or FatalError raised here is the request's, before it was sent."""
+        return None
+
+    def renew_credentials(self) -> None:
+        """After a REAUTH answer: the next request_headers() carries fresh credentials."""
 
     def credential_keys(self) -> str:
         """The settings an operator checks when the intake refuses our credentials."""

@@ -8,6 +8,10 @@ Promises kept here, for every intake:
   skip. Only the stream skips events, and only those that alone exceed siem.max_batch_bytes;
 - a RETRY answer, a timeout or a dropped connection is retried by the run's retry policy,
   never past the run's deadline;
+- a REAUTH answer (the intake's short-lived credentials refused: a 401 to an expired token)
+  renews them and sends the same batch again at once; a second REAUTH in a row is final.
+  Credentials that change per request come from Intake.request_headers, asked before each
+  POST;
 - a POST that may have reached the intake but got no answer (connection dropped or timed out
   after the request was sent) is resent at most ``MAX_RESENDS`` times per batch and run, so an
   intake that keeps a batch and then drops the connection receives at most
@@ -76,6 +80,7 @@ class BatchDelivery:
         self.partial: Outcome | None = None  # the last PARTIAL answer
         self.answered: Outcome | None = None  # the last ITEMS answer
         self.url = intake.post_url()
+        self._reauthed = False  # the last answer was REAUTH and the credentials were renewed
 
     def close(self) -> None:
         self.session.close()
@@ -99,6 +104,7 @@ class BatchDelivery:
             wait = self._last_post + self.delay_s - time.monotonic()
             if wait > 0:
                 self.sleep(wait)
+        headers = self._request_headers()
         if self._unanswered:
             if self._unanswered > MAX_RESENDS:
                 raise FatalError(
@@ -111,7 +117,7 @@ class BatchDelivery:
             self.resent += 1
         self.requests += 1
         try:
-            response = self._send(body)
+            response = self._send(body, headers=headers)
         except RetryableError as exc:
             if maybe_delivered(exc):
                 self._unanswered += 1
@@ -120,6 +126,9 @@ class BatchDelivery:
             self._last_post = time.monotonic()
         outcome = self.intake.classify(response.status_code, response)
         verdict = outcome.verdict
+        if verdict is Verdict.REAUTH:
+            return self._renewed(body, outcome)
+        self._reauthed = False
         if verdict is Verdict.RETRY:
             raise RetryableError(outcome.reason, outcome.retry_after, side=SIDE)
         if verdict is Verdict.REFUSED:
@@ -129,6 +138,22 @@ class BatchDelivery:
         if verdict is Verdict.ITEMS:
             self.answered = outcome
         return verdict
+
+    def _request_headers(self) -> dict[str, str] | None:
+        """The intake's per-request headers (a fresh token when due), asked before the POST
+        is sent: a failure here is the token's, never a POST that may have been delivered."""
+        return self.intake.request_headers(self.policy.exchange_deadline)
+
+    def _renewed(self, body: bytes, outcome: Outcome) -> Verdict:
+        """A REAUTH answer: the intake renews its credentials and the batch goes again at
+        once (the answer proves it was not taken, so this is no resend), outside the retry
+        policy; a second REAUTH in a row means fresh credentials are refused too: final."""
+        if self._reauthed:
+            self._reauthed = False
+            raise FatalError(outcome.reason, side=SIDE)
+        self._reauthed = True
+        self.intake.renew_credentials()
+        return self._post_once(body)
 
     def _post(self, body: bytes) -> Verdict:
         self._unanswered = 0
@@ -222,7 +247,8 @@ class BatchDelivery:
         url, headers = intake.probe_url(), intake.probe_headers()
 
         def attempt() -> int:
-            response = self._send(body, url, headers)
+            extra = {**(self._request_headers() or {}), **(headers or {})}
+            response = self._send(body, url, extra or None)
             status = response.status_code
             if intake.probe_accepts(status):
                 refusal = intake.probe_refusal(response)

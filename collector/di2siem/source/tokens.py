@@ -42,33 +42,34 @@ def token_status_error(status: int, response) -> Exception:
     return FatalError(f"{what}: check jumpcloud.token_url{suffix}", side=Side.JUMPCLOUD)
 
 
-def parse_token(content: bytes) -> tuple[str, float]:
+def parse_token(
+    content: bytes,
+    what: str = "JumpCloud token endpoint",
+    side: str = Side.JUMPCLOUD,
+    url_key: str = "jumpcloud.token_url",
+) -> tuple[str, float]:
     """(access_token, lifetime seconds) from a token answer: malformed -> RetryableError; an
     access_token that cannot be a real one -> FatalError (never quoted: it would become a
-    secret to redact); an expires_in that states no usable lifetime -> the default."""
+    secret to redact); an expires_in that states no usable lifetime -> the default. ``what``,
+    ``side`` and ``url_key`` name the issuer in errors (another OAuth issuer than JumpCloud)."""
     try:
         data = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise RetryableError(
-            "JumpCloud token endpoint sent a malformed answer", side=Side.JUMPCLOUD
-        ) from None
+        raise RetryableError(f"{what} sent a malformed answer", side=side) from None
     token = data.get("access_token") if isinstance(data, dict) else None
     if not isinstance(token, str) or not token or any(c in token for c in " \r\n"):
-        raise RetryableError(
-            "JumpCloud token endpoint sent no usable access_token", side=Side.JUMPCLOUD
-        )
+        raise RetryableError(f"{what} sent no usable access_token", side=side)
     if not _B64TOKEN.fullmatch(token):
         raise FatalError(
-            "JumpCloud token endpoint sent an access_token with characters a bearer token "
-            "cannot hold (RFC 6750 allows letters, digits and -._~+/ then =); check "
-            "jumpcloud.token_url",
-            side=Side.JUMPCLOUD,
+            f"{what} sent an access_token with characters a bearer token "
+            f"cannot hold (RFC 6750 allows letters, digits and -._~+/ then =); check {url_key}",
+            side=side,
         )
     if len(token) < TOKEN_MIN_CHARS:
         raise FatalError(
-            f"JumpCloud token endpoint sent an access_token shorter than {TOKEN_MIN_CHARS} "
-            "characters, which cannot be a real token; check jumpcloud.token_url",
-            side=Side.JUMPCLOUD,
+            f"{what} sent an access_token shorter than {TOKEN_MIN_CHARS} "
+            f"characters, which cannot be a real token; check {url_key}",
+            side=side,
         )
     expires_in = data.get("expires_in", TOKEN_DEFAULT_LIFETIME_S)
     if isinstance(expires_in, str):
@@ -77,9 +78,7 @@ def parse_token(content: bytes) -> tuple[str, float]:
         except ValueError:
             expires_in = None
     if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
-        raise RetryableError(
-            "JumpCloud token endpoint sent a malformed expires_in", side=Side.JUMPCLOUD
-        )
+        raise RetryableError(f"{what} sent a malformed expires_in", side=side)
     if not expires_in >= TOKEN_MIN_LIFETIME_S:  # also NaN
         return token, TOKEN_DEFAULT_LIFETIME_S
     return token, min(float(expires_in), 10 * 365 * 86400.0)
