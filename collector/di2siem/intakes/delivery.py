@@ -11,7 +11,10 @@ Promises kept here, for every intake:
 - a POST that may have reached the intake but got no answer (connection dropped or timed out
   after the request was sent) is resent at most ``MAX_RESENDS`` times per batch and run, so an
   intake that keeps a batch and then drops the connection receives at most
-  ``MAX_RESENDS + 1`` copies of it per run; every such resend is counted (``resent``).
+  ``MAX_RESENDS + 1`` copies of it per run; every such resend is counted (``resent``);
+- an intake that acknowledges later (Intake.acknowledgement: a DELIVERED outcome with an
+  ack_id) has its batches recorded only once acknowledged, in submission order, at most
+  ``max_pending`` waiting at once (acks.py: AckWaiter); ``settle`` waits for the last ones.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from typing import Callable
 
 from ..batching import Item
 from ..errors import FatalError, RetryableError, Side
+from ..state.acks import AckLedger
 from ..transport.exchange import send
 from ..transport.retry import RetryPolicy
 from ..transport.session import make_session
-from .base import Intake, Outcome, Verdict
+from .acks import AckWaiter
+from .base import DELIVERED, Intake, Outcome, Verdict
 
 SIDE = Side.SIEM
 MAX_RESENDS = 2
@@ -57,6 +62,7 @@ class BatchDelivery:
         policy: RetryPolicy,
         on_retry=None,
         sleep: Callable[[float], None] = time.sleep,
+        ledger: AckLedger | None = None,
     ) -> None:
         self.intake = intake
         self.cfg = cfg = intake.cfg
@@ -71,6 +77,9 @@ class BatchDelivery:
         self.resent = 0  # POSTs repeated after an attempt that may have been delivered
         self._unanswered = 0  # such attempts for the batch being posted
         self.partial: Outcome | None = None  # the last PARTIAL answer
+        self.outcome: Outcome = DELIVERED  # the last answer
+        self.acks = self._ack_waiter(ledger)
+        self._posting: list[Item] = []  # the batch being posted
 
     def close(self) -> None:
         self.session.close()
@@ -79,7 +88,7 @@ class BatchDelivery:
         return send(
             self.session,
             self.cfg.method,
-            self.cfg.url,
+            self.intake.endpoint(),
             data=body,
             headers=None,
             timeout=self.cfg.timeout_seconds,
@@ -113,12 +122,12 @@ class BatchDelivery:
             raise
         finally:
             self._last_post = time.monotonic()
-        outcome = self.intake.classify(response.status_code, response)
+        outcome = self.outcome = self.intake.classify(response.status_code, response)
         verdict = outcome.verdict
         if verdict is Verdict.RETRY:
             raise RetryableError(outcome.reason, outcome.retry_after, side=SIDE)
         if verdict is Verdict.REFUSED:
-            raise FatalError(outcome.reason, side=SIDE)
+            raise FatalError(self._named(outcome), side=SIDE)
         if verdict is Verdict.PARTIAL:
             self.partial = outcome
         return verdict
@@ -133,10 +142,15 @@ class BatchDelivery:
         siem.max_batch_bytes: the stream skips the ones that do not)."""
         if not items:
             return
+        if self.acks is not None:
+            items = self._unsent(items, on_accepted)
+            if not items:
+                return
         body = self.framing.body(items)
+        self._posting = items
         verdict = self._post(body)
         if verdict is Verdict.DELIVERED:
-            on_accepted(items)
+            self._delivered(items, on_accepted)
             return
         if verdict is Verdict.PARTIAL:
             on_accepted(items)  # sending them again is what the intake forbids
@@ -153,6 +167,84 @@ class BatchDelivery:
         mid = len(items) // 2
         self.ship(items[:mid], on_accepted)
         self.ship(items[mid:], on_accepted)
+
+    def _named(self, outcome: Outcome) -> str:
+        """A refusal's reason with the event it names (Outcome.record_index) by its id."""
+        index = outcome.record_index
+        if index is None or "{event}" not in outcome.reason:
+            return outcome.reason
+        items = self._posting
+        if 0 <= index < len(items):
+            named = f"event {items[index].event_id or 'without id'}, #{index} of the batch"
+        else:
+            named = f"event #{index}, not in the batch of {len(items)}"
+        return outcome.reason.replace("{event}", named)
+
+    # -- intakes that acknowledge later (acks.py) --------------------------------------------------
+    def _ack_waiter(self, ledger: AckLedger | None) -> AckWaiter | None:
+        settings = self.intake.acknowledgement()
+        if settings is None:
+            return None
+        ledger = ledger if ledger is not None else AckLedger(None)
+        return AckWaiter(settings, ledger, self.policy, self._ack_query, self._resend)
+
+    def _delivered(self, items: list[Item], on_accepted: Callable[[list[Item]], None]) -> None:
+        ack_id = self.outcome.ack_id
+        if self.acks is None or ack_id is None:
+            on_accepted(items)
+        else:
+            self.acks.sent(items, on_accepted, ack_id)
+
+    def _unsent(self, items: list[Item], on_accepted: Callable[[list[Item]], None]) -> list[Item]:
+        """Room made for one more waiting batch; the items an earlier run's acknowledged
+        batch covered recorded (after every batch before them), the rest returned."""
+        acks = self.acks
+        acks.make_room()
+        confirmed = acks.take_confirmed(items)
+        if not confirmed:
+            return items
+        acks.settle()
+        on_accepted(confirmed)
+        acks.ledger.recorded([item[1] for item in confirmed])
+        acks.recorded_unsent += len(confirmed)
+        taken = {id(item) for item in confirmed}
+        return [item for item in items if id(item) not in taken]
+
+    def _resend(self, items: list[Item]) -> int:
+        """A batch still unacknowledged after its timeout, sent again: its new ack id."""
+        self.resent += 1
+        self._posting = items
+        verdict = self._post(self.framing.body(items))
+        ack_id = self.outcome.ack_id
+        if verdict is not Verdict.DELIVERED or ack_id is None:
+            raise FatalError(
+                "SIEM did not take again a batch it had not acknowledged in time "
+                f"({self.outcome.reason or verdict.value}); the next run resends it",
+                side=SIDE,
+            )
+        return ack_id
+
+    def _ack_query(self, channel: str, ack_ids: list[int]) -> dict[int, bool]:
+        url, body, headers = self.intake.ack_query(channel, ack_ids)
+        self.requests += 1
+        response = send(
+            self.session,
+            "POST",
+            url,
+            data=body,
+            headers=headers,
+            timeout=self.cfg.timeout_seconds,
+            side=SIDE,
+            url_key="siem.url",
+            deadline=self.policy.exchange_deadline,
+        )
+        return self.intake.ack_answer(response.status_code, response)
+
+    def settle(self) -> None:
+        """Every batch handed over is recorded (or BudgetReached leaves the ones still
+        waiting for their acknowledgement to the next run)."""
+        if self.acks is not None:
+            self.acks.settle()
 
     def probe(self) -> int:
         """Prove URL and credentials without shipping an event (the intake's probe request).
