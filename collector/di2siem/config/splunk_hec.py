@@ -96,7 +96,10 @@ SPLUNK_HEC = IntakeOptions(
             300,
             lo=0.1,
             hi=86400,
-            help="`splunk_hec` with `ack`: a batch still unacknowledged this long is sent again.",
+            help=(
+                "`splunk_hec` with `ack`: a batch still unacknowledged this long is sent "
+                "again (0.1..86400)."
+            ),
         ),
         Field(
             "ack_poll_seconds",
@@ -105,7 +108,10 @@ SPLUNK_HEC = IntakeOptions(
             lo=0.01,
             hi=600,
             advanced=True,
-            help="`splunk_hec` with `ack`: how often the acknowledgements are asked for.",
+            help=(
+                "`splunk_hec` with `ack`: how often the acknowledgements are asked for "
+                "(0.01..600)."
+            ),
         ),
         Field(
             "max_unacknowledged_batches",
@@ -115,7 +121,8 @@ SPLUNK_HEC = IntakeOptions(
             hi=100,
             help=(
                 "`splunk_hec` with `ack`: at most this many batches wait for their "
-                "acknowledgement at once (and so at most this many are sent again after a kill)."
+                "acknowledgement at once (and so at most this many are sent again after a "
+                "kill). 1..100."
             ),
         ),
     ),
