@@ -109,8 +109,7 @@ SPLUNK_HEC = IntakeOptions(
             hi=600,
             advanced=True,
             help=(
-                "`splunk_hec` with `ack`: how often the acknowledgements are asked for "
-                "(0.01..600)."
+                "`splunk_hec` with `ack`: how often the acknowledgements are asked for (0.01..600)."
             ),
         ),
         Field(
