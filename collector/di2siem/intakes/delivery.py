@@ -84,13 +84,13 @@ class BatchDelivery:
     def close(self) -> None:
         self.session.close()
 
-    def _send(self, body: bytes):
+    def _send(self, body: bytes, url: str | None = None, headers=None, method: str = ""):
         return send(
             self.session,
-            self.cfg.method,
-            self.intake.endpoint(),
+            method or self.cfg.method,
+            url or self.intake.endpoint(),
             data=body,
-            headers=None,
+            headers=headers,
             timeout=self.cfg.timeout_seconds,
             side=SIDE,
             url_key="siem.url",
@@ -227,17 +227,7 @@ class BatchDelivery:
     def _ack_query(self, channel: str, ack_ids: list[int]) -> dict[int, bool]:
         url, body, headers = self.intake.ack_query(channel, ack_ids)
         self.requests += 1
-        response = send(
-            self.session,
-            "POST",
-            url,
-            data=body,
-            headers=headers,
-            timeout=self.cfg.timeout_seconds,
-            side=SIDE,
-            url_key="siem.url",
-            deadline=self.policy.exchange_deadline,
-        )
+        response = self._send(body, url, headers, "POST")
         return self.intake.ack_answer(response.status_code, response)
 
     def settle(self) -> None:
