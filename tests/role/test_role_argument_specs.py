@@ -25,6 +25,7 @@ SECRETS = {
     "di2siem_siem_username",
     "di2siem_siem_client_id",
     "di2siem_siem_client_secret",
+    "di2siem_siem_token",
     "di2siem_heartbeat_url",
 }
 

@@ -38,8 +38,9 @@ ROLE_TYPES = {
     Kind.OBJECT: {"dict"},
     Kind.FIELD_NAME: {"str"},
     Kind.SEVERITY: {"raw"},
+    Kind.BOOLEAN: {"bool"},
 }
-CASTS = {"int": "| int", "float": "| float"}
+CASTS = {"int": "| int", "float": "| float", "bool": "| bool"}
 # role defaults that differ from the collector's on purpose
 DELIBERATE = {
     # the role ships to Coralogix's documented /logs/v1/singles; the collector's default stays

@@ -65,6 +65,9 @@ class FakeSink:
         self.bodies.append(self.framing.body(items))
         on_accepted(items)
 
+    def settle(self) -> None:
+        """Nothing waits for an acknowledgement here (BatchDelivery.settle)."""
+
 
 def _config(state_dir: str, fmt: str, batch_size: int, rename: bool) -> Any:
     siem: dict[str, Any] = {

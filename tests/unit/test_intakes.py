@@ -60,7 +60,8 @@ def _answer(status: int, body: bytes = b"", **headers: str) -> requests.Response
 def test_every_format_has_its_intake() -> None:
     assert set(INTAKES) == set(FORMATS)
     for fmt in FORMATS:
-        assert intake_for(_siem(fmt, api_key="cx-key-for-tests")).name == fmt
+        siem = _siem(fmt, api_key="cx-key-for-tests", token="hec-token-for-tests")
+        assert intake_for(siem).name == fmt
 
 
 def test_every_siem_option_is_read_by_an_intake_or_by_all() -> None:
@@ -259,3 +260,60 @@ def test_sentinel_reads_answers_as_the_logs_ingestion_api_says(
         "dcr-0123456789abcdef0123456789abcdef/streams/Custom-JumpCloudDI_CL"
         "?api-version=2023-01-01"
     )
+
+
+HEC_ACK = b'{"text":"Success","code":0,"ackId":7}'
+
+
+@pytest.mark.parametrize(
+    ("ack", "status", "body", "verdict", "said"),
+    [
+        (False, 200, b'{"text":"Success","code":0}', Verdict.DELIVERED, ""),
+        (True, 200, HEC_ACK, Verdict.DELIVERED, ""),
+        (True, 200, b'{"text":"Success","code":0}', Verdict.REFUSED, "without an ackId"),
+        (False, 503, b'{"text":"Server is busy","code":9}', Verdict.RETRY, "code 9"),
+        (False, 500, b'{"text":"Internal server error","code":8}', Verdict.RETRY, "code 8"),
+        (False, 413, b"", Verdict.SPLIT, ""),
+        (False, 401, b'{"text":"Token is required","code":2}', Verdict.REFUSED, "siem.token"),
+        (False, 401, b'{"text":"Invalid authorization","code":3}', Verdict.REFUSED, "siem.token"),
+        (False, 403, b'{"text":"Invalid token","code":4}', Verdict.REFUSED, "siem.token"),
+        (False, 403, b'{"text":"Token disabled","code":1}', Verdict.REFUSED, "siem.token"),
+        (True, 400, b'{"text":"Data channel is missing","code":10}', Verdict.REFUSED, "siem.ack"),
+        (False, 400, b'{"text":"ACK is disabled","code":14}', Verdict.REFUSED, "siem.ack"),
+        (False, 400, b'{"text":"No data","code":5}', Verdict.REFUSED, "siem.url"),
+    ]
+    + [
+        (False, 400, b'{"text":"x","code":%d,"invalid-event-number":3}' % code, Verdict.REFUSED,
+         "{event}")
+        for code in (6, 7, 12, 13)
+    ],
+)  # fmt: skip
+def test_splunk_hec_reads_hec_reply_codes(ack, status, body, verdict, said) -> None:
+    intake = intake_for(_siem("splunk_hec", token="hec-token-for-tests", ack=ack))
+    outcome = intake.classify(status, _answer(status, body))
+    assert outcome.verdict is verdict
+    assert said in outcome.reason
+    if said == "{event}":
+        assert outcome.record_index == 3
+    if status == 200 and ack and verdict is Verdict.DELIVERED:
+        assert outcome.ack_id == 7
+
+
+def test_splunk_hec_url_envelope_and_channel() -> None:
+    plain = intake_for(_siem("splunk_hec", url="https://s.example:8088", token="hec-token-xyz1"))
+    assert plain.post_url() == "https://s.example:8088/services/collector/event"
+    assert plain.acknowledgement() is None and "X-Splunk-Request-Channel" not in plain.headers()
+    assert plain.headers()["Authorization"] == "Splunk hec-token-xyz1"
+    assert plain.envelope.wrap('{"a":1}', 1700000000007, None) == (
+        '{"time":1700000000.007,"event":{"a":1},"sourcetype":"jumpcloud:directory_insights"}'
+    )
+    acked = intake_for(
+        _siem("splunk_hec", url="https://s.example/x/services/collector", token="t" * 8, ack=True)
+    )
+    assert acked.post_url() == "https://s.example/x/services/collector"
+    assert acked.headers()["X-Splunk-Request-Channel"] == acked.acknowledgement().channel
+    url, body, headers = acked.ack_query("c-1", [1, 2])
+    assert headers == {"X-Splunk-Request-Channel": "c-1"}
+    assert url == "https://s.example/x/services/collector/ack" and body == b'{"acks": [1, 2]}'
+    answer = _answer(200, b'{"acks":{"1":true,"2":false}}')
+    assert acked.ack_answer(200, answer) == {1: True, 2: False}

@@ -32,6 +32,7 @@ class Kind(Enum):
     OBJECT = "object"  # a JSON object (free-form: its keys are not checked)
     FIELD_NAME = "field name"  # an event field name (dots reach into objects), "" or null: off
     SEVERITY = "severity"  # 1..6 or a severity name (siem.py)
+    BOOLEAN = "boolean"  # true or false
 
 
 class Secret(Enum):
@@ -235,6 +236,15 @@ def _field_name(values: dict, declared: Field, path: str) -> str | None:
     return value
 
 
+def _boolean(values: dict, declared: Field, path: str) -> bool:
+    value = values.get(declared.key)
+    if value is None:
+        return bool(declared.default)
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"must be true or false (got {shown(value)})")
+    return value
+
+
 def _as_given(values: dict, declared: Field, path: str) -> Any:
     """Objects and severities: read by their section's own rules (the raw value)."""
     return values.get(declared.key)
@@ -250,6 +260,7 @@ READERS = {
     Kind.FIELD_NAME: _field_name,
     Kind.OBJECT: _as_given,
     Kind.SEVERITY: _as_given,
+    Kind.BOOLEAN: _boolean,
 }
 
 __all__ = ["SECRET_MIN_CHARS", "Field", "Kind", "Secret", "Section", "range_said"]

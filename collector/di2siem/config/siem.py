@@ -15,10 +15,13 @@ from .legacy import legacy_name_defaults
 from .otlp import OTLP
 from .schema import Field, Kind, Secret, Section
 from .sentinel import SENTINEL
+from .splunk_hec import SPLUNK_HEC
 
 # the formats whose options are declared in their own module (the legacy formats' and
 # Coralogix's are the fields below)
-INTAKE_OPTIONS: dict[str, IntakeOptions] = {o.format: o for o in (OTLP, ELASTICSEARCH, SENTINEL)}
+INTAKE_OPTIONS: dict[str, IntakeOptions] = {
+    o.format: o for o in (OTLP, ELASTICSEARCH, SENTINEL, SPLUNK_HEC)
+}
 FORMATS = ("json_lines", "json_array", "coralogix", *INTAKE_OPTIONS)
 METHODS = ("POST", "PUT", "PATCH")
 SEVERITY_NAMES = {

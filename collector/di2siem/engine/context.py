@@ -3,12 +3,14 @@ and one org's counters and shipping bookkeeping within the run (``OrgRun``)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
 from ..config import Config
 from ..log import Logger
+from ..state.acks import AckLedger
 from ..state.deadletter import DeadLetters
 from ..state.orgstate import OrgState
 from ..state.store import StateStore
@@ -62,6 +64,18 @@ class StreamContext:
         self.speed = speed
         self.overlap_ms = int(cfg.jumpcloud.overlap_seconds * 1000)
         self.details = DetailWarnings(log)
+        self._ack_ledgers: dict[str, AckLedger] = {}
+        self._ack_lock = threading.Lock()
+
+    def ack_ledger(self, name: str) -> AckLedger:
+        """The run's one ledger of batches awaiting an acknowledgement (state/acks.py), in
+        state_dir/<name>, shared by every lane."""
+        with self._ack_lock:
+            ledger = self._ack_ledgers.get(name)
+            if ledger is None:
+                path = os.path.join(self.cfg.state_dir, name)
+                ledger = self._ack_ledgers[name] = AckLedger(path)
+            return ledger
 
     def past_deadline(self) -> bool:
         return self.clock() >= self.deadline

@@ -123,6 +123,7 @@ class Sender:
         while True:
             kind, payload = self.queue.get()
             if kind is _END:
+                self._settle()
                 return
             if self.error is not None:
                 continue  # drain without shipping after a failure
@@ -133,6 +134,13 @@ class Sender:
                     self.sink.ship(payload, self.accepted)
             except BaseException as exc:
                 self.error = exc
+
+    def _settle(self) -> None:
+        """Batches still awaiting the intake's acknowledgement recorded (delivery.settle)."""
+        try:
+            self.sink.settle()
+        except BaseException as exc:
+            self.error = self.error or exc
 
     def submit(self, kind: str, payload: Any) -> None:
         while True:
@@ -174,7 +182,7 @@ class InlineSender:
             self.sink.ship(payload, self.accepted)
 
     def finish(self) -> None:
-        pass
+        self.sink.settle()
 
 
 class Speed(NamedTuple):

@@ -10,10 +10,11 @@ from .elasticsearch import Elasticsearch
 from .generic import JsonArray, JsonLines
 from .otlp import Otlp
 from .sentinel import Sentinel
+from .splunk_hec import SplunkHec
 
 INTAKES: dict[str, type[Intake]] = {
     kind.name: kind
-    for kind in (JsonLines, JsonArray, CoralogixSingles, Otlp, Elasticsearch, Sentinel)
+    for kind in (JsonLines, JsonArray, CoralogixSingles, Otlp, Elasticsearch, Sentinel, SplunkHec)
 }
 
 

@@ -50,10 +50,27 @@ class Outcome:
     items_answered: int = 0
     retry_items: tuple[int, ...] = ()
     refused_items: tuple[tuple[int, str], ...] = ()
+    # DELIVERED by an intake that acknowledges later (Intake.acknowledgement): the id to ask
+    # about; the batch counts as delivered only once the intake says that id is done
+    ack_id: int | None = None
+    # REFUSED naming one record of the batch by its 0-based position: the reason's
+    # "{event}" becomes that event's id (delivery.py)
+    record_index: int | None = None
 
 
 DELIVERED = Outcome(Verdict.DELIVERED)
 SPLIT = Outcome(Verdict.SPLIT)
+
+
+@dataclass(frozen=True)
+class AckSettings:
+    """How an intake that acknowledges batches later is waited for (delivery.py, acks.py)."""
+
+    channel: str  # this sink's channel: every request carries it, ack ids are per channel
+    timeout_s: float  # still unacknowledged this long after it was sent: sent again
+    poll_s: float  # how often the acknowledgements are asked for
+    max_pending: int  # at most this many batches wait for their acknowledgement at once
+    ledger_name: str  # the file in state_dir where waiting batches outlive the run
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,20 @@ class Intake:
 
     def __init__(self, cfg: SiemConfig) -> None:
         self.cfg = cfg
+
+    def acknowledgement(self) -> AckSettings | None:
+        """None: an intake's DELIVERED answer is final (every intake but Splunk HEC with
+        ack). Otherwise a DELIVERED outcome carries an ack_id that ack_query asks about."""
+        return None
+
+    def ack_query(self, channel: str, ack_ids: list[int]) -> tuple[str, bytes, dict[str, str]]:
+        """(URL, body, extra headers) of the request asking about ``ack_ids`` on ``channel``."""
+        raise NotImplementedError
+
+    def ack_answer(self, status: int, response) -> dict[int, bool]:
+        """The acknowledgements in the answer to ack_query; raises RetryableError or
+        FatalError (side SIEM) for an answer that is not one."""
+        raise NotImplementedError
 
     def limits(self) -> Limits:
         return Limits(self.cfg.batch_size, self.cfg.max_batch_bytes)

@@ -19,6 +19,9 @@ Promises kept here, for every intake:
 - an answer item by item (ITEMS) re-posts only the items the intake asked for again, with the
   same backoff and deadline, and records only what precedes the first item not taken; an item
   refused for good stops the run naming its event (_settle_items).
+- an intake that acknowledges later (Intake.acknowledgement: a DELIVERED outcome with an
+  ack_id) has its batches recorded only once acknowledged, in submission order, at most
+  ``max_pending`` waiting at once (acks.py: AckWaiter); ``settle`` waits for the last ones.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from typing import Callable
 
 from ..batching import Item
 from ..errors import FatalError, RetryableError, Side
+from ..state.acks import AckLedger
 from ..transport.exchange import send
 from ..transport.retry import RetryPolicy
 from ..transport.session import make_session
-from .base import Intake, Outcome, Verdict
+from .acks import AckWaiter
+from .base import DELIVERED, Intake, Outcome, Verdict
 
 SIDE = Side.SIEM
 MAX_RESENDS = 2
@@ -64,6 +69,7 @@ class BatchDelivery:
         policy: RetryPolicy,
         on_retry=None,
         sleep: Callable[[float], None] = time.sleep,
+        ledger: AckLedger | None = None,
     ) -> None:
         self.intake = intake
         self.cfg = cfg = intake.cfg
@@ -77,18 +83,19 @@ class BatchDelivery:
         self.requests = 0
         self.resent = 0  # POSTs repeated after an attempt that may have been delivered
         self._unanswered = 0  # such attempts for the batch being posted
-        self.partial: Outcome | None = None  # the last PARTIAL answer
-        self.answered: Outcome | None = None  # the last ITEMS answer
         self.url = intake.post_url()
         self._reauthed = False  # the last answer was REAUTH and the credentials were renewed
+        self.outcome: Outcome = DELIVERED  # the last answer
+        self.acks = self._ack_waiter(ledger)
+        self._posting: list[Item] = []  # the batch being posted
 
     def close(self) -> None:
         self.session.close()
 
-    def _send(self, body: bytes, url: str | None = None, headers: dict | None = None):
+    def _send(self, body: bytes, url: str | None = None, headers=None, method: str = ""):
         return send(
             self.session,
-            self.cfg.method,
+            method or self.cfg.method,
             url or self.url,
             data=body,
             headers=headers,
@@ -124,7 +131,7 @@ class BatchDelivery:
             raise
         finally:
             self._last_post = time.monotonic()
-        outcome = self.intake.classify(response.status_code, response)
+        outcome = self.outcome = self.intake.classify(response.status_code, response)
         verdict = outcome.verdict
         if verdict is Verdict.REAUTH:
             return self._renewed(body, outcome)
@@ -132,11 +139,7 @@ class BatchDelivery:
         if verdict is Verdict.RETRY:
             raise RetryableError(outcome.reason, outcome.retry_after, side=SIDE)
         if verdict is Verdict.REFUSED:
-            raise FatalError(outcome.reason, side=SIDE)
-        if verdict is Verdict.PARTIAL:
-            self.partial = outcome
-        if verdict is Verdict.ITEMS:
-            self.answered = outcome
+            raise FatalError(self._named(outcome), side=SIDE)
         return verdict
 
     def _request_headers(self) -> dict[str, str] | None:
@@ -165,17 +168,22 @@ class BatchDelivery:
         siem.max_batch_bytes: the stream skips the ones that do not)."""
         if not items:
             return
+        if self.acks is not None:
+            items = self._unsent(items, on_accepted)
+            if not items:
+                return
         body = self.framing.body(items)
+        self._posting = items
         verdict = self._post(body)
         if verdict is Verdict.DELIVERED:
-            on_accepted(items)
+            self._delivered(items, on_accepted)
             return
         if verdict is Verdict.PARTIAL:
             on_accepted(items)  # sending them again is what the intake forbids
-            raise FatalError(self.partial.reason, side=SIDE)
+            raise FatalError(self.outcome.reason, side=SIDE)
         if verdict is Verdict.ITEMS:
             del body
-            self._settle_items(items, self.answered, on_accepted)
+            self._settle_items(items, self.outcome, on_accepted)
             return
         if len(items) == 1:
             raise FatalError(
@@ -211,7 +219,7 @@ class BatchDelivery:
                 if verdict is Verdict.DELIVERED:
                     ledger.take(sent)
                 elif verdict is Verdict.ITEMS:
-                    ledger.read(sent, self.answered)
+                    ledger.read(sent, self.outcome)
                 else:
                     raise FatalError(
                         f"SIEM answered {verdict.value} to {len(sent)} item(s) sent again "
@@ -238,6 +246,74 @@ class BatchDelivery:
                 "here and the cursor stays before it (the next run sends it again)",
                 side=SIDE,
             )
+
+    def _named(self, outcome: Outcome) -> str:
+        """A refusal's reason with the event it names (Outcome.record_index) by its id."""
+        index = outcome.record_index
+        if index is None or "{event}" not in outcome.reason:
+            return outcome.reason
+        items = self._posting
+        if 0 <= index < len(items):
+            named = f"event {items[index].event_id or 'without id'}, #{index} of the batch"
+        else:
+            named = f"event #{index}, not in the batch of {len(items)}"
+        return outcome.reason.replace("{event}", named)
+
+    # -- intakes that acknowledge later (acks.py) --------------------------------------------------
+    def _ack_waiter(self, ledger: AckLedger | None) -> AckWaiter | None:
+        settings = self.intake.acknowledgement()
+        if settings is None:
+            return None
+        ledger = ledger if ledger is not None else AckLedger(None)
+        return AckWaiter(settings, ledger, self.policy, self._ack_query, self._resend)
+
+    def _delivered(self, items: list[Item], on_accepted: Callable[[list[Item]], None]) -> None:
+        ack_id = self.outcome.ack_id
+        if self.acks is None or ack_id is None:
+            on_accepted(items)
+        else:
+            self.acks.sent(items, on_accepted, ack_id)
+
+    def _unsent(self, items: list[Item], on_accepted: Callable[[list[Item]], None]) -> list[Item]:
+        """Room made for one more waiting batch; the items an earlier run's acknowledged
+        batch covered recorded (after every batch before them), the rest returned."""
+        acks = self.acks
+        acks.make_room()
+        confirmed = acks.take_confirmed(items)
+        if not confirmed:
+            return items
+        acks.settle()
+        on_accepted(confirmed)
+        acks.ledger.recorded([item[1] for item in confirmed])
+        acks.recorded_unsent += len(confirmed)
+        taken = {id(item) for item in confirmed}
+        return [item for item in items if id(item) not in taken]
+
+    def _resend(self, items: list[Item]) -> int:
+        """A batch still unacknowledged after its timeout, sent again: its new ack id."""
+        self.resent += 1
+        self._posting = items
+        verdict = self._post(self.framing.body(items))
+        ack_id = self.outcome.ack_id
+        if verdict is not Verdict.DELIVERED or ack_id is None:
+            raise FatalError(
+                "SIEM did not take again a batch it had not acknowledged in time "
+                f"({self.outcome.reason or verdict.value}); the next run resends it",
+                side=SIDE,
+            )
+        return ack_id
+
+    def _ack_query(self, channel: str, ack_ids: list[int]) -> dict[int, bool]:
+        url, body, headers = self.intake.ack_query(channel, ack_ids)
+        self.requests += 1
+        response = self._send(body, url, headers, "POST")
+        return self.intake.ack_answer(response.status_code, response)
+
+    def settle(self) -> None:
+        """Every batch handed over is recorded (or BudgetReached leaves the ones still
+        waiting for their acknowledgement to the next run)."""
+        if self.acks is not None:
+            self.acks.settle()
 
     def probe(self) -> int:
         """Prove URL and credentials without shipping an event (the intake's probe request).

@@ -57,7 +57,9 @@ class Lane:
             tokens=tokens,
         )
         intake = intake_for(cfg.siem)
-        self.sink = BatchDelivery(intake, self.sink_policy, on_retry, sleep)
+        acks = intake.acknowledgement()
+        ledger = ctx.ack_ledger(acks.ledger_name) if acks is not None else None
+        self.sink = BatchDelivery(intake, self.sink_policy, on_retry, sleep, ledger)
         # the shaper holds per-page state: one per lane
         self.stream = Stream(ctx, self.jc, self.sink, Shaper(cfg, intake.envelope))
 

@@ -1,0 +1,92 @@
+"""The role renders a configuration the collector reads for every intake format: the
+format's di2siem_siem_* variables reach config.json (settings) and credentials.json (secrets),
+and config.load parses them back into the intake's options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from di2siem import config
+from test_instances import RENDER, ROLE, playbook
+
+JC = {"di2siem_jumpcloud_api_key": "jc-key-for-tests"}
+HOSTS = {
+    "otlp": {
+        "di2siem_siem_format": "otlp",
+        "di2siem_siem_url": "https://otel.example.com:4318/v1/logs",
+        "di2siem_siem_headers": {"Authorization": "Bearer otlp-token-for-tests"},
+        "di2siem_siem_service_name": "di-prod",
+    },
+    "elasticsearch": {
+        "di2siem_siem_format": "elasticsearch",
+        "di2siem_siem_url": "https://es.example.com:9200",
+        "di2siem_siem_api_key": "ZXMtaWQ6ZXMta2V5LWZvci10ZXN0cw==",
+    },
+    "sentinel": {
+        "di2siem_siem_format": "sentinel",
+        "di2siem_siem_endpoint": "https://di-abcd.westeurope-1.ingest.monitor.azure.com",
+        "di2siem_siem_dcr_immutable_id": "dcr-0123456789abcdef0123456789abcdef",
+        "di2siem_siem_tenant_id": "00000000-0000-0000-0000-000000000001",
+        "di2siem_siem_client_id": "00000000-0000-0000-0000-000000000002",
+        "di2siem_siem_client_secret": "sentinel-secret-for-tests",
+    },
+    "splunk_hec": {
+        "di2siem_siem_format": "splunk_hec",
+        "di2siem_siem_url": "https://splunk.example.com:8088",
+        "di2siem_siem_token": "11111111-2222-3333-4444-555555555555",
+        "di2siem_siem_index": "jumpcloud",
+        "di2siem_siem_ack": "true",
+        "di2siem_siem_max_unacknowledged_batches": "2",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("role_intakes")
+    out = tmp_path / "out"
+    out.mkdir()
+    text = RENDER.format(
+        role=ROLE, out=out, templates=json.dumps(["config.json", "credentials.json"])
+    )
+    hosts = {
+        host: {
+            **JC,
+            **host_vars,
+            "__di2siem_credentials_ref": str(out / f"{host}-credentials.json"),
+        }
+        for host, host_vars in HOSTS.items()
+    }
+    result = playbook(tmp_path, text, hosts)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+@pytest.mark.parametrize("fmt", sorted(HOSTS))
+def test_every_format_renders_a_config_the_collector_reads(rendered: Path, fmt: str) -> None:
+    settings = json.loads((rendered / f"{fmt}-config.json").read_text(encoding="utf-8"))
+    secrets = json.loads((rendered / f"{fmt}-credentials.json").read_text(encoding="utf-8"))
+    for name, value in HOSTS[fmt].items():
+        if "secret" in name or name.endswith(("_token", "_api_key", "_client_id", "_headers")):
+            assert json.dumps(value) not in json.dumps(settings), f"{name} in config.json"
+    parsed = config.load(str(rendered / f"{fmt}-config.json"))
+    assert parsed.siem.format == fmt
+    if fmt == "otlp":
+        assert parsed.siem.options.service_name == "di-prod"
+        assert secrets["siem"]["headers"] == HOSTS["otlp"]["di2siem_siem_headers"]
+    if fmt == "elasticsearch":
+        assert parsed.siem.options.data_stream == "logs-jumpcloud.directory_insights-default"
+    if fmt == "sentinel":
+        assert parsed.siem.url.startswith(HOSTS["sentinel"]["di2siem_siem_endpoint"])
+        assert secrets["siem"]["client_secret"] == "sentinel-secret-for-tests"
+    if fmt == "splunk_hec":
+        options = parsed.siem.options
+        assert (options.token, options.index, options.ack) == (
+            HOSTS["splunk_hec"]["di2siem_siem_token"],
+            "jumpcloud",
+            True,
+        )
+        assert options.max_unacknowledged_batches == 2 and options.source is None
