@@ -26,10 +26,13 @@ COMMON = {
 }
 
 
+URLS = {"syslog": "tls://siem.example:6514"}  # formats that are not HTTP
+
+
 def _siem(fmt: str, **siem):
     raw = {
         "jumpcloud": {"api_key": "jc-key-for-tests"},
-        "siem": {"url": "https://siem.example/in", "format": fmt, **siem},
+        "siem": {"url": URLS.get(fmt, "https://siem.example/in"), "format": fmt, **siem},
     }
     return parse(raw, "/c.json").siem
 

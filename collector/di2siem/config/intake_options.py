@@ -18,3 +18,5 @@ class IntakeOptions:
     # (the siem Section, its values as given) -> the intake's frozen options object
     parse: Callable[[Section, dict], Any]
     summary: str  # the format's line in the docs' siem.format help
+    # (url, key path) -> url: the format's rule for siem.url; None: http(s) (checks.check_url)
+    check_url: Callable[[str, str], str] | None = None

@@ -13,10 +13,11 @@ from .intake_options import IntakeOptions
 from .legacy import legacy_name_defaults
 from .otlp import OTLP
 from .schema import Field, Kind, Secret, Section
+from .syslog import SYSLOG
 
 # the formats whose options are declared in their own module (the legacy formats' and
 # Coralogix's are the fields below)
-INTAKE_OPTIONS: dict[str, IntakeOptions] = {o.format: o for o in (OTLP,)}
+INTAKE_OPTIONS: dict[str, IntakeOptions] = {o.format: o for o in (OTLP, SYSLOG)}
 FORMATS = ("json_lines", "json_array", "coralogix", *INTAKE_OPTIONS)
 METHODS = ("POST", "PUT", "PATCH")
 SEVERITY_NAMES = {
@@ -50,7 +51,8 @@ SIEM = Section(
             Kind.TEXT,
             help=(
                 "Where batches are sent. Required unless `region` is given. `http://` only for "
-                "loopback hosts (127.0.0.0/8, ::1, localhost)."
+                "loopback hosts (127.0.0.0/8, ::1, localhost). `syslog`: `tls://host:port` "
+                "(port 6514 unless given; `tcp://host:port` only for loopback hosts)."
             ),
             shown_default="derived from `region`",
         ),
@@ -349,7 +351,8 @@ def _url(sec: dict, fmt: str) -> str:
         domain = coralogix_domain(region, p + "region")
         path = "/logs/v1/singles" if fmt == "coralogix" else "/logs/datastream"
         url = f"https://ingress.{domain}{path}"
-    return check_url(url.strip(), p + "url")
+    own = INTAKE_OPTIONS[fmt].check_url if fmt in INTAKE_OPTIONS else None
+    return (own or check_url)(url.strip(), p + "url")
 
 
 def _headers(sec: dict) -> list[tuple[str, str]]:

@@ -8,9 +8,10 @@ from .base import Intake
 from .coralogix import CoralogixSingles
 from .generic import JsonArray, JsonLines
 from .otlp import Otlp
+from .syslog import Syslog
 
 INTAKES: dict[str, type[Intake]] = {
-    kind.name: kind for kind in (JsonLines, JsonArray, CoralogixSingles, Otlp)
+    kind.name: kind for kind in (JsonLines, JsonArray, CoralogixSingles, Otlp, Syslog)
 }
 
 

@@ -12,6 +12,11 @@ Promises kept here, for every intake:
   after the request was sent) is resent at most ``MAX_RESENDS`` times per batch and run, so an
   intake that keeps a batch and then drops the connection receives at most
   ``MAX_RESENDS + 1`` copies of it per run; every such resend is counted (``resent``).
+
+An intake that does not speak HTTP brings its own exchange (``Intake.transport()``, e.g.
+syslog over TCP/TLS): each attempt goes through it instead of the HTTP request and
+``classify``; it says itself whether a failed attempt may have reached the intake. Everything
+above holds for it unchanged.
 """
 
 from __future__ import annotations
@@ -48,6 +53,15 @@ def maybe_delivered(exc: BaseException) -> bool:
     return True
 
 
+def probe_line(status: int | str, url: str) -> str:
+    """What ``di2siem check`` says of a probe that passed: the HTTP status of the empty
+    request, or (a str) what an intake's own transport proved, in its own words."""
+    if isinstance(status, str):
+        return status
+    note = "" if 200 <= status < 300 else f" (empty request refused with {status}, expected)"
+    return f"{url} reachable, credentials accepted, nothing shipped{note}"
+
+
 class BatchDelivery:
     """Posts batches to one intake and hands each one it took to ``on_accepted``."""
 
@@ -65,15 +79,19 @@ class BatchDelivery:
         self.on_retry = on_retry
         self.sleep = sleep
         self.session = make_session(cfg.ca_bundle, intake.headers())
+        self.transport = intake.transport()  # None: HTTP through self.session
         self.delay_s = cfg.batch_delay_milliseconds / 1000.0
         self._last_post = 0.0
         self.requests = 0
         self.resent = 0  # POSTs repeated after an attempt that may have been delivered
         self._unanswered = 0  # such attempts for the batch being posted
+        self._unconfirmed_cause = ""  # why the last of them failed
         self.partial: Outcome | None = None  # the last PARTIAL answer
 
     def close(self) -> None:
         self.session.close()
+        if self.transport is not None:
+            self.transport.close()
 
     def _send(self, body: bytes):
         return send(
@@ -96,24 +114,18 @@ class BatchDelivery:
                 self.sleep(wait)
         if self._unanswered:
             if self._unanswered > MAX_RESENDS:
-                raise FatalError(
-                    f"SIEM dropped the connection without answering {self._unanswered} times "
-                    f"after a {len(body)}-byte batch was sent, so it may hold "
-                    f"{self._unanswered} copies; stopping here rather than sending more (the "
-                    "next run resends it): check the SIEM and siem.timeout_seconds",
-                    side=SIDE,
-                )
+                raise FatalError(self._unconfirmed(len(body)), side=SIDE)
             self.resent += 1
         self.requests += 1
         try:
-            response = self._send(body)
+            outcome = self._exchange(body)
         except RetryableError as exc:
-            if maybe_delivered(exc):
+            if self._maybe_delivered(exc):
                 self._unanswered += 1
+                self._unconfirmed_cause = str(exc)
             raise
         finally:
             self._last_post = time.monotonic()
-        outcome = self.intake.classify(response.status_code, response)
         verdict = outcome.verdict
         if verdict is Verdict.RETRY:
             raise RetryableError(outcome.reason, outcome.retry_after, side=SIDE)
@@ -122,6 +134,37 @@ class BatchDelivery:
         if verdict is Verdict.PARTIAL:
             self.partial = outcome
         return verdict
+
+    def _unconfirmed(self, size: int) -> str:
+        """Why the resend cap stops the run; an intake's own transport may have failed
+        otherwise than by a dropped connection (a receiver that stopped reading)."""
+        times = self._unanswered
+        stop = (
+            "stopping here rather than sending more (the next run resends it): check the SIEM "
+            "and siem.timeout_seconds"
+        )
+        if self.transport is None:
+            return (
+                f"SIEM dropped the connection without answering {times} times after a "
+                f"{size}-byte batch was sent, so it may hold {times} copies; {stop}"
+            )
+        return (
+            f"SIEM did not confirm a {size}-byte batch {times} times (last: "
+            f"{self._unconfirmed_cause}), so it may hold {times} copies; {stop}"
+        )
+
+    def _exchange(self, body: bytes) -> Outcome:
+        """One attempt: through the intake's own transport if it has one, else one HTTP
+        request read by the intake's ``classify``."""
+        if self.transport is not None:
+            return self.transport.send(body, self.policy.exchange_deadline)
+        response = self._send(body)
+        return self.intake.classify(response.status_code, response)
+
+    def _maybe_delivered(self, exc: BaseException) -> bool:
+        if self.transport is not None:
+            return self.transport.maybe_delivered(exc)
+        return maybe_delivered(exc)
 
     def _post(self, body: bytes) -> Verdict:
         self._unanswered = 0
@@ -156,7 +199,9 @@ class BatchDelivery:
 
     def probe(self) -> int:
         """Prove URL and credentials without shipping an event (the intake's probe request).
-        Returns the HTTP status."""
+        Returns the HTTP status (or what the intake's own transport says it proved)."""
+        if self.transport is not None:
+            return self._probe_transport()
         intake = self.intake
         body = intake.probe_body()
 
@@ -171,3 +216,9 @@ class BatchDelivery:
             raise FatalError(outcome.reason, side=SIDE)
 
         return self.policy.run(attempt, "SIEM probe", self.on_retry)
+
+    def _probe_transport(self) -> int | str:
+        transport = self.transport
+        assert transport is not None
+        deadline = self.policy.exchange_deadline
+        return self.policy.run(lambda: transport.probe(deadline), "SIEM probe", self.on_retry)
