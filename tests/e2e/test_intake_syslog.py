@@ -69,9 +69,9 @@ class Syslog:
     def run(self, capsys, command: str = "run") -> tuple[int, str]:
         capsys.readouterr()
         rc = main([command, "--config", str(self.path)])
-        out, err = capsys.readouterr()
-        assert_no_secrets(out, err)
-        return rc, out + err
+        output = "".join(capsys.readouterr())
+        assert_no_secrets(output)
+        return rc, output
 
 
 @pytest.fixture
@@ -190,3 +190,38 @@ def test_check_makes_the_tls_handshake_and_sends_nothing(syslog: Syslog, capsys)
         rc, err = syslog.run(capsys)
         assert rc == 0, err
         assert len(rx.received) == 5
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        (b"<192>1 - - - - - -", "PRI: 192 is over 191"),
+        (b"<01>1 - - - - - -", "HEADER"),
+        (b"<13>2 - - - - - -", "HEADER"),
+        (b"<13>1 2026-13-01T00:00:00Z - - - - -", "not a valid date"),
+        (b"<13>1 2026-01-01T00:00:00.1234567Z - - - - -", "TIMESTAMP"),
+        (b"<13>1 2026-01-01 - - - - -", "TIMESTAMP"),
+        (b"<13>1 - " + b"h" * 256 + b" - - - -", "HOSTNAME"),
+        (b"<13>1 - - " + b"a" * 49 + b" - - -", "APP-NAME"),
+        (b"<13>1 - - - " + b"p" * 129 + b" - -", "PROCID"),
+        (b"<13>1 - - - - " + b"m" * 33 + b" -", "MSGID"),
+        (b"<13>1 - - - - - -x", "MSG: must follow"),
+        (b'<13>1 - - - - - [id a="]"] x', "unescaped ]"),
+        (b"<13>1 - - - - - - \xff", "not UTF-8"),
+    ],
+)
+def test_the_receiver_parses_rfc5424_strictly(message: bytes, error: str) -> None:
+    from di2siem_sandbox.syslog import Invalid, parse_message
+
+    with pytest.raises(Invalid, match=error):
+        parse_message(message)
+
+
+def test_the_receiver_reads_what_rfc5424_allows() -> None:
+    from di2siem_sandbox.syslog import parse_message
+
+    parsed = parse_message(
+        b'<165>1 2003-10-11T22:14:15.003Z h a 1 ID47 [x@1 k="\\]"] \xef\xbb\xbfm'
+    )
+    assert (parsed.facility, parsed.severity, parsed.msgid, parsed.msg) == (20, 5, "ID47", "m")
+    assert parse_message(b"<0>1 - - - - - -").msg is None
