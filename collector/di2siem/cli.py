@@ -345,7 +345,7 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
     True when one failed. Whatever was not reached in time is named in a ``deadline``
     verdict."""
     from .intakes import intake_for
-    from .intakes.delivery import BatchDelivery
+    from .intakes.delivery import BatchDelivery, probe_line
     from .ops.probes import PROBE_DEADLINE, Deadline, SideBySide, side_by_side, unreached_cause
     from .source.client import JumpCloudClient
     from .source.tokens import TokenHolder
@@ -432,10 +432,8 @@ def _check_endpoints(cfg: Config, log: Logger) -> bool:
         )
 
     status = siem.outcomes()["siem"]
-    if isinstance(status, int):
-        note = "" if 200 <= status < 300 else f" (empty request refused with {status}, expected)"
-        detail = f"{cfg.siem.url} reachable, credentials accepted, nothing shipped{note}"
-        _verdict("siem", True, detail, log)
+    if isinstance(status, (int, str)):
+        _verdict("siem", True, probe_line(status, cfg.siem.url), log)
     elif failure("siem", status, Side.SIEM, siem_deadline):
         unreached.append(f"the SIEM in {siem_deadline.seconds:g} s")
     if unreached:

@@ -33,6 +33,12 @@ HOSTS = {
         "di2siem_siem_client_id": "00000000-0000-0000-0000-000000000002",
         "di2siem_siem_client_secret": "sentinel-secret-for-tests",
     },
+    "syslog": {
+        "di2siem_siem_format": "syslog",
+        "di2siem_siem_url": "tls://siem.example.com:6514",
+        "di2siem_siem_facility": "auth",
+        "di2siem_siem_hostname": "collector-1",
+    },
     "splunk_hec": {
         "di2siem_siem_format": "splunk_hec",
         "di2siem_siem_url": "https://splunk.example.com:8088",
@@ -82,6 +88,13 @@ def test_every_format_renders_a_config_the_collector_reads(rendered: Path, fmt: 
     if fmt == "sentinel":
         assert parsed.siem.url.startswith(HOSTS["sentinel"]["di2siem_siem_endpoint"])
         assert secrets["siem"]["client_secret"] == "sentinel-secret-for-tests"
+    if fmt == "syslog":
+        options = parsed.siem.options
+        assert (options.framing, options.facility, options.hostname) == (
+            "octet_counting",
+            4,  # auth (RFC 5424 facility 4)
+            "collector-1",
+        )
     if fmt == "splunk_hec":
         options = parsed.siem.options
         assert (options.token, options.index, options.ack) == (

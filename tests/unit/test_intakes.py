@@ -5,6 +5,7 @@ tests prove the same over real HTTP)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import requests
@@ -38,10 +39,11 @@ REQUIRED = {
         "client_secret": "app-secret-for-tests",
     }
 }
+URLS = {"syslog": "tls://siem.example:6514"}  # formats that are not HTTP
 
 
 def _siem(fmt: str, **siem):
-    where = REQUIRED.get(fmt, {"url": "https://siem.example/in"})
+    where = REQUIRED.get(fmt, {"url": URLS.get(fmt, "https://siem.example/in")})
     raw = {
         "jumpcloud": {"api_key": "jc-key-for-tests"},
         "siem": {**where, "format": fmt, **siem},
@@ -317,3 +319,65 @@ def test_splunk_hec_url_envelope_and_channel() -> None:
     assert url == "https://s.example/x/services/collector/ack" and body == b'{"acks": [1, 2]}'
     answer = _answer(200, b'{"acks":{"1":true,"2":false}}')
     assert acked.ack_answer(200, answer) == {1: True, 2: False}
+
+
+@pytest.mark.parametrize(
+    ("event", "pri"),
+    [
+        ({}, 16 * 8 + 6),  # info
+        ({"success": False}, 16 * 8 + 4),  # warning
+        ({"severity": "medium"}, 16 * 8 + 4),
+        ({"severity": "high"}, 16 * 8 + 3),  # error
+        ({"severity": "critical"}, 16 * 8 + 2),
+    ],
+)
+def test_syslog_pri_is_the_facility_and_the_events_own_severity(event: dict, pri: int) -> None:
+    envelope = intake_for(_siem("syslog")).envelope
+    assert envelope.head(event)[0] == pri
+
+
+def test_syslog_msgid_timestamp_and_octet_count() -> None:
+    from di2siem.intakes.syslog import msgid, timestamp
+
+    assert msgid("a" * 40) == "a" * 32
+    assert msgid("user login\tattempt") == "userloginattempt"
+    assert msgid("é") == msgid(None) == "-"
+    assert timestamp(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
+    assert timestamp(None) == timestamp(-1) == timestamp(10**17) == "-"
+    envelope = intake_for(_siem("syslog", hostname="h", app_name="app")).envelope
+    record = envelope.wrap('{"x":"é"}', 0, (134, "t"))
+    message = '<134>1 1970-01-01T00:00:00.000Z h app - t - {"x":"é"}'
+    assert record == f"{len(message.encode())} {message}"
+    lf = intake_for(_siem("syslog", framing="lf")).envelope
+    assert not lf.wrap("{}", 0, (134, "t")).split(" ")[0].isdigit()
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("tcp://192.0.2.1:514", "plain tcp:// is only allowed for loopback hosts"),
+        ("tcp://127.0.0.1", "tcp:// needs a port"),
+        ("https://siem.example/in", "must be a tls://host:port URL"),
+        ("tls://siem.example:6514/path", "no path, query or credentials"),
+        ("tls://user:pw@siem.example", "no path, query or credentials"),
+    ],
+)
+def test_syslog_url_rules(url: str, error: str) -> None:
+    from di2siem.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=error):
+        _siem("syslog", url=url)
+
+
+def test_syslog_options_are_checked() -> None:
+    from di2siem.errors import ConfigError
+
+    assert _siem("syslog", url="tcp://localhost:5140").url == "tcp://localhost:5140"
+    with pytest.raises(ConfigError, match=re.escape("siem.app_name: must be 1..48")):
+        _siem("syslog", app_name="has space")
+    with pytest.raises(ConfigError, match=re.escape("siem.facility: must be a syslog facility")):
+        _siem("syslog", facility="local9")
+    with pytest.raises(ConfigError, match=re.escape("client_key: set without siem.client_cert")):
+        _siem("syslog", client_key=__file__)
+    with pytest.raises(ConfigError, match=re.escape("siem.client_cert: file not found")):
+        _siem("syslog", client_cert="/nonexistent.pem")

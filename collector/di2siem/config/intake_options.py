@@ -21,3 +21,5 @@ class IntakeOptions:
     # the intake's options object -> the URL batches go to, for a format whose URL follows
     # from its own options (siem.url must then be unset); None: siem.url (or siem.region)
     url: Callable[[Any], str] | None = None
+    # (url, key path) -> url: the format's rule for siem.url; None: http(s) (checks.check_url)
+    check_url: Callable[[str, str], str] | None = None

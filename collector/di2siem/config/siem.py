@@ -16,11 +16,12 @@ from .otlp import OTLP
 from .schema import Field, Kind, Secret, Section
 from .sentinel import SENTINEL
 from .splunk_hec import SPLUNK_HEC
+from .syslog import SYSLOG
 
 # the formats whose options are declared in their own module (the legacy formats' and
 # Coralogix's are the fields below)
 INTAKE_OPTIONS: dict[str, IntakeOptions] = {
-    o.format: o for o in (OTLP, ELASTICSEARCH, SENTINEL, SPLUNK_HEC)
+    o.format: o for o in (OTLP, ELASTICSEARCH, SENTINEL, SPLUNK_HEC, SYSLOG)
 }
 FORMATS = ("json_lines", "json_array", "coralogix", *INTAKE_OPTIONS)
 METHODS = ("POST", "PUT", "PATCH")
@@ -56,7 +57,8 @@ SIEM = Section(
             help=(
                 "Where batches are sent. Required unless `region` is given; unset for "
                 "`sentinel` (derived from its `endpoint`). `http://` only for loopback hosts "
-                "(127.0.0.0/8, ::1, localhost)."
+                "(127.0.0.0/8, ::1, localhost). `syslog`: `tls://host:port` (port 6514 unless "
+                "given; `tcp://host:port` only for loopback hosts)."
             ),
             shown_default="derived from `region`",
         ),
@@ -368,7 +370,8 @@ def _url(sec: dict, fmt: str, declared: IntakeOptions | None, options: Any) -> s
         domain = coralogix_domain(region, p + "region")
         path = "/logs/v1/singles" if fmt == "coralogix" else "/logs/datastream"
         url = f"https://ingress.{domain}{path}"
-    return check_url(url.strip(), p + "url")
+    own = INTAKE_OPTIONS[fmt].check_url if fmt in INTAKE_OPTIONS else None
+    return (own or check_url)(url.strip(), p + "url")
 
 
 def _headers(sec: dict) -> list[tuple[str, str]]:

@@ -11,10 +11,20 @@ from .generic import JsonArray, JsonLines
 from .otlp import Otlp
 from .sentinel import Sentinel
 from .splunk_hec import SplunkHec
+from .syslog import Syslog
 
 INTAKES: dict[str, type[Intake]] = {
     kind.name: kind
-    for kind in (JsonLines, JsonArray, CoralogixSingles, Otlp, Elasticsearch, Sentinel, SplunkHec)
+    for kind in (
+        JsonLines,
+        JsonArray,
+        CoralogixSingles,
+        Otlp,
+        Elasticsearch,
+        Sentinel,
+        SplunkHec,
+        Syslog,
+    )
 }
 
 

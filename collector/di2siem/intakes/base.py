@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from ..batching import Framing
 from ..config import SiemConfig
@@ -62,6 +62,26 @@ DELIVERED = Outcome(Verdict.DELIVERED)
 SPLIT = Outcome(Verdict.SPLIT)
 
 
+class Transport(Protocol):
+    """An intake's own exchange, for an intake that does not speak HTTP (syslog over TCP/TLS):
+    what delivery.py's HTTP request and ``classify`` are for the others. Splitting, retries,
+    the resend cap and recording stay in delivery.py."""
+
+    def send(self, body: bytes, deadline: float | None) -> Outcome:
+        """Deliver one body, ending by ``deadline`` (time.monotonic, the run's; None: the
+        timeout alone) plus transport.exchange.BUDGET_GRACE_S. Raises RetryableError (a
+        dropped connection, a timeout), FatalError or BudgetExceeded like the HTTP exchange."""
+
+    def maybe_delivered(self, exc: BaseException) -> bool:
+        """Could the attempt that just raised ``exc`` have reached the intake (any of it)?"""
+
+    def probe(self, deadline: float | None) -> int | str:
+        """Prove the endpoint (and credentials) without shipping an event: a status, or the
+        line ``di2siem check`` shows."""
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class AckSettings:
     """How an intake that acknowledges batches later is waited for (delivery.py, acks.py)."""
@@ -105,6 +125,11 @@ class Intake:
         """The acknowledgements in the answer to ack_query; raises RetryableError or
         FatalError (side SIEM) for an answer that is not one."""
         raise NotImplementedError
+
+    def transport(self) -> Transport | None:
+        """The intake's own exchange; None (every HTTP intake): delivery.py's HTTP request,
+        read by ``classify``."""
+        return None
 
     def limits(self) -> Limits:
         return Limits(self.cfg.batch_size, self.cfg.max_batch_bytes)

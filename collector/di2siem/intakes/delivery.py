@@ -22,6 +22,11 @@ Promises kept here, for every intake:
 - an intake that acknowledges later (Intake.acknowledgement: a DELIVERED outcome with an
   ack_id) has its batches recorded only once acknowledged, in submission order, at most
   ``max_pending`` waiting at once (acks.py: AckWaiter); ``settle`` waits for the last ones.
+
+An intake that does not speak HTTP brings its own exchange (``Intake.transport()``, e.g.
+syslog over TCP/TLS): each attempt goes through it instead of the HTTP request and
+``classify``; it says itself whether a failed attempt may have reached the intake. Everything
+above holds for it unchanged.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ..transport.retry import RetryPolicy
 from ..transport.session import make_session
 from .acks import AckWaiter
 from .base import DELIVERED, Intake, Outcome, Verdict
+from .items import ItemLedger
 
 SIDE = Side.SIEM
 MAX_RESENDS = 2
@@ -60,6 +66,15 @@ def maybe_delivered(exc: BaseException) -> bool:
     return True
 
 
+def probe_line(status: int | str, url: str) -> str:
+    """What ``di2siem check`` says of a probe that passed: the HTTP status of the empty
+    request, or (a str) what an intake's own transport proved, in its own words."""
+    if isinstance(status, str):
+        return status
+    note = "" if 200 <= status < 300 else f" (empty request refused with {status}, expected)"
+    return f"{url} reachable, credentials accepted, nothing shipped{note}"
+
+
 class BatchDelivery:
     """Posts batches to one intake and hands each one it took to ``on_accepted``."""
 
@@ -78,6 +93,7 @@ class BatchDelivery:
         self.on_retry = on_retry
         self.sleep = sleep
         self.session = make_session(cfg.ca_bundle, intake.headers())
+        self.transport = intake.transport()  # None: HTTP through self.session
         self.delay_s = cfg.batch_delay_milliseconds / 1000.0
         self._last_post = 0.0
         self.requests = 0
@@ -88,9 +104,12 @@ class BatchDelivery:
         self.outcome: Outcome = DELIVERED  # the last answer
         self.acks = self._ack_waiter(ledger)
         self._posting: list[Item] = []  # the batch being posted
+        self._unconfirmed_cause = ""  # why the last of them failed
 
     def close(self) -> None:
         self.session.close()
+        if self.transport is not None:
+            self.transport.close()
 
     def _send(self, body: bytes, url: str | None = None, headers=None, method: str = ""):
         return send(
@@ -114,24 +133,18 @@ class BatchDelivery:
         headers = self._request_headers()
         if self._unanswered:
             if self._unanswered > MAX_RESENDS:
-                raise FatalError(
-                    f"SIEM dropped the connection without answering {self._unanswered} times "
-                    f"after a {len(body)}-byte batch was sent, so it may hold "
-                    f"{self._unanswered} copies; stopping here rather than sending more (the "
-                    "next run resends it): check the SIEM and siem.timeout_seconds",
-                    side=SIDE,
-                )
+                raise FatalError(self._unconfirmed(len(body)), side=SIDE)
             self.resent += 1
         self.requests += 1
         try:
-            response = self._send(body, headers=headers)
+            outcome = self.outcome = self._exchange(body, headers)
         except RetryableError as exc:
-            if maybe_delivered(exc):
+            if self._maybe_delivered(exc):
                 self._unanswered += 1
+                self._unconfirmed_cause = str(exc)
             raise
         finally:
             self._last_post = time.monotonic()
-        outcome = self.outcome = self.intake.classify(response.status_code, response)
         verdict = outcome.verdict
         if verdict is Verdict.REAUTH:
             return self._renewed(body, outcome)
@@ -157,6 +170,37 @@ class BatchDelivery:
         self._reauthed = True
         self.intake.renew_credentials()
         return self._post_once(body)
+
+    def _unconfirmed(self, size: int) -> str:
+        """Why the resend cap stops the run; an intake's own transport may have failed
+        otherwise than by a dropped connection (a receiver that stopped reading)."""
+        times = self._unanswered
+        stop = (
+            "stopping here rather than sending more (the next run resends it): check the SIEM "
+            "and siem.timeout_seconds"
+        )
+        if self.transport is None:
+            return (
+                f"SIEM dropped the connection without answering {times} times after a "
+                f"{size}-byte batch was sent, so it may hold {times} copies; {stop}"
+            )
+        return (
+            f"SIEM did not confirm a {size}-byte batch {times} times (last: "
+            f"{self._unconfirmed_cause}), so it may hold {times} copies; {stop}"
+        )
+
+    def _exchange(self, body: bytes, headers: dict[str, str] | None) -> Outcome:
+        """One attempt: through the intake's own transport if it has one, else one HTTP
+        request read by the intake's ``classify``."""
+        if self.transport is not None:
+            return self.transport.send(body, self.policy.exchange_deadline)
+        response = self._send(body, headers=headers)
+        return self.intake.classify(response.status_code, response)
+
+    def _maybe_delivered(self, exc: BaseException) -> bool:
+        if self.transport is not None:
+            return self.transport.maybe_delivered(exc)
+        return maybe_delivered(exc)
 
     def _post(self, body: bytes) -> Verdict:
         self._unanswered = 0
@@ -317,7 +361,9 @@ class BatchDelivery:
 
     def probe(self) -> int:
         """Prove URL and credentials without shipping an event (the intake's probe request).
-        Returns the HTTP status."""
+        Returns the HTTP status (or what the intake's own transport says it proved)."""
+        if self.transport is not None:
+            return self._probe_transport()
         intake = self.intake
         body = intake.probe_body()
         url, headers = intake.probe_url(), intake.probe_headers()
@@ -338,53 +384,8 @@ class BatchDelivery:
 
         return self.policy.run(attempt, "SIEM probe", self.on_retry)
 
-
-class ItemLedger:
-    """Where each item of one batch stands, by its position in the batch: taken, refused for
-    good (with the intake's reason), or still to be sent."""
-
-    def __init__(self, n: int) -> None:
-        self.taken = [False] * n
-        self.refused: dict[int, str] = {}
-        self.reason = ""  # the last answer's words on the items to send again
-
-    def read(self, sent: list[int], answer: Outcome) -> None:
-        """The answer to the items at positions ``sent`` (in request order)."""
-        if answer.items_answered != len(sent):
-            raise FatalError(
-                f"SIEM answered {answer.items_answered} item(s) for {len(sent)} sent: the "
-                "items not yet taken are not counted as delivered (the next run sends them "
-                "again); check siem.url",
-                side=SIDE,
-            )
-        again = set(answer.retry_items)
-        refused = dict(answer.refused_items)
-        for index, position in enumerate(sent):
-            if index in refused:
-                self.refused[position] = refused[index]
-            elif index not in again:
-                self.taken[position] = True
-        self.reason = answer.reason
-
-    def take(self, sent: list[int]) -> None:
-        for position in sent:
-            self.taken[position] = True
-
-    def first_refused(self) -> tuple[int, str] | None:
-        if not self.refused:
-            return None
-        position = min(self.refused)
-        return position, self.refused[position]
-
-    def to_retry(self) -> list[int]:
-        """The positions still to send that precede the first refused item."""
-        refused = self.first_refused()
-        end = refused[0] if refused else len(self.taken)
-        return [p for p in range(end) if not self.taken[p]]
-
-    def taken_prefix(self) -> int:
-        """How many items from the start of the batch are taken."""
-        for position, taken in enumerate(self.taken):
-            if not taken:
-                return position
-        return len(self.taken)
+    def _probe_transport(self) -> int | str:
+        transport = self.transport
+        assert transport is not None
+        deadline = self.policy.exchange_deadline
+        return self.policy.run(lambda: transport.probe(deadline), "SIEM probe", self.on_retry)
