@@ -12,7 +12,7 @@ import requests
 
 from di2siem.config import parse
 from di2siem.config.siem import FORMATS, SIEM
-from di2siem.intakes import INTAKES, intake_for
+from di2siem.intakes import INTAKES, intake_class, intake_for
 from di2siem.intakes.base import Verdict
 
 # read by the delivery, the batcher or the shaper, whatever the intake
@@ -61,6 +61,7 @@ def _answer(status: int, body: bytes = b"", **headers: str) -> requests.Response
 
 def test_every_format_has_its_intake() -> None:
     assert set(INTAKES) == set(FORMATS)
+    assert all(intake_class(fmt).name == fmt for fmt in INTAKES)
     for fmt in FORMATS:
         siem = _siem(fmt, api_key="cx-key-for-tests", token="hec-token-for-tests")
         assert intake_for(siem).name == fmt
@@ -68,7 +69,7 @@ def test_every_format_has_its_intake() -> None:
 
 def test_every_siem_option_is_read_by_an_intake_or_by_all() -> None:
     declared = {field.key for field in SIEM.fields}
-    read = set(COMMON).union(*(kind.options for kind in INTAKES.values()))
+    read = set(COMMON).union(*(intake_class(fmt).options for fmt in INTAKES))
     assert declared - read == set(), "declared siem options no intake reads"
     assert read - declared == set(), "intake options that are not declared in config/siem.py"
 

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Callable
 
 from ..config import Config
 from ..log import Logger
-from ..state.acks import AckLedger
 from ..state.deadletter import DeadLetters
 from ..state.orgstate import OrgState
 from ..state.store import StateStore
 
 if TYPE_CHECKING:
     from ..source.client import JumpCloudClient
+    from ..state.acks import AckLedger
     from .overlap import Speed
 
 MAX_DETAIL_WARNINGS = 10
@@ -70,6 +70,8 @@ class StreamContext:
     def ack_ledger(self, name: str) -> AckLedger:
         """The run's one ledger of batches awaiting an acknowledgement (state/acks.py), in
         state_dir/<name>, shared by every lane."""
+        from ..state.acks import AckLedger  # only runs that wait for acknowledgements
+
         with self._ack_lock:
             ledger = self._ack_ledgers.get(name)
             if ledger is None:

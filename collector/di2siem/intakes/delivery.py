@@ -32,17 +32,19 @@ above holds for it unchanged.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..batching import Item
 from ..errors import FatalError, RetryableError, Side
-from ..state.acks import AckLedger
 from ..transport.exchange import send
 from ..transport.retry import RetryPolicy
 from ..transport.session import make_session
-from .acks import AckWaiter
 from .base import DELIVERED, Intake, Outcome, Verdict
 from .items import ItemLedger
+
+if TYPE_CHECKING:
+    from ..state.acks import AckLedger
+    from .acks import AckWaiter
 
 SIDE = Side.SIEM
 MAX_RESENDS = 2
@@ -308,6 +310,9 @@ class BatchDelivery:
         settings = self.intake.acknowledgement()
         if settings is None:
             return None
+        from ..state.acks import AckLedger  # only intakes that acknowledge later
+        from .acks import AckWaiter
+
         ledger = ledger if ledger is not None else AckLedger(None)
         return AckWaiter(settings, ledger, self.policy, self._ack_query, self._resend)
 
