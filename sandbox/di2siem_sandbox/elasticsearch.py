@@ -5,11 +5,11 @@ Faithful to the Bulk API as shared/reference/intakes.md summarises it: ``POST /_
 application/x-ndjson, else 406), pairs of lines ending with a newline (else 400). A data stream
 takes only ``create`` and needs ``@timestamp`` (a date) in each document; per-``_id`` dedup
 answers 409 ``version_conflict_engine_exception``. The answer is 200 even when items fail,
-``errors`` true, items in request order. Auth: ``Authorization: ApiKey <base64(id:key)>`` or
-Basic (401 ``security_exception`` with a ``WWW-Authenticate`` header, as Elasticsearch
-answers); a body over ``max_body_bytes`` is 413. ``POST /_security/user/_has_privileges``
-answers whether the caller may ``create_doc`` in the data stream (``can_create``), and
-``GET /`` the cluster's banner.
+``errors`` true, items in request order. Auth: ``Authorization: ApiKey <base64(id:key)>``,
+Basic, or ``Bearer <bearer_token>`` (401 ``security_exception`` with a ``WWW-Authenticate``
+header, as Elasticsearch answers); a body over ``max_body_bytes`` is 413.
+``POST /_security/user/_has_privileges`` answers whether the caller may ``create_doc`` in the
+data stream (``can_create``), and ``GET /`` the cluster's banner.
 
 Switches: ``item_answers`` {_id: [status, ...]} makes that item answer 429
 ``es_rejected_execution_exception`` or 400 ``mapper_parsing_exception`` (one status per
@@ -17,7 +17,8 @@ attempt, then normally); ``refuse_ids`` refuses those _ids with 400 for as long 
 there; ``drop_answers`` N: the next N bulk requests are indexed, then the connection is
 closed without an answer (N < 0: every one); ``answer_delay_s``: each bulk request is indexed,
 then answered that much later (a kill -9 lands between the two); ``can_create`` False: items
-answer 403.
+answer 403; ``reject_requests`` N: the next N bulk requests are refused whole with 429
+``es_rejected_execution_exception``.
 """
 
 from __future__ import annotations
@@ -72,12 +73,15 @@ class ElasticsearchSim(BaseSimulator):
         port: int = 0,
         api_key: str | None = None,
         users: dict[str, str] | None = None,
+        bearer_token: str | None = None,
         data_streams: tuple[str, ...] = (DEFAULT_DATA_STREAM,),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         super().__init__(host, port)
         self.api_key = api_key  # the encoded value: base64("<id>:<key>")
         self.users = dict(users or {})
+        self.bearer_token = bearer_token
+        self.reject_requests = 0
         self.data_streams = set(data_streams)
         self.max_body_bytes = self.api_body_limit = max_body_bytes
         self.item_answers: dict[str, list[int]] = {}
@@ -107,13 +111,15 @@ class ElasticsearchSim(BaseSimulator):
             self.attempts.clear()
             self.item_answers.clear()
             self.refuse_ids.clear()
-            self.drop_answers = 0
+            self.drop_answers = self.reject_requests = 0
 
     # -- auth ------------------------------------------------------------------------------
     def _principal(self, request: Request) -> str | None:
         scheme, _, value = (request.header("Authorization") or "").partition(" ")
         if scheme == "ApiKey" and self.api_key and value == self.api_key:
             return "api_key:" + base64.b64decode(value + "==").decode(errors="replace")[:8]
+        if scheme == "Bearer" and self.bearer_token and value == self.bearer_token:
+            return "bearer"
         if scheme == "Basic" and value:
             try:
                 user, _, password = base64.b64decode(value).decode().partition(":")
@@ -158,6 +164,12 @@ class ElasticsearchSim(BaseSimulator):
         if content_type not in ("application/json", "application/x-ndjson"):
             reason = f"Content-Type header [{content_type}] is not supported"
             return Response.json(406, {"error": reason, "status": 406})
+        with self._lock:
+            rejected = self.reject_requests > 0
+            self.reject_requests -= rejected
+        if rejected:
+            reason = "rejected execution of coordinating operation [sim]"
+            return Response.json(429, es_error(429, "es_rejected_execution_exception", reason))
         return self._bulk(request.body, match.group("target"))
 
     def _has_privileges(self, request: Request, user: str) -> Response:

@@ -3,8 +3,10 @@
 Faithful to opentelemetry-proto docs/specification.md as shared/reference/intakes.md
 summarises it: POST /v1/logs, ``Content-Type: application/json`` (415 otherwise), an
 ExportLogsServiceRequest with lowerCamelCase keys, 64-bit integers as decimal strings, enums
-as integers; 200 ``{}`` on success; a body over ``max_body_bytes`` is 413; a malformed request
-is 400. Optional credentials: ``headers`` that every request must carry (401 without them).
+as integers; 200 ``{}`` on success; a body over ``max_body_bytes`` (after decompression: gzip
+is allowed) is 413; a malformed request is 400. ``throttle(count, status, retry_after)``: the
+next requests answer 429/502/503/504 with Retry-After and keep nothing. Optional credentials:
+``headers`` that every request must carry (401 without them).
 ``reject_containing``: log records whose body holds that text are refused for good, answered
 with a 200 whose ``partialSuccess`` names their count (the protocol's partial success).
 """
@@ -144,6 +146,11 @@ class OtlpReceiver(BaseSimulator):
         self._lock = threading.Lock()
         self.received: list[dict[str, Any]] = []  # accepted log records, in order
         self.rejected = 0
+        self.throttled, self.throttle_status, self.throttle_retry_after = 0, 503, 1
+
+    def throttle(self, count: int, status: int = 503, retry_after: int = 1) -> None:
+        self.throttled, self.throttle_status = count, status
+        self.throttle_retry_after = retry_after
 
     def __enter__(self) -> OtlpReceiver:
         return self.start()  # type: ignore[return-value]
@@ -167,8 +174,16 @@ class OtlpReceiver(BaseSimulator):
         for name, value in self.required_headers.items():
             if request.header(name) != value:
                 return Response.message(401, f"Unauthorized: missing or wrong {name} header")
-        if request.oversize is not None:
+        if request.oversize is not None or len(request.body) > self.max_body_bytes:
             return Response.message(413, f"request body over {self.max_body_bytes} bytes")
+        with self._lock:
+            throttled = self.throttled > 0
+            self.throttled -= throttled
+        if throttled:
+            retry_after = {"Retry-After": str(self.throttle_retry_after)}
+            return Response.json(
+                self.throttle_status, {"code": 14, "message": "unavailable"}, retry_after
+            )
         content_type = (request.header("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != "application/json":
             return Response.message(415, f"Unsupported Media Type: {content_type!r}")

@@ -15,7 +15,9 @@ Monitor", "Azure Monitor service limits"):
   included), the DCR immutable id and the stream checked (404), ``role_granted`` False answers
   403 as an app without "Monitoring Metrics Publisher" gets (until ``grant_role``; with
   ``role_propagates_after_s`` the grant takes effect that long later), a body over
-  ``max_body_bytes`` (1,000,000: "1 MB", its smaller reading) is 413, the body must be a JSON
+  ``max_body_bytes`` (1,000,000: "1 MB", its smaller reading) is 413, compressed or not (a
+  gzip body is measured before and after decompression), string values over 64 KB are
+  truncated to 64 KB (``FIELD_LIMIT_BYTES``), the body must be a JSON
   array of objects (400), success is 204 with no body. Rows are kept in ``rows``; a row
   without a readable ``TimeGenerated`` is dropped, as the DCR's transformation drops it
   (``dropped_rows``). 429 with Retry-After: ``throttle``; a delivered batch whose answer is
@@ -39,6 +41,7 @@ from .plumbing.wire import Request, Response
 
 API_VERSION = "2023-01-01"
 DEFAULT_MAX_BODY_BYTES = 1_000_000
+FIELD_LIMIT_BYTES = 64 * 1024
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT_ID = "3f1c2b7a-5d4e-4a9b-8c6d-0e1f2a3b4c5d"
 DCR_ID = "dcr-3b7e1f0c9a2d4e6f8b1c3d5e7f9a0b2c"
@@ -236,12 +239,13 @@ class SentinelSimulator(BaseSimulator):
                 "Request rate or data volume of the data collection rule exceeded.",
                 {"Retry-After": str(self.throttle_retry_after)},
             )
-        if request.oversize is not None:
+        size = request.oversize or len(request.body)
+        if request.oversize is not None or size > self.max_body_bytes:
             return _azure(
                 413,
                 "ContentLengthLimitExceeded",
                 f"Maximum allowed content length: {self.max_body_bytes} bytes. Provided "
-                f"content length: {request.oversize} bytes.",
+                f"content length: {size} bytes.",
             )
         with self._lock:
             self.largest_body = max(self.largest_body, len(request.body))
@@ -256,7 +260,7 @@ class SentinelSimulator(BaseSimulator):
             return _azure(400, "InvalidPayload", "The payload must be a JSON array of objects.")
         if not rows and self.empty_array_status != 204:
             return _azure(self.empty_array_status, "InvalidPayload", "The payload is empty.")
-        kept = [row for row in rows if _time_generated(row)]
+        kept = [_truncated(row) for row in rows if _time_generated(row)]
         with self._lock:
             self.rows.extend(kept)
             self.dropped_rows += len(rows) - len(kept)
@@ -296,3 +300,13 @@ def _time_generated(row: dict[str, Any]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _truncated(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as stored: string values cut to FIELD_LIMIT_BYTES (UTF-8)."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, str) and len(value.encode()) > FIELD_LIMIT_BYTES:
+            value = value.encode()[:FIELD_LIMIT_BYTES].decode("utf-8", "ignore")
+        out[key] = value
+    return out

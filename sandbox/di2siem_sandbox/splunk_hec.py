@@ -9,7 +9,9 @@ acknowledgment" and the HEC reply-code table).
   required, 13 event field blank, each with ``invalid-event-number`` (0-based) where an event
   is named; the events before the bad one are indexed (``index_before_invalid``, the widely
   reported behaviour; switch it off for the other answer); 413 over ``max_content_length``;
-  503 code 9 while ``busy`` > 0.
+  503 code 9 while ``busy`` > 0 (with ``Retry-After: busy_retry_after`` when that is set:
+  whether HEC sends one is unconfirmed); 500 code 8 while ``failing`` > 0. gzip bodies
+  (unconfirmed): decompressed when ``accept_gzip``, else 400 code 6 as unparsable data.
 - Auth ``Authorization: Splunk <token>``: no header 401 code 2, another scheme 401 code 3,
   unknown token 403 code 4, disabled token 403 code 1.
 - Indexer acknowledgement (a token created with ``ack=True``): every request needs a channel
@@ -89,6 +91,9 @@ class SplunkHecSimulator(BaseSimulator):
         self.indexes = indexes
         self.index_before_invalid = True
         self.busy = 0  # the next N event requests are answered 503 code 9
+        self.busy_retry_after: int | None = None
+        self.failing = 0  # the next N event requests are answered 500 code 8
+        self.accept_gzip = True
         self.unhealthy = False
         self.ack_delay_s = 0.0
         self.lose_acks = 0
@@ -132,11 +137,25 @@ class SplunkHecSimulator(BaseSimulator):
             return self._ack(request, settings["ack"], channel)
         if request.oversize is not None:
             return hec(413, 413, f"Content-Length too large (maximum is {self.max_content_length})")
+        refusal = self._unavailable()
+        if refusal is not None:
+            return refusal
+        if not self.accept_gzip and (request.header("Content-Encoding") or "") == "gzip":
+            return hec(400, 6, "Invalid data format", **{"invalid-event-number": 0})
+        return self._events(request, channel if settings["ack"] else None)
+
+    def _unavailable(self) -> Response | None:
         with self._lock:
+            if self.failing > 0:
+                self.failing -= 1
+                return hec(500, 8, "Internal server error")
             if self.busy > 0:
                 self.busy -= 1
-                return hec(503, 9, "Server is busy")
-        return self._events(request, channel if settings["ack"] else None)
+                busy = hec(503, 9, "Server is busy")
+                if self.busy_retry_after is not None:
+                    busy.headers["Retry-After"] = str(self.busy_retry_after)
+                return busy
+        return None
 
     def _auth(self, request: Request) -> tuple[str, Response | None]:
         value = request.header("Authorization")

@@ -7,8 +7,11 @@ not parse is recorded in ``errors`` and the connection is closed, as receivers d
 Switches: ``paused`` (stop reading: the sender's unsent queue fills and stays full),
 ``drop_after`` (after that many more messages, reset the connection mid-batch, discarding
 what was read but not yet parsed; once), ``require_client_cert`` (TLS: a client certificate
-signed by ``client_ca``). ``rcvbuf`` keeps the receive buffer small, so that what the receiver
-has not read stays unacknowledged at the sender. Test certificates: tlsfiles.py.
+signed by ``client_ca``), ``max_frame`` (the longest message taken: RFC 5425 says a receiver
+must take 2,048 octets and should take 8,192; the default takes 1 MiB), ``read_delay_s`` (a
+slow reader: that long between reads). ``rcvbuf`` keeps the receive buffer small, so that
+what the receiver has not read stays unacknowledged at the sender. Test certificates:
+tlsfiles.py.
 """
 
 from __future__ import annotations
@@ -159,6 +162,7 @@ class SyslogReceiver:
         client_ca: str | None = None,
         require_client_cert: bool = False,
         rcvbuf: int | None = None,
+        max_frame: int = MAX_FRAME,
     ) -> None:
         if framing not in ("octet_counting", "lf"):
             raise ValueError(framing)
@@ -171,6 +175,8 @@ class SyslogReceiver:
                 self.context.verify_mode = ssl.CERT_REQUIRED
                 self.context.load_verify_locations(client_ca)
         self.rcvbuf = rcvbuf
+        self.max_frame = max_frame
+        self.read_delay_s = 0.0
         self.lock = threading.Lock()
         self.received: list[Message] = []
         self.errors: list[str] = []  # frames that broke the RFCs, TLS handshakes that failed
@@ -283,6 +289,8 @@ class SyslogReceiver:
                     self._error(f"connection closed inside a frame ({len(buffer)} bytes)")
                 return
             self.bytes_read += len(chunk)
+            if self.read_delay_s:
+                self._closing.wait(self.read_delay_s)
             buffer += chunk
             try:
                 if self._frames(buffer):
@@ -313,11 +321,13 @@ class SyslogReceiver:
         if self.framing == "lf":
             end = buffer.find(b"\n")
             if end < 0:
-                if len(buffer) > MAX_FRAME:
+                if len(buffer) > self.max_frame:
                     raise Invalid("LF framing: no line feed within the frame limit")
                 return None
             frame = bytes(buffer[:end])
             del buffer[: end + 1]
+            if len(frame) > self.max_frame:
+                raise Invalid(f"LF framing: a frame of {len(frame)} octets, over the limit")
             return frame
         space = buffer.find(b" ", 0, 9)
         if space < 0:
@@ -328,7 +338,7 @@ class SyslogReceiver:
         if not length.isdigit() or length.startswith(b"0"):
             raise Invalid(f"octet counting: bad MSG-LEN {length[:12]!r}")
         size = int(length)
-        if size > MAX_FRAME:
+        if size > self.max_frame:
             raise Invalid(f"octet counting: MSG-LEN {size} over the frame limit")
         if len(buffer) < space + 1 + size:
             return None
