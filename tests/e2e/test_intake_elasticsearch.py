@@ -6,7 +6,6 @@ or a kill -9, since a resent ``create`` of the same ``_id`` answers 409."""
 from __future__ import annotations
 
 import base64
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,19 +15,16 @@ from typing import Any
 import pytest
 
 from conftest import (
-    FAST,
-    assert_no_secrets,
     counts,
     kill_if_running,
-    legacy_config,
     recent_events,
     start_run,
     summary,
 )
-from di2siem.cli import main
 from di2siem.timeutil import format_ms, parse_ms
 from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.elasticsearch import DEFAULT_DATA_STREAM, ElasticsearchSim
+from intake_rigs import IntakeRun
 
 API_KEY = base64.b64encode(b"VuaCfGcBCdbkQm-e5aOx:ui2lp2axTNmsyakw9tvNnw").decode()
 PASSWORD = "es-password-7c1d93e5"
@@ -40,33 +36,24 @@ def cluster() -> Iterator[ElasticsearchSim]:
         yield es
 
 
-class Es:
+class Es(IntakeRun):
+    secrets = (API_KEY, PASSWORD)
+
     def __init__(self, tmp: Path, jc: JumpCloudSimulator, es: ElasticsearchSim) -> None:
-        self.jc, self.es = jc, es
-        self.path = tmp / "config.json"
-        self.state_dir = tmp / "state"
+        super().__init__(tmp, jc)
+        self.es = es
 
     def write(self, **siem: Any) -> None:
-        cfg = legacy_config(self.jc.url, self.es.url)
-        cfg["siem"] = {
-            "format": "elasticsearch",
-            "url": self.es.url,
-            "api_key": API_KEY,
-            "batch_size": 10,
-            "batch_delay_milliseconds": 0,
-            **siem,
-        }
-        cfg["siem"] = {k: v for k, v in cfg["siem"].items() if v is not None}
-        self.path.write_text(json.dumps({**cfg, **FAST, "state_dir": str(self.state_dir)}))
-        self.path.chmod(0o600)
-
-    def run(self, capsys, command: str = "run") -> tuple[int, str]:
-        capsys.readouterr()
-        rc = main([command, "--config", str(self.path)])
-        out, err = capsys.readouterr()
-        assert_no_secrets(out, err)
-        assert API_KEY not in out + err and PASSWORD not in out + err
-        return rc, out + err
+        self.write_siem(
+            {
+                "format": "elasticsearch",
+                "url": self.es.url,
+                "api_key": API_KEY,
+                "batch_size": 10,
+                "batch_delay_milliseconds": 0,
+                **siem,
+            }
+        )
 
     def once_each(self, events: list[dict]) -> None:
         """Every event exactly once in the data stream, under its id."""

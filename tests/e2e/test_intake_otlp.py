@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST, assert_no_secrets, counts, legacy_config, recent_events
-from di2siem.cli import main
+from conftest import counts, recent_events
 from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.otlp import OtlpReceiver
+from intake_rigs import IntakeRun
 
 TOKEN = "otlp-secret-3c9e1f7a20b8d5"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -25,32 +25,24 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield rx
 
 
-class Otlp:
+class Otlp(IntakeRun):
+    secrets = (TOKEN,)
+
     def __init__(self, tmp: Path, jc: JumpCloudSimulator, rx: OtlpReceiver) -> None:
-        self.jc, self.rx = jc, rx
-        self.path = tmp / "config.json"
-        self.state_dir = tmp / "state"
+        super().__init__(tmp, jc)
+        self.rx = rx
 
     def write(self, **siem: Any) -> None:
-        cfg = legacy_config(self.jc.url, self.rx.url)
-        cfg["siem"] = {
-            "format": "otlp",
-            "url": self.rx.url + "/v1/logs",
-            "headers": AUTH,
-            "batch_size": 40,
-            "batch_delay_milliseconds": 0,
-            **siem,
-        }
-        self.path.write_text(json.dumps({**cfg, **FAST, "state_dir": str(self.state_dir)}))
-        self.path.chmod(0o600)
-
-    def run(self, capsys, command: str = "run") -> tuple[int, str]:
-        capsys.readouterr()
-        rc = main([command, "--config", str(self.path)])
-        out, err = capsys.readouterr()
-        assert_no_secrets(out, err)
-        assert TOKEN not in out + err
-        return rc, out + err
+        self.write_siem(
+            {
+                "format": "otlp",
+                "url": self.rx.url + "/v1/logs",
+                "headers": AUTH,
+                "batch_size": 40,
+                "batch_delay_milliseconds": 0,
+                **siem,
+            }
+        )
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ sentinel.py), over real HTTP on loopback."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,24 +11,22 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST, assert_no_secrets, counts, legacy_config, recent_events
-from di2siem.cli import main
+from conftest import counts, recent_events
 from di2siem.timeutil import format_ms, parse_ms
 from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.sentinel import CLIENT_ID, DCR_ID, TENANT, SentinelSimulator
+from intake_rigs import IntakeRun
 
 SECRET = "sentinel-app-secret-7Qx~9vL2"
 
 
-class Sentinel:
+class Sentinel(IntakeRun):
     def __init__(self, tmp: Path, jc: JumpCloudSimulator, az: SentinelSimulator) -> None:
-        self.jc, self.az = jc, az
-        self.path = tmp / "config.json"
-        self.state_dir = tmp / "state"
+        super().__init__(tmp, jc)
+        self.az = az
 
     def write(self, top: dict[str, Any] | None = None, **siem: Any) -> None:
-        cfg = legacy_config(self.jc.url, self.az.url)
-        cfg["siem"] = {
+        siem = {
             "format": "sentinel",
             "endpoint": self.az.url,
             "authority": self.az.url,
@@ -41,18 +38,10 @@ class Sentinel:
             "batch_delay_milliseconds": 0,
             **siem,
         }
-        cfg = {**cfg, **FAST, "state_dir": str(self.state_dir), **(top or {})}
-        self.path.write_text(json.dumps(cfg))
-        self.path.chmod(0o600)
+        self.write_siem(siem, **(top or {}))
 
-    def run(self, capsys, command: str = "run") -> tuple[int, str]:
-        capsys.readouterr()
-        rc = main([command, "--config", str(self.path)])
-        out, err = capsys.readouterr()
-        assert_no_secrets(out, err)
-        assert SECRET not in out + err
-        assert not any(token in out + err for token in self.az.tokens)
-        return rc, out + err
+    def leaks(self) -> tuple[str, ...]:
+        return (SECRET, *self.az.tokens)
 
     def ids(self) -> list[str]:
         return [event["id"] for event in self.az.events()]

@@ -14,18 +14,16 @@ from typing import Any
 import pytest
 
 from conftest import (
-    FAST,
     assert_no_secrets,
     counts,
     kill_if_running,
-    legacy_config,
     recent_events,
     start_run,
 )
-from di2siem.cli import main
 from di2siem.timeutil import parse_ms
 from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.splunk_hec import SplunkHecSimulator
+from intake_rigs import IntakeRun
 
 TOKEN = "6f1c2a9e-5b7d-4e3f-9a81-2c4d6e8f0a1b"
 LEDGER = "splunk-hec-acks.json"
@@ -37,15 +35,15 @@ def hec() -> Iterator[SplunkHecSimulator]:
         yield sim
 
 
-class Hec:
+class Hec(IntakeRun):
+    secrets = (TOKEN,)
+
     def __init__(self, tmp: Path, jc: JumpCloudSimulator, sim: SplunkHecSimulator) -> None:
-        self.jc, self.sim = jc, sim
-        self.path = tmp / "config.json"
-        self.state_dir = tmp / "state"
+        super().__init__(tmp, jc)
+        self.sim = sim
 
     def write(self, budget: float | None = None, **siem: Any) -> None:
-        cfg = legacy_config(self.jc.url, self.sim.url)
-        cfg["siem"] = {
+        siem = {
             "format": "splunk_hec",
             "url": self.sim.url,
             "token": TOKEN,
@@ -55,19 +53,8 @@ class Hec:
             "ack_poll_seconds": 0.02,
             **siem,
         }
-        top = {**cfg, **FAST, "state_dir": str(self.state_dir)}
-        if budget is not None:
-            top["run_time_budget_seconds"] = budget
-        self.path.write_text(json.dumps(top))
-        self.path.chmod(0o600)
-
-    def run(self, capsys, command: str = "run") -> tuple[int, str]:
-        capsys.readouterr()
-        rc = main([command, "--config", str(self.path)])
-        out, err = capsys.readouterr()
-        assert_no_secrets(out, err)
-        assert TOKEN not in out + err
-        return rc, out + err
+        top = {} if budget is None else {"run_time_budget_seconds": budget}
+        self.write_siem(siem, **top)
 
     def ids(self) -> list[str]:
         return [e["id"] for e in self.sim.events()]

@@ -13,20 +13,17 @@ from typing import Any
 import pytest
 
 from conftest import (
-    FAST,
-    assert_no_secrets,
     assert_nothing_recorded,
     counts,
-    legacy_config,
     recent_events,
     summary,
 )
-from di2siem.cli import main
 from di2siem.intakes.severity import auto_severity
 from di2siem.timeutil import format_ms, parse_ms
 from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.syslog import SyslogReceiver
 from di2siem_sandbox.tlsfiles import TlsFiles, make_tls_files
+from intake_rigs import IntakeRun
 
 CUSTOM = {"reqHost": "jumpcloud", "customField": "jumpcloud", "severity": "info"}
 SMALL_RCVBUF = 4096  # what the receiver has not read stays unacknowledged at the sender
@@ -45,33 +42,24 @@ def receiver(tls: TlsFiles | None, **kwargs: Any) -> SyslogReceiver:
     )
 
 
-class Syslog:
+class Syslog(IntakeRun):
     def __init__(self, tmp: Path, jc: JumpCloudSimulator, tls: TlsFiles) -> None:
-        self.jc, self.tls = jc, tls
-        self.path = tmp / "config.json"
-        self.state_dir = tmp / "state"
+        super().__init__(tmp, jc)
+        self.tls = tls
 
     def write(self, rx: SyslogReceiver, **siem: Any) -> None:
-        cfg = legacy_config(self.jc.url, "http://127.0.0.1:9")
-        cfg["siem"] = {
-            "format": "syslog",
-            "url": rx.url,
-            "ca_bundle": self.tls.ca,
-            "hostname": "di2siem-test",
-            "batch_size": 50,
-            "batch_delay_milliseconds": 0,
-            "custom_log_fields": CUSTOM,
-            **siem,
-        }
-        self.path.write_text(json.dumps({**cfg, **FAST, "state_dir": str(self.state_dir)}))
-        self.path.chmod(0o600)
-
-    def run(self, capsys, command: str = "run") -> tuple[int, str]:
-        capsys.readouterr()
-        rc = main([command, "--config", str(self.path)])
-        output = "".join(capsys.readouterr())
-        assert_no_secrets(output)
-        return rc, output
+        self.write_siem(
+            {
+                "format": "syslog",
+                "url": rx.url,
+                "ca_bundle": self.tls.ca,
+                "hostname": "di2siem-test",
+                "batch_size": 50,
+                "batch_delay_milliseconds": 0,
+                "custom_log_fields": CUSTOM,
+                **siem,
+            }
+        )
 
 
 @pytest.fixture

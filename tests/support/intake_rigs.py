@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 from typing import Any
 
 from di2siem_sandbox.sentinel import CLIENT_ID, DCR_ID, TENANT
@@ -41,3 +43,40 @@ def assert_no_intake_secrets(text: str, *tokens: str) -> None:
     """None of the intakes' secrets (nor these issued tokens) in ``text``."""
     for secret in (*INTAKE_SECRETS, *tokens):
         assert secret not in text, "an intake secret reached the output"
+
+
+class IntakeRun:
+    """A config file that points the collector at the JumpCloud simulator and one intake, and
+    the in-process runner whose output must hold none of the intake's secrets (``secrets``,
+    or those ``leaks`` names at the time)."""
+
+    secrets: tuple[str, ...] = ()
+
+    def __init__(self, tmp: Path, jc: Any) -> None:
+        self.jc = jc
+        self.path = tmp / "config.json"
+        self.state_dir = tmp / "state"
+
+    def write_siem(self, siem: dict[str, Any], **top: Any) -> None:
+        """The config with this siem section (keys set to None left out) and top-level keys."""
+        from conftest import FAST, legacy_config
+
+        cfg = legacy_config(self.jc.url, "http://127.0.0.1:9")
+        cfg["siem"] = {key: value for key, value in siem.items() if value is not None}
+        self.path.write_text(json.dumps({**cfg, **FAST, "state_dir": str(self.state_dir), **top}))
+        self.path.chmod(0o600)
+
+    def leaks(self) -> tuple[str, ...]:
+        return self.secrets
+
+    def run(self, capsys: Any, command: str = "run") -> tuple[int, str]:
+        from conftest import assert_no_secrets
+        from di2siem.cli import main
+
+        capsys.readouterr()
+        rc = main([command, "--config", str(self.path)])
+        out, err = capsys.readouterr()
+        assert_no_secrets(out, err)
+        for secret in self.leaks():
+            assert secret not in out + err, "an intake secret reached the output"
+        return rc, out + err
