@@ -21,17 +21,8 @@ from di2siem_sandbox.otlp import LOGS_PATH, OtlpReceiver
 from di2siem_sandbox.plumbing.wire import Request, Response
 from interop_support import official
 
-# the event's own severity 1..6 -> OTLP's (SeverityNumber, SeverityText), spelled out here
-# from the OTLP data model's ranges (TRACE 1-4, DEBUG 5-8, INFO 9-12, WARN 13-16, ERROR 17-20,
-# FATAL 21-24), not imported from the intake
-OTLP_SEVERITY = {
-    1: (5, "DEBUG"),
-    2: (1, "TRACE"),
-    3: (9, "INFO"),
-    4: (13, "WARN"),
-    5: (17, "ERROR"),
-    6: (21, "FATAL"),
-}
+# the event's own severity 1..6 -> OTLP's severity text; its number is the official enum's
+SEVERITY_TEXT = {1: "DEBUG", 2: "TRACE", 3: "INFO", 4: "WARN", 5: "ERROR", 6: "FATAL"}
 
 
 class CapturingReceiver(OtlpReceiver):
@@ -66,6 +57,7 @@ def expected_body(event: dict) -> str:
 def test_every_otlp_body_is_an_export_logs_service_request(tmp_path: Path, jcsim, capsys) -> None:
     json_format = official("google.protobuf.json_format", capsys)
     service = official("opentelemetry.proto.collector.logs.v1.logs_service_pb2", capsys)
+    logs = official("opentelemetry.proto.logs.v1.logs_pb2", capsys)
     events = recent_events(120)
     events[3]["success"] = False
     events[5]["severity"] = "High"
@@ -115,7 +107,8 @@ def test_every_otlp_body_is_an_export_logs_service_request(tmp_path: Path, jcsim
         record = delivered[event["id"]]
         assert record.time_unix_nano == parse_ms(event["timestamp"]) * 1_000_000
         assert record.observed_time_unix_nano >= record.time_unix_nano
-        number, text = OTLP_SEVERITY[auto_severity(event, 3)]
+        text = SEVERITY_TEXT[auto_severity(event, 3)]
+        number = logs.SeverityNumber.Value(f"SEVERITY_NUMBER_{text}")
         assert (record.severity_number, record.severity_text) == (number, text)
         assert record.body.WhichOneof("value") == "string_value"
         assert record.body.string_value == expected_body(event)

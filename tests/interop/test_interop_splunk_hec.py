@@ -8,6 +8,7 @@ ships log records through it."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -42,22 +43,26 @@ def curl(url: str, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
+def curl_post(url: str, token: str, data: str) -> dict[str, Any]:
+    """The docs' form: curl URL -H "Authorization: Splunk <token>" -d '<data>'."""
+    return curl(url, "-H", f"Authorization: Splunk {token}", "-d", data)
+
+
 def test_the_documented_curl_examples_are_accepted(hec: SplunkHecSimulator) -> None:
-    auth = f"Authorization: Splunk {DOCS_TOKEN}"
     # Basic example
-    answer = curl(
+    answer = curl_post(
         f"{hec.url}/services/collector",
-        "-H", auth,
-        "-d", '{"event": "Hello, world!", "sourcetype": "manual"}',
-    )  # fmt: skip
+        DOCS_TOKEN,
+        '{"event": "Hello, world!", "sourcetype": "manual"}',
+    )
     assert answer == {"text": "Success", "code": 0}
     # Batching example
-    answer = curl(
+    answer = curl_post(
         f"{hec.url}/services/collector",
-        "-H", auth,
-        "-d", '{"event": "Pony 1 has left the barn"}{"event": "Pony 2 has left the barn"}'
+        DOCS_TOKEN,
+        '{"event": "Pony 1 has left the barn"}{"event": "Pony 2 has left the barn"}'
         '{"event": "Pony 3 has left the barn", "nested": {"key1": "value1"}}',
-    )  # fmt: skip
+    )
     assert answer == {"text": "Success", "code": 0}
     assert hec.events() == [
         "Hello, world!",
@@ -71,32 +76,29 @@ def test_the_documented_curl_examples_are_accepted(hec: SplunkHecSimulator) -> N
 
 
 def test_the_documented_indexer_acknowledgment_exchange(hec: SplunkHecSimulator) -> None:
-    auth = f"Authorization: Splunk {ACK_TOKEN}"
-    answer = curl(
+    answer = curl_post(
         f"{hec.url}/services/collector/event?channel={ACK_CHANNEL}",
-        "-H", auth,
-        "-d", '{"event": "Hello, world!", "sourcetype": "mysourcetype"}',
-    )  # fmt: skip
+        ACK_TOKEN,
+        '{"event": "Hello, world!", "sourcetype": "mysourcetype"}',
+    )
     assert answer == {"text": "Success", "code": 0, "ackId": 0}
-    answer = curl(
+    answer = curl_post(
         f"{hec.url}/services/collector/ack?channel={ACK_CHANNEL}",
-        "-H", auth,
-        "-d", '{"acks":[0]}',
-    )  # fmt: skip
+        ACK_TOKEN,
+        '{"acks":[0]}',
+    )
     assert answer == {"acks": {"0": True}}
     # without a channel, a token with ack answers code 10 ("Data channel is missing")
-    answer = curl(
+    answer = curl_post(
         f"{hec.url}/services/collector/event",
-        "-H", auth,
-        "-d", '{"event": "Hello, world!"}',
-    )  # fmt: skip
+        ACK_TOKEN,
+        '{"event": "Hello, world!"}',
+    )
     assert answer == {"text": "Data channel is missing", "code": 10}
 
 
 def test_the_pypi_hec_client_ships_log_records(hec: SplunkHecSimulator, capsys) -> None:
     handler_module = official("splunk_handler", capsys)
-    import logging
-
     handler = handler_module.SplunkHandler(
         host="127.0.0.1",
         port=hec.port,
