@@ -55,16 +55,16 @@ FIELDS = (
 SEVERITY = {6: 2, 5: 3, 4: 4, 3: 6, 2: 7, 1: 7}  # the event's own 1..6 -> syslog severity
 
 
-def _rsyslogd() -> str:
+def _rsyslogd(capsys: pytest.CaptureFixture | None = None) -> str:
     found = shutil.which("rsyslogd") or shutil.which("rsyslogd", path="/usr/sbin:/sbin")
     if found is None:
-        unavailable("rsyslogd", "not installed; make apt-deps as root installs rsyslog")
+        unavailable("rsyslogd", "not installed; make apt-deps as root installs rsyslog", capsys)
     return str(found)
 
 
-def _require_gtls() -> None:
+def _require_gtls(capsys: pytest.CaptureFixture) -> None:
     if not glob.glob("/usr/lib/*/rsyslog/lmnsd_gtls.so") + glob.glob("/usr/lib/rsyslog/lmnsd_*"):
-        unavailable("rsyslog-gnutls", "lmnsd_gtls.so not found; make apt-deps installs it")
+        unavailable("rsyslog-gnutls", "lmnsd_gtls.so not found; make apt-deps installs it", capsys)
 
 
 def _listening(port: int) -> bool:
@@ -202,13 +202,13 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 
 @pytest.fixture
-def rsyslogd_factory(tmp_path: Path) -> Iterator[Any]:
-    _rsyslogd()
+def rsyslogd_factory(tmp_path: Path, capsys) -> Iterator[Any]:
+    _rsyslogd(capsys)
     started: list[Rsyslogd] = []
 
     def start(tls: TlsFiles | None, auth: str = "anon") -> Rsyslogd:
         if tls is not None:
-            _require_gtls()
+            _require_gtls(capsys)
         daemon = Rsyslogd(tmp_path / f"rsyslog{len(started)}", tls, auth)
         started.append(daemon)
         daemon.start()

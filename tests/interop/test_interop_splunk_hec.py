@@ -22,6 +22,15 @@ from interop_support import official, unavailable
 DOCS_TOKEN = "CF179AE4-3C99-45F5-A7CC-3284AA91CF67"  # the docs' example token
 ACK_TOKEN = "BD274822-96AA-4DA6-90EC-18940FB2414C"  # the ack page's example token
 ACK_CHANNEL = "FE0ECFAD-13D5-401B-847D-77833BD77131"
+CURL = "curl"  # a test that runs it asks for the curl_binary fixture first
+
+
+@pytest.fixture
+def curl_binary(capsys) -> str:
+    found = shutil.which("curl")
+    if found is None:
+        unavailable("curl", "not installed; make apt-deps as root installs it", capsys)
+    return str(found)
 
 
 @pytest.fixture
@@ -33,12 +42,7 @@ def hec() -> Iterator[SplunkHecSimulator]:
 
 def curl(url: str, *args: str) -> dict[str, Any]:
     """curl as the docs call it (-k dropped: plain http on loopback); the JSON answer."""
-    binary = shutil.which("curl")
-    if binary is None:
-        unavailable("curl", "not installed; make apt-deps as root installs it")
-    done = subprocess.run(
-        [str(binary), "-sS", url, *args], capture_output=True, text=True, timeout=30
-    )
+    done = subprocess.run([CURL, "-sS", url, *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -48,7 +52,7 @@ def curl_post(url: str, token: str, data: str) -> dict[str, Any]:
     return curl(url, "-H", f"Authorization: Splunk {token}", "-d", data)
 
 
-def test_the_documented_curl_examples_are_accepted(hec: SplunkHecSimulator) -> None:
+def test_the_documented_curl_examples_are_accepted(hec: SplunkHecSimulator, curl_binary) -> None:
     # Basic example
     answer = curl_post(
         f"{hec.url}/services/collector",
@@ -75,7 +79,9 @@ def test_the_documented_curl_examples_are_accepted(hec: SplunkHecSimulator) -> N
     assert curl(f"{hec.url}/services/collector/health") == {"text": "HEC is healthy", "code": 17}
 
 
-def test_the_documented_indexer_acknowledgment_exchange(hec: SplunkHecSimulator) -> None:
+def test_the_documented_indexer_acknowledgment_exchange(
+    hec: SplunkHecSimulator, curl_binary
+) -> None:
     answer = curl_post(
         f"{hec.url}/services/collector/event?channel={ACK_CHANNEL}",
         ACK_TOKEN,
