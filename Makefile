@@ -26,7 +26,12 @@ DEMO_DIR := $(REPO)/.cache/demo
 # The demo target runs the host's own release (its mirror is the host's): bookworm on Debian 12,
 # noble on Ubuntu 24.04, ...
 DEMO_SUITE ?= $(shell . /etc/os-release 2>/dev/null && echo "$${VERSION_CODENAME:-bookworm}")
-APT_DEPS := debootstrap systemd-container iptables iproute2 openssh-client python3-venv
+# rsyslog, rsyslog-gnutls: the real receiver of tests/interop/test_interop_rsyslog.py, which runs
+# its own rsyslogd (own config, pid file, port on 127.0.0.1). If apt starts the system's rsyslog
+# too, Debian's default configuration opens no network port. curl: Splunk's documented HEC
+# examples (tests/interop/test_interop_splunk_hec.py).
+APT_DEPS := debootstrap systemd-container iptables iproute2 openssh-client python3-venv \
+  rsyslog rsyslog-gnutls curl
 
 # The project venv's tools come first, always: decided when the Makefile is parsed, which in a
 # fresh clone is before the venv exists (a directory missing from PATH is harmless).

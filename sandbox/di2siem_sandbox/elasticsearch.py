@@ -2,14 +2,22 @@
 
 Faithful to the Bulk API as shared/reference/intakes.md summarises it: ``POST /_bulk`` or
 ``POST /<target>/_bulk`` (PUT too), NDJSON (``Content-Type`` application/json or
-application/x-ndjson, else 406), pairs of lines ending with a newline (else 400). A data stream
-takes only ``create`` and needs ``@timestamp`` (a date) in each document; per-``_id`` dedup
-answers 409 ``version_conflict_engine_exception``. The answer is 200 even when items fail,
-``errors`` true, items in request order. Auth: ``Authorization: ApiKey <base64(id:key)>``,
-Basic, or ``Bearer <bearer_token>`` (401 ``security_exception`` with a ``WWW-Authenticate``
-header, as Elasticsearch answers); a body over ``max_body_bytes`` is 413.
-``POST /_security/user/_has_privileges`` answers whether the caller may ``create_doc`` in the
-data stream (``can_create``), and ``GET /`` the cluster's banner.
+application/x-ndjson or their vendor types below, else 406), pairs of lines ending with a
+newline (else 400). A data stream takes only ``create`` and needs ``@timestamp`` (a date) in
+each document; per-``_id`` dedup answers 409 ``version_conflict_engine_exception``. The answer
+is 200 even when items fail, ``errors`` true, items in request order. Auth:
+``Authorization: ApiKey <base64(id:key)>``, Basic, or ``Bearer <bearer_token>`` (401
+``security_exception`` with a ``WWW-Authenticate`` header, as Elasticsearch answers); a body
+over ``max_body_bytes`` is 413. ``POST /_security/user/_has_privileges`` answers whether the
+caller may ``create_doc`` in the data stream (``can_create``), and ``GET /`` the cluster's
+banner.
+
+As a real cluster, every answer carries ``X-Elastic-Product: Elasticsearch`` (the official
+clients refuse a 2xx without it), and the vendor media types of the official clients are
+taken: ``application/vnd.elasticsearch+json`` or ``+x-ndjson`` with ``compatible-with=N`` on
+``Accept``/``Content-Type``, N the cluster's major ``version`` or the one before (else 400
+``media_type_header_exception``, the answer a 9.x client gets from an 8.x cluster), echoed in
+the answer's ``Content-Type``.
 
 Switches: ``item_answers`` {_id: [status, ...]} makes that item answer 429
 ``es_rejected_execution_exception`` or 400 ``mapper_parsing_exception`` (one status per
@@ -37,6 +45,14 @@ from .plumbing.wire import Request, Response
 
 DEFAULT_DATA_STREAM = "logs-jumpcloud.directory_insights-default"
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024  # http.max_content_length (unconfirmed default)
+PRODUCT_HEADER = {"X-Elastic-Product": "Elasticsearch"}
+COMPATIBLE = re.compile(r";\s*compatible-with\s*=\s*(\d+)")
+BULK_TYPES = (
+    "application/json",
+    "application/x-ndjson",
+    "application/vnd.elasticsearch+json",
+    "application/vnd.elasticsearch+x-ndjson",
+)
 BULK = re.compile(r"^(?:/(?P<target>[^/_][^/]*))?/_bulk$")
 PRIVILEGES_PATH = "/_security/user/_has_privileges"
 UNAUTHENTICATED = (
@@ -76,8 +92,10 @@ class ElasticsearchSim(BaseSimulator):
         bearer_token: str | None = None,
         data_streams: tuple[str, ...] = (DEFAULT_DATA_STREAM,),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        version: str = "8.15.0",
     ) -> None:
         super().__init__(host, port)
+        self.version = version
         self.api_key = api_key  # the encoded value: base64("<id>:<key>")
         self.users = dict(users or {})
         self.bearer_token = bearer_token
@@ -136,7 +154,57 @@ class ElasticsearchSim(BaseSimulator):
         return Response.json(401, body, headers)
 
     # -- dispatch --------------------------------------------------------------------------
+    def dispatch(self, request: Request) -> Response:
+        response = super().dispatch(request)
+        if not request.path.startswith("/_sim/"):
+            response.headers = {**response.headers, **PRODUCT_HEADER}
+        return response
+
     def handle_api(self, request: Request) -> Response:
+        compatible, refusal = self._compatibility(request)
+        if refusal is not None:
+            return refusal
+        response = self._route(request)
+        if compatible is not None:
+            media = f"application/vnd.elasticsearch+json;compatible-with={compatible}"
+            response.headers = {**response.headers, "Content-Type": media}
+        return response
+
+    def _compatibility(self, request: Request) -> tuple[int | None, Response | None]:
+        """The REST API version asked with compatible-with (None: none asked), or the 400 a
+        cluster answers (Elasticsearch's RestCompatibleVersionHelper)."""
+        asked = {}
+        for name in ("Accept", "Content-Type"):
+            value = request.header(name) or ""
+            match = COMPATIBLE.search(value)
+            if match is not None:
+                asked[name] = (int(match.group(1)), value)
+        if not asked:
+            return None, None
+        major = int(self.version.split(".")[0])
+        reason = None
+        for name, (wanted, value) in asked.items():
+            if not major - 1 <= wanted <= major:
+                reason = (
+                    f"{name} version must be either version {major} or {major - 1}, but found "
+                    f"{wanted}. {name}={value}"
+                )
+                break
+        versions = {wanted for wanted, _ in asked.values()}
+        if reason is None and request.body and (len(asked) != 2 or len(versions) != 1):
+            reason = (
+                "A compatible version is required on both Content-Type and Accept headers if "
+                "either one has requested a compatible version and the compatible versions "
+                "must match."
+            )
+        if reason is None:
+            return versions.pop(), None
+        header = "Invalid media-type value on headers [Accept, Content-Type]"
+        body = es_error(400, "media_type_header_exception", header)
+        body["error"]["caused_by"] = {"type": "status_exception", "reason": reason}
+        return None, Response.json(400, body)
+
+    def _route(self, request: Request) -> Response:
         user = self._principal(request)
         if user is None:
             return self._unauthenticated()
@@ -144,7 +212,7 @@ class ElasticsearchSim(BaseSimulator):
             banner = {
                 "name": "sim",
                 "cluster_name": "di2siem-sandbox",
-                "version": {"number": "8.15.0"},
+                "version": {"number": self.version, "build_flavor": "default"},
             }
             return Response.json(200, {**banner, "tagline": "You Know, for Search"})
         if request.path == PRIVILEGES_PATH and request.method in ("GET", "POST"):
@@ -161,7 +229,7 @@ class ElasticsearchSim(BaseSimulator):
                 es_error(413, "content_too_long_exception", "request entity too large"),
             )
         content_type = (request.header("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type not in ("application/json", "application/x-ndjson"):
+        if content_type not in BULK_TYPES:
             reason = f"Content-Type header [{content_type}] is not supported"
             return Response.json(406, {"error": reason, "status": 406})
         with self._lock:

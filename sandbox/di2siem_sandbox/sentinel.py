@@ -4,12 +4,16 @@ Monitor Logs Ingestion API, on one server (so ``authority`` and ``endpoint`` are
 Faithful to shared/reference/intakes.md (Microsoft Learn "Logs Ingestion API in Azure
 Monitor", "Azure Monitor service limits"):
 - ``POST /{tenant}/oauth2/v2.0/token``, a form (``application/x-www-form-urlencoded``) with
-  ``client_id``, ``client_secret``, ``grant_type=client_credentials`` and ``scope``; 200
+  ``client_id``, ``client_secret``, ``grant_type=client_credentials`` and ``scope`` (the
+  resource's ``.default``, with or without the resource URI's trailing slash); 200
   ``{"token_type": "Bearer", "expires_in": N, "access_token": ...}``; errors as Entra answers
   them, ``{"error", "error_description": "AADSTS<code>: ...", "error_codes": [...]}`` (a bad
   secret is 401 invalid_client AADSTS7000215). ``expires_in`` is configurable (short in
   tests); ``token_lifetime_s`` makes the endpoint below refuse a token sooner than announced
   (a revoked or clock-skewed token).
+- ``GET /{tenant}/v2.0/.well-known/openid-configuration``: the tenant's OpenID Connect
+  discovery document, naming this server's token endpoint (what MSAL, under azure-identity's
+  credentials, reads before it asks for a token).
 - ``POST /dataCollectionRules/{dcr}/streams/{stream}?api-version=2023-01-01``: the API version
   is required (400), ``Authorization: Bearer`` a live token of ours (401 otherwise, expired
   included), the DCR immutable id and the stream checked (404), ``role_granted`` False answers
@@ -47,6 +51,7 @@ CLIENT_ID = "3f1c2b7a-5d4e-4a9b-8c6d-0e1f2a3b4c5d"
 DCR_ID = "dcr-3b7e1f0c9a2d4e6f8b1c3d5e7f9a0b2c"
 STREAM = "Custom-JumpCloudDI_CL"
 SCOPE = "https://monitor.azure.com//.default"
+DISCOVERY_SUFFIX = "/v2.0/.well-known/openid-configuration"
 
 
 def _aad(status: int, error: str, code: int, text: str) -> Response:
@@ -151,6 +156,8 @@ class SentinelSimulator(BaseSimulator):
     def handle_api(self, request: Request) -> Response:
         if request.path.endswith("/oauth2/v2.0/token"):
             return self._token(request)
+        if request.path.endswith(DISCOVERY_SUFFIX) and request.method == "GET":
+            return self._openid_configuration(request)
         if request.path.startswith("/dataCollectionRules/"):
             response = self._ingest(request)
             with self._lock:
@@ -159,6 +166,35 @@ class SentinelSimulator(BaseSimulator):
         return Response.message(404, f"Not Found: {request.path}")
 
     # -- Microsoft Entra ID ----------------------------------------------------------------
+    def _openid_configuration(self, request: Request) -> Response:
+        tenant = request.path.split("/")[1]
+        if tenant != self.tenant_id:
+            return _aad(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
+        base = f"{self.url}/{tenant}"
+        return Response.json(
+            200,
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "jwks_uri": f"{self.url}/{tenant}/discovery/v2.0/keys",
+                "response_modes_supported": ["query", "fragment", "form_post"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "issuer": f"{base}/v2.0",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+                "tenant_region_scope": "EU",
+                "cloud_instance_name": "microsoftonline.com",
+            },
+        )
+
     def _token(self, request: Request) -> Response:
         if request.method != "POST":
             return _aad(400, "invalid_request", 900561, "The endpoint only accepts POST requests.")
@@ -192,7 +228,7 @@ class SentinelSimulator(BaseSimulator):
                 "Invalid client secret provided. Ensure the secret being sent in the request is "
                 "the client secret value, not the client secret ID.",
             )
-        if form.get("scope") != self.scope:
+        if _resource(form.get("scope") or "") != _resource(self.scope):
             return _aad(400, "invalid_scope", 1002012, "The provided value for scope is not valid.")
         token = secrets.token_urlsafe(64)
         lifetime = self.expires_in if self.token_lifetime_s is None else self.token_lifetime_s
@@ -289,6 +325,15 @@ class SentinelSimulator(BaseSimulator):
         if self._role_at is not None and time.monotonic() >= self._role_at:
             self.role_granted = True
         return self.role_granted
+
+
+def _resource(scope: str) -> str:
+    """The resource a ``.default`` scope asks for. Entra takes both spellings alike: the docs'
+    ``https://monitor.azure.com//.default`` (the resource URI with its trailing slash) and the
+    Azure SDK's ``https://monitor.azure.com/.default``."""
+    if not scope.endswith("/.default"):
+        return scope
+    return scope[: -len("/.default")].rstrip("/")
 
 
 def _time_generated(row: dict[str, Any]) -> bool:

@@ -2,7 +2,8 @@
 LF-ended frames, every message parsed strictly as RFC 5424 (PRI 0..191, VERSION 1, an RFC 3339
 TIMESTAMP of at most 6 fractional digits, HOSTNAME <= 255, APP-NAME <= 48, PROCID <= 128,
 MSGID <= 32 printable US-ASCII, structured data, MSG). Syslog has no answer: a frame that does
-not parse is recorded in ``errors`` and the connection is closed, as receivers do.
+not parse is recorded in ``errors`` and the connection is closed, as receivers do; so is a TLS
+connection the client ends without close_notify (RFC 5425 section 4.4; rsyslog logs it).
 
 Switches: ``paused`` (stop reading: the sender's unsent queue fills and stays full),
 ``drop_after`` (after that many more messages, reset the connection mid-batch, discarding
@@ -253,7 +254,9 @@ class SyslogReceiver:
             if self.context is not None:
                 sock.settimeout(5)
                 try:
-                    sock = self.context.wrap_socket(sock, server_side=True)
+                    sock = self.context.wrap_socket(
+                        sock, server_side=True, suppress_ragged_eofs=False
+                    )
                 except (ssl.SSLError, OSError) as exc:
                     self._error(f"TLS handshake: {exc}")
                     return
@@ -282,6 +285,9 @@ class SyslogReceiver:
                 chunk = sock.recv(65536)
             except (TimeoutError, ssl.SSLWantReadError):
                 continue
+            except ssl.SSLEOFError:  # as rsyslog logs it: GnuTLS "non-properly terminated"
+                self._error("TLS connection closed without close_notify (RFC 5425 section 4.4)")
+                return
             except OSError:
                 return
             if not chunk:

@@ -148,8 +148,18 @@ class TcpConnection:
         stale copy of a body arrives after it was sent again on a new connection."""
         with contextlib.suppress(OSError):
             self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.close()
+        self._close()
 
     def close(self) -> None:
+        """Over TLS, send close_notify first (RFC 5425 section 4.4: the client MUST; rsyslog
+        logs a connection closed without it as an error), without waiting for the server's
+        (which the RFC allows): non-blocking, the second half of the shutdown just stops."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            with contextlib.suppress(OSError, ValueError):
+                self.sock.settimeout(0)
+                self.sock.unwrap()
+        self._close()
+
+    def _close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import deque
@@ -29,6 +30,15 @@ class BaseSimulator:
         self.faults = FaultQueue()
         self.stats_counter = Stats()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=10000)
+        self._tls: ssl.SSLContext | None = None
+
+    def serve_tls(self, certfile: str, keyfile: str) -> BaseSimulator:
+        """Answer over HTTPS (call before start), as the real services do: some official
+        clients refuse to send a token over plain HTTP (Azure's bearer-token policy)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile, keyfile)
+        self._tls = context
+        return self
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> BaseSimulator:
@@ -37,6 +47,10 @@ class BaseSimulator:
         server_class = SimServer6 if ":" in self.host else SimServer
         server = server_class((self.host, self._requested_port), RequestHandler)
         server.sim = self  # type: ignore[attr-defined]
+        if self._tls is not None:  # the handshake happens in the connection's own thread
+            server.socket = self._tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -73,7 +87,7 @@ class BaseSimulator:
     @property
     def url(self) -> str:
         host = self.host if ":" not in self.host else f"[{self.host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
 
     @property
     def stats(self) -> dict[str, Any]:

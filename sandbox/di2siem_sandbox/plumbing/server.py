@@ -176,7 +176,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             return
         try:
             self.send_response(response.status)
-            self.send_header("Content-Type", "application/json")
+            if not any(name.lower() == "content-type" for name in response.headers):
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(response.body)))
             self.send_header("X-Request-Id", uuid.uuid4().hex)
             for name, value in response.headers.items():
