@@ -103,3 +103,58 @@ def test_every_format_renders_a_config_the_collector_reads(rendered: Path, fmt: 
             True,
         )
         assert options.max_unacknowledged_batches == 2 and options.source is None
+
+
+DEMO_VARS = Path(__file__).parents[2] / "molecule" / "shared" / "vars" / "intakes"
+
+
+@pytest.fixture(scope="module")
+def demo_rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
+    """The role's config for each `make demo INTAKE=...` vars file (the role's part of it)."""
+    import yaml
+
+    tmp_path = tmp_path_factory.mktemp("demo_intakes")
+    out = tmp_path / "out"
+    out.mkdir()
+    text = RENDER.format(
+        role=ROLE, out=out, templates=json.dumps(["config.json", "credentials.json"])
+    )
+    demo = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in DEMO_VARS.glob("*.yml")}
+    hosts = {
+        name: {
+            **JC,
+            **{k: v for k, v in demo_vars.items() if not k.startswith("di2siem_sandbox_")},
+            "__di2siem_credentials_ref": str(out / f"{name}-credentials.json"),
+        }
+        for name, demo_vars in demo.items()
+    }
+    result = playbook(tmp_path, text, hosts)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, demo
+
+
+def test_the_demo_of_each_intake_points_the_role_at_its_sandbox_simulator(
+    demo_rendered: tuple[Path, dict[str, dict]],
+) -> None:
+    """molecule/shared/vars/intakes/<name>.yml against di2siem-sandbox --intake <name> with
+    those arguments: same port, same credentials, a config the collector reads."""
+    from di2siem_sandbox import intakes
+
+    out, demo = demo_rendered
+    assert sorted(demo) == sorted(intakes.NAMES)
+    for name, demo_vars in demo.items():
+        args = demo_vars.get("di2siem_sandbox_args", [])
+        assert demo_vars["di2siem_sandbox_intake"] == name
+        port = intakes.PORTS[name]
+        stats_port = intakes.SYSLOG_CONTROL_PORT if name == "syslog" else port
+        assert demo_vars["di2siem_sandbox_stats_port"] == stats_port
+        settings: dict = {"ack": "--splunk-hec-ack" in args}
+        if "--tls-dir" in args:
+            settings["ca_bundle"] = args[args.index("--tls-dir") + 1] + "/ca.pem"
+        scheme = "tls" if name == "syslog" else "http"
+        expected = intakes.siem_section(name, f"{scheme}://127.0.0.1:{port}", settings)
+        settings_file = json.loads((out / f"{name}-config.json").read_text(encoding="utf-8"))
+        secrets = json.loads((out / f"{name}-credentials.json").read_text(encoding="utf-8"))
+        merged = {**settings_file["siem"], **secrets.get("siem", {})}
+        assert {key: merged.get(key) for key in expected} == expected, name
+        assert config.load(str(out / f"{name}-config.json")).siem.format == name

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from .faults import Fault, FaultQueue
@@ -29,6 +31,14 @@ class BaseSimulator:
         self.faults = FaultQueue()
         self.stats_counter = Stats()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=10000)
+        # keep_records=False (the benchmark): validate and count, keep nothing in memory
+        self.keep_records = True
+        self.out_path: Path | None = None  # --sink-out: accepted records appended as JSON lines
+
+    def record_out(self, records: list[Any]) -> None:
+        """Append accepted records to ``out_path`` (one JSON line each), when it is set."""
+        if self.out_path is not None and records:
+            append_jsonl(self.out_path, records)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> BaseSimulator:
@@ -169,3 +179,10 @@ class BaseSimulator:
         self.faults.clear()
         self.stats_counter.reset()
         self.request_log.clear()
+
+
+def append_jsonl(path: Path, records: list[Any]) -> None:
+    lines = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(lines)
+        out.flush()
