@@ -50,25 +50,25 @@ HOSTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp_path = tmp_path_factory.mktemp("role_intakes")
+def render(tmp_path: Path, hosts: dict[str, dict]) -> Path:
+    """The role's config.json and credentials.json for each host (its vars and a JumpCloud
+    key): <out>/<host>-config.json, <out>/<host>-credentials.json."""
     out = tmp_path / "out"
     out.mkdir()
     text = RENDER.format(
         role=ROLE, out=out, templates=json.dumps(["config.json", "credentials.json"])
     )
-    hosts = {
-        host: {
-            **JC,
-            **host_vars,
-            "__di2siem_credentials_ref": str(out / f"{host}-credentials.json"),
-        }
-        for host, host_vars in HOSTS.items()
+    credentials = {
+        h: {"__di2siem_credentials_ref": str(out / f"{h}-credentials.json")} for h in hosts
     }
-    result = playbook(tmp_path, text, hosts)
+    result = playbook(tmp_path, text, {h: {**JC, **v, **credentials[h]} for h, v in hosts.items()})
     assert result.returncode == 0, result.stdout + result.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render(tmp_path_factory.mktemp("role_intakes"), HOSTS)
 
 
 @pytest.mark.parametrize("fmt", sorted(HOSTS))
@@ -113,23 +113,12 @@ def demo_rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
     """The role's config for each `make demo INTAKE=...` vars file (the role's part of it)."""
     import yaml
 
-    tmp_path = tmp_path_factory.mktemp("demo_intakes")
-    out = tmp_path / "out"
-    out.mkdir()
-    text = RENDER.format(
-        role=ROLE, out=out, templates=json.dumps(["config.json", "credentials.json"])
-    )
     demo = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in DEMO_VARS.glob("*.yml")}
-    hosts = {
-        name: {
-            **JC,
-            **{k: v for k, v in demo_vars.items() if not k.startswith("di2siem_sandbox_")},
-            "__di2siem_credentials_ref": str(out / f"{name}-credentials.json"),
-        }
+    role_vars = {  # di2siem_sandbox_*: prepare.yml's, for the simulator
+        name: {k: v for k, v in demo_vars.items() if not k.startswith("di2siem_sandbox_")}
         for name, demo_vars in demo.items()
     }
-    result = playbook(tmp_path, text, hosts)
-    assert result.returncode == 0, result.stdout + result.stderr
+    out = render(tmp_path_factory.mktemp("demo_intakes"), role_vars)
     return out, demo
 
 
