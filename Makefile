@@ -1,6 +1,7 @@
 # di2siem: developer entry points.
 #   make demo       one-command tour (root, Debian/Ubuntu): a throwaway systemd-nspawn target,
 #                   the simulators inside it, playbooks/site.yml, events arriving at the sink
+#                   (INTAKE=splunk_hec|elasticsearch|sentinel|otlp|syslog: that SIEM's simulator)
 #   make demo-down  remove the demo target
 #   make lint       ruff, the house rules (tools/check_layers.py), yamllint, ansible-lint
 #   make test       lint, then pytest: the collector tests and the Molecule scenarios
@@ -19,6 +20,11 @@ VENV := $(REPO)/.venv
 PYTHON ?= python3
 TARGET := $(REPO)/molecule/shared/target.sh
 # Overridable (make demo DEMO_NAME=... DEMO_INDEX=...) to run a second demo side by side.
+# INTAKE: the SIEM the demo ships to, its simulator on the target; the role variables of the
+# others are molecule/shared/vars/intakes/<INTAKE>.yml.
+INTAKE ?= coralogix
+INTAKE_VARS := $(REPO)/molecule/shared/vars/intakes/$(INTAKE).yml
+SINK_NAME := $(if $(filter coralogix,$(INTAKE)),Coralogix sink,$(INTAKE) simulator)
 DEMO_NAME ?= di2siem-demo
 DEMO_INDEX ?= 200
 DEMO_IP := 10.213.$(DEMO_INDEX).2
@@ -42,7 +48,7 @@ MOLECULE_NOT_RUN := $(REPO)/.cache/molecule-not-run
 .PHONY: help demo demo-needs-root demo-down lint test venv apt-deps dist lock promtool
 
 help:
-	@sed -n '2,12s/^# \{0,1\}//p' Makefile
+	@sed -n '2,13s/^# \{0,1\}//p' Makefile
 
 # Root: installs the missing APT_DEPS. Not root: only names them (the venv may still work; the
 # Molecule scenarios and the demo will not).
@@ -119,8 +125,11 @@ demo-needs-root:
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root (debootstrap, network namespace, nspawn)"; exit 1; }
 
 demo: demo-needs-root apt-deps venv
+	@[ "$(INTAKE)" = coralogix ] || [ -f $(INTAKE_VARS) ] || { echo "make demo: INTAKE=$(INTAKE)" \
+	  "is not one of coralogix $$(cd $(dir $(INTAKE_VARS)) && ls *.yml | sed 's/\.yml$$//' | tr '\n' ' ')"; exit 2; }
 	$(TARGET) up $(DEMO_NAME) $(DEMO_INDEX) $(DEMO_SUITE)
 	mkdir -p $(DEMO_DIR)/group_vars/di2siem
+	rm -f $(DEMO_DIR)/group_vars/di2siem/intake.yml
 	printf '%s\n' '---' 'di2siem:' '  hosts:' '    $(DEMO_NAME):' \
 	  '      ansible_host: $(DEMO_IP)' '      ansible_user: root' \
 	  "      ansible_private_key_file: $$($(TARGET) key)" \
@@ -130,14 +139,15 @@ demo: demo-needs-root apt-deps venv
 	  'di2siem_enforce_resources: false' \
 	  'di2siem_jumpcloud_api_key: sandbox-jumpcloud-key' \
 	  'di2siem_jumpcloud_base_url: http://127.0.0.1:8400' \
-	  'di2siem_coralogix_api_key: sandbox-coralogix-key' \
+	  $(if $(filter coralogix,$(INTAKE)),'di2siem_coralogix_api_key: sandbox-coralogix-key' \
 	  'di2siem_siem_format: coralogix' \
-	  'di2siem_siem_url: http://127.0.0.1:8401/logs/v1/singles' \
+	  'di2siem_siem_url: http://127.0.0.1:8401/logs/v1/singles') \
 	  'di2siem_application_name: di2siem-demo' \
 	  'di2siem_initial_days_back: -3' \
 	  'di2siem_sandbox_backlog: 500' \
 	  'di2siem_sandbox_rate: 1' \
 	  > $(DEMO_DIR)/group_vars/di2siem/vars.yml
+	[ "$(INTAKE)" = coralogix ] || cp $(INTAKE_VARS) $(DEMO_DIR)/group_vars/di2siem/intake.yml
 	ANSIBLE_HOST_KEY_CHECKING=false $(VENV)/bin/ansible-playbook -i $(DEMO_DIR)/hosts.yml molecule/shared/prepare.yml
 	ANSIBLE_HOST_KEY_CHECKING=false $(VENV)/bin/ansible-playbook -i $(DEMO_DIR)/hosts.yml playbooks/site.yml
 	@echo; echo "== waiting for the cron job (every minute) to ship events to the sink (up to 150 s)"
@@ -150,7 +160,7 @@ demo: demo-needs-root apt-deps venv
 	$(TARGET) ssh $(DEMO_NAME) $(DEMO_INDEX) 'set -e; \
 	  echo "== the run summaries of the scheduled job (/var/log/di2siem/di2siem.log):"; \
 	  grep "run summary" /var/log/di2siem/di2siem.log | tail -n 3; \
-	  echo "== records at the Coralogix sink: $$(wc -l < /var/lib/di2siem-sandbox/sink.jsonl)"; \
+	  echo "== records at the $(SINK_NAME): $$(wc -l < /var/lib/di2siem-sandbox/sink.jsonl)"; \
 	  echo "== the last one:"; \
 	  tail -n 1 /var/lib/di2siem-sandbox/sink.jsonl | python3 -m json.tool | head -n 40'
 	@echo
@@ -158,7 +168,7 @@ demo: demo-needs-root apt-deps venv
 	@echo "  $(TARGET) ssh $(DEMO_NAME) $(DEMO_INDEX) tail -f /var/lib/di2siem-sandbox/sink.jsonl"
 	@echo "  $(TARGET) ssh $(DEMO_NAME) $(DEMO_INDEX) tail -f /var/log/di2siem/di2siem.log"
 	@echo "Log in: $(TARGET) ssh $(DEMO_NAME) $(DEMO_INDEX)"
-	@echo "Tear down: make demo-down"
+	@echo "Tear down: make demo-down$(if $(filter-out di2siem-demo,$(DEMO_NAME)), DEMO_NAME=$(DEMO_NAME) DEMO_INDEX=$(DEMO_INDEX))"
 
 demo-down:
 	$(TARGET) down $(DEMO_NAME) $(DEMO_INDEX)

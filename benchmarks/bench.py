@@ -12,7 +12,11 @@ Reports:
 Each simulator runs in a process of its own so that the collector's figures are its own.
 Ship and ceiling rates are the median of ``--repeats`` runs (interleaved, the same pages from
 the same simulator; each ship run starts from empty state and an emptied sink).
-Usage: ``python benchmarks/bench.py [--backlog 200000] [--small-backlog 20000] [--repeats 3]``.
+``--intake NAME`` ships to that intake's simulator instead of the Coralogix sink (the default);
+``--intakes all`` measures every intake in turn and ends with one table of them all. The
+intake simulators count what they accept and keep none of it (``--sink-count-only``).
+Usage: ``python benchmarks/bench.py [--backlog 200000] [--small-backlog 20000] [--repeats 3]
+[--intake NAME | --intakes all]``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from pathlib import Path
 from statistics import median
 
 import requests
+
+from di2siem_sandbox import intakes
 
 JUMPCLOUD_KEY = "bench-jumpcloud-key"
 CORALOGIX_KEY = "bench-coralogix-key"
@@ -78,27 +84,40 @@ def children_cpu_s() -> float:
 
 
 @contextmanager
-def simulator(only: str, port: int, backlog: int) -> Iterator[tuple[str, int]]:
-    port_flag = "--jumpcloud-port" if only == "jumpcloud" else "--coralogix-port"
+def simulator(
+    only: str, port: int, backlog: int, extra: tuple[str, ...] = ()
+) -> Iterator[tuple[str, int]]:
+    """The simulator `only` (jumpcloud, coralogix or an intake's) in a process of its own, on
+    `port`: its control API's URL (and pid) once that answers."""
+    port_flag = f"--{only.replace('_', '-')}-port"
     command = [
         sys.executable, "-m", "di2siem_sandbox", "--only", only, port_flag, str(port),
         "--jumpcloud-key", JUMPCLOUD_KEY, "--coralogix-key", CORALOGIX_KEY,
-        "--backlog", str(backlog), "--backlog-days", "80", "--rate", "0",
+        "--backlog", str(backlog), "--backlog-days", "80", "--rate", "0", *extra,
     ]  # fmt: skip
-    if only == "coralogix":
+    if only != "jumpcloud":
         # validate and count every record, but do not hoard 200k decoded events in memory
         command.append("--sink-count-only")
+    if only not in ("jumpcloud", "coralogix"):
+        command += ["--intake", only]
+    control = port
+    if only == "syslog":  # its counters are on a control API of their own
+        control = free_port()
+        command += ["--syslog-control-port", str(control)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     try:
         # generating a 200k backlog takes a few seconds before the port opens
-        wait_until_listening(port, process, timeout_s=300)
-        yield f"http://127.0.0.1:{port}", process.pid
+        wait_until_listening(control, process, timeout_s=300)
+        yield f"http://127.0.0.1:{control}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def write_config(directory: Path, jumpcloud_url: str, sink_url: str) -> Path:
+def write_config(
+    directory: Path, jumpcloud_url: str, sink_url: str, siem: dict[str, object] | None = None
+) -> Path:
+    """The run's config: the Coralogix sink at `sink_url`, or the `siem` section given."""
     directory.mkdir(parents=True, exist_ok=True)
     config = {
         "jumpcloud": {
@@ -119,6 +138,8 @@ def write_config(directory: Path, jumpcloud_url: str, sink_url: str) -> Path:
         "state_dir": str(directory / "state"),
         "run_time_budget_seconds": 600,
     }
+    if siem is not None:
+        config["siem"] = {**siem, "batch_size": 3000, "batch_delay_milliseconds": 0}
     path = directory / "config.json"
     path.write_text(json.dumps(config))
     path.chmod(0o600)
@@ -158,8 +179,35 @@ def run_collector(config: Path) -> tuple[float, int]:
     return elapsed, peak
 
 
-def sink_count(sink_url: str) -> int:
-    return int(requests.get(f"{sink_url}/_sim/stats", timeout=10).json()["accepted_records"])
+def sink_count(sink_url: str, intake: str = "coralogix") -> int:
+    stats = requests.get(f"{sink_url}/_sim/stats", timeout=10).json()
+    return int(stats.get(intakes.DELIVERED[intake], 0))
+
+
+# How each intake is measured: the simulator's options and the collector's settings for it.
+# splunk_hec with indexer acknowledgement (what keeps di2siem's promise), asked every 50 ms.
+INTAKE_ARGS = {"splunk_hec": ("--splunk-hec-ack",)}
+INTAKE_SETTINGS: dict[str, dict[str, object]] = {"splunk_hec": {"ack": True}}
+SIEM_EXTRA: dict[str, dict[str, object]] = {"splunk_hec": {"ack_poll_seconds": 0.05}}
+
+
+@contextmanager
+def intake_simulator(intake: str, tmp: Path) -> Iterator[tuple[str, int, dict[str, object] | None]]:
+    """The SIEM side: (control URL, pid, the collector's siem section; None: Coralogix's)."""
+    port = free_port()
+    if intake == "coralogix":
+        with simulator("coralogix", port, 0) as (url, pid):
+            yield url, pid, None
+        return
+    extra = INTAKE_ARGS.get(intake, ())
+    settings = dict(INTAKE_SETTINGS.get(intake, {}))
+    scheme = "http"
+    if intake == "syslog":
+        extra, scheme = ("--tls-dir", str(tmp / "tls")), "tls"
+        settings["ca_bundle"] = str(tmp / "tls" / "ca.pem")
+    siem = intakes.siem_section(intake, f"{scheme}://127.0.0.1:{port}", settings)
+    with simulator(intake, port, 0, extra) as (url, pid):
+        yield url, pid, {**siem, **SIEM_EXTRA.get(intake, {})}
 
 
 def raw_download(jumpcloud_url: str) -> tuple[float, int]:
@@ -185,12 +233,12 @@ def raw_download(jumpcloud_url: str) -> tuple[float, int]:
     return time.perf_counter() - started, total
 
 
-def measure(backlog: int, repeats: int) -> dict[str, float]:
-    jumpcloud_port, sink_port = free_port(), free_port()
+def measure(backlog: int, repeats: int, intake: str = "coralogix") -> dict[str, float]:
+    jumpcloud_port = free_port()
     with (
-        simulator("jumpcloud", jumpcloud_port, backlog) as (jumpcloud_url, jumpcloud_pid),
-        simulator("coralogix", sink_port, 0) as (sink_url, sink_pid),
         tempfile.TemporaryDirectory(prefix="di2siem-bench-") as tmp,
+        simulator("jumpcloud", jumpcloud_port, backlog) as (jumpcloud_url, jumpcloud_pid),
+        intake_simulator(intake, Path(tmp)) as (sink_url, sink_pid, siem),
     ):
         raw_rates: list[float] = []
         ship_rates: list[float] = []
@@ -205,19 +253,19 @@ def measure(backlog: int, repeats: int) -> dict[str, float]:
             raw_rates.append(raw_events / raw_seconds)
 
             requests.post(f"{sink_url}/_sim/reset", timeout=10).raise_for_status()
-            config = write_config(Path(tmp) / f"run{attempt}", jumpcloud_url, sink_url)
+            config = write_config(Path(tmp) / f"run{attempt}", jumpcloud_url, sink_url, siem)
             before = (children_cpu_s(), process_cpu_s(jumpcloud_pid), process_cpu_s(sink_pid))
             ship_seconds, peak_kib = run_collector(config)
             cpu["collector"] += children_cpu_s() - before[0]
             cpu["jumpcloud_sim"] += process_cpu_s(jumpcloud_pid) - before[1]
             cpu["sink"] += process_cpu_s(sink_pid) - before[2]
-            shipped = sink_count(sink_url)
+            shipped = sink_count(sink_url, intake)
             if shipped != backlog:
                 raise RuntimeError(f"expected {backlog} events, shipped {shipped}")
             ship_rates.append(backlog / ship_seconds)
             peaks.append(peak_kib)
         empty_polls = [run_collector(config)[0] for _ in range(5)]
-        if sink_count(sink_url) != backlog:
+        if sink_count(sink_url, intake) != backlog:
             raise RuntimeError("an empty poll shipped events")
     figures: dict[str, float] = {
         "backlog": backlog,
@@ -231,15 +279,11 @@ def measure(backlog: int, repeats: int) -> dict[str, float]:
     return figures
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backlog", type=int, default=200_000)
-    parser.add_argument("--small-backlog", type=int, default=20_000)
-    parser.add_argument("--repeats", type=int, default=3, help="ship/ceiling runs (median)")
-    args = parser.parse_args()
-
-    small = measure(args.small_backlog, args.repeats)
-    large = measure(args.backlog, args.repeats)
+def report(intake: str, args: argparse.Namespace) -> tuple[dict[str, float], bool]:
+    """Measure one intake and print its figures against the targets: (the large backlog's
+    figures, whether every target was met)."""
+    small = measure(args.small_backlog, args.repeats, intake)
+    large = measure(args.backlog, args.repeats, intake)
     ratio = large["ship_events_per_s"] / large["raw_events_per_s"]
     rss_growth = large["peak_rss_mib"] / small["peak_rss_mib"] - 1
     for figures in (small, large):
@@ -265,7 +309,40 @@ def main() -> int:
     print(f"ship/ceiling={ratio:.0%} rss_growth={rss_growth:+.1%}")
     for name, met in targets.items():
         print(f"{'MET ' if met else 'MISS'} {name}")
-    return 0 if all(targets.values()) else 1
+    return large, all(targets.values())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backlog", type=int, default=200_000)
+    parser.add_argument("--small-backlog", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3, help="ship/ceiling runs (median)")
+    names = ("coralogix", *intakes.NAMES)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--intake", choices=names, default="coralogix")
+    which.add_argument("--intakes", choices=("all",), help="every intake in turn, then a table")
+    args = parser.parse_args()
+
+    if not args.intakes:
+        if args.intake != "coralogix":
+            print(f"== intake {args.intake}")
+        return 0 if report(args.intake, args)[1] else 1
+    rows, ok = [], True
+    for intake in names:
+        print(f"== intake {intake}", flush=True)
+        large, met = report(intake, args)
+        rows.append((intake, large))
+        ok = ok and met
+    print(f"\n{args.backlog} events per run:")
+    print("| intake | events/s | CPU µs/event: collector | simulator | collector peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|")
+    for intake, large in rows:
+        print(
+            f"| {intake} | {large['ship_events_per_s']:.0f} | "
+            f"{large['cpu_us_per_event_collector']:.1f} | {large['cpu_us_per_event_sink']:.1f} | "
+            f"{large['peak_rss_mib']:.1f} |"
+        )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Simulators for JumpCloud Directory Insights and Coralogix ingestion, and `di2siem sandbox`.
+"""Simulators for JumpCloud Directory Insights and the SIEM intakes, and `di2siem sandbox`.
 
 The distribution di2siem-sandbox, apart from the collector's: test and demo peers only, never
 installed with the product. Importable for tests (`JumpCloudSimulator`, `CoralogixSink`) and
 runnable as `di2siem-sandbox [options]`, `python -m di2siem_sandbox [options]`, or
-`di2siem sandbox [options]` where the collector is installed too.
+`di2siem sandbox [options]` where the collector is installed too. `--intake NAME` runs that
+intake's simulator (intakes.py: splunk_hec, elasticsearch, sentinel, otlp, syslog) instead of
+the Coralogix sink, and prints the collector config for both after the ready line.
 
 Control API (no auth, loopback only), on both simulators unless noted:
   GET  /_sim/stats      counters: requests, by_path {path: {status: n}}, by_status, ...
@@ -27,11 +29,13 @@ import logging
 import math
 import os
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from . import intakes
 from .coralogix import DATASTREAM_PATH, SINGLES_PATH, CoralogixSink
 from .coralogix import DEFAULT_API_KEY as DEFAULT_CORALOGIX_KEY
 from .events import DAY_MS, DEFAULT_ORG_ID, burst_events, deep_event, generate_events, now_ms
@@ -106,8 +110,24 @@ def _parser() -> argparse.ArgumentParser:
         help="JumpCloud: every API answer waits this long (a real API's round trip ~200)",
     )
     p.add_argument("--write-config", type=Path, help="write a collector config JSON here")
-    p.add_argument("--siem-format", choices=("json_lines", "coralogix"), default="json_lines")
-    p.add_argument("--only", choices=("jumpcloud", "coralogix"), help="run one simulator")
+    p.add_argument(
+        "--siem-format",
+        choices=("json_lines", "coralogix"),
+        default="json_lines",
+        help="the config's format for the Coralogix sink",
+    )
+    p.add_argument(
+        "--intake",
+        choices=("coralogix", *intakes.NAMES),
+        default="coralogix",
+        help="the SIEM simulator beside JumpCloud (--sink-out and --sink-count-only apply to it)",
+    )
+    p.add_argument(
+        "--only",
+        choices=("jumpcloud", "coralogix", *intakes.NAMES),
+        help="run one simulator: jumpcloud, or the --intake's",
+    )
+    intakes.add_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return p
 
@@ -133,6 +153,8 @@ def _validate(args: argparse.Namespace) -> str | None:
         return f"--no-insights {sorted(unknown)[0]}: not an org served here (add --org-id)"
     if bool(args.client_id) != bool(args.client_secret):
         return "--client-id and --client-secret go together"
+    if args.only not in (None, "jumpcloud", args.intake):
+        return f"--only {args.only}: runs jumpcloud or the --intake ({args.intake})"
     if args.token_ttl_s <= 0:
         return "--token-ttl-s must be positive"
     if not 0 <= args.late_fraction <= 1:
@@ -145,15 +167,20 @@ def _validate(args: argparse.Namespace) -> str | None:
 
 def build_config(
     jumpcloud_url: str,
-    coralogix_url: str,
+    siem_url: str,
     jumpcloud_key: str = DEFAULT_JUMPCLOUD_KEY,
     coralogix_key: str = DEFAULT_CORALOGIX_KEY,
     org_ids: list[str] | None = None,
     siem_format: str = "json_lines",
     state_dir: str | None = None,
     initial_days_back: int = -1,
+    siem_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A collector configuration pointing at the simulators (legacy shape by default)."""
+    """A collector configuration pointing at the simulators (legacy shape by default).
+
+    `siem_format`: json_lines or coralogix for the Coralogix sink at `siem_url`, or an intake
+    of intakes.py for its simulator there (`siem_settings`: its credentials, else the
+    sandbox's)."""
     config: dict[str, Any] = {
         "jumpcloud": {
             "api_key": jumpcloud_key,
@@ -163,10 +190,12 @@ def build_config(
             "initial_days_back": initial_days_back,
         },
     }
-    if siem_format == "coralogix":
+    if siem_format in intakes.NAMES:
+        config["siem"] = intakes.siem_section(siem_format, siem_url, siem_settings)
+    elif siem_format == "coralogix":
         config["siem"] = {
             "format": "coralogix",
-            "url": coralogix_url + SINGLES_PATH,
+            "url": siem_url + SINGLES_PATH,
             "api_key": coralogix_key,
             "application_name": "jumpcloud",
             "subsystem_name": "directory-insights",
@@ -175,7 +204,7 @@ def build_config(
     else:
         config["siem"] = {
             "format": "json_lines",
-            "url": coralogix_url + DATASTREAM_PATH,
+            "url": siem_url + DATASTREAM_PATH,
             "method": "POST",
             "headers": {"private_key": coralogix_key},
             "content_type": "application/json",
@@ -193,18 +222,24 @@ def build_config(
     return config
 
 
-def _write_config(args: argparse.Namespace, jc_url: str, cx_url: str) -> None:
-    path: Path = args.write_config
+def _config(
+    args: argparse.Namespace,
+    jc_url: str,
+    siem_url: str,
+    siem_settings: dict[str, Any] | None,
+    state_dir: str | None,
+) -> dict[str, Any]:
     config = build_config(
         jc_url,
-        cx_url,
+        siem_url,
         args.jumpcloud_key,
         args.coralogix_key,
         args.org_id,
-        args.siem_format,
-        str(path.resolve().parent / "di2siem-state"),
+        args.siem_format if args.intake == "coralogix" else args.intake,
+        state_dir,
         # One day more than the backlog, so the first run sees all of it.
         -(math.ceil(args.backlog_days) + 1),
+        siem_settings,
     )
     if args.provider_id:
         config["jumpcloud"]["provider_id"] = args.provider_id
@@ -215,6 +250,11 @@ def _write_config(args: argparse.Namespace, jc_url: str, cx_url: str) -> None:
         jumpcloud["client_secret"] = args.client_secret
         jumpcloud["token_url"] = jc_url + TOKEN_PATH
         jumpcloud["org_ids"] = list(args.org_id or [DEFAULT_ORG_ID])
+    return config
+
+
+def _write_config(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    path: Path = args.write_config
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -239,8 +279,8 @@ def _seed_jumpcloud(sim: JumpCloudSimulator, args: argparse.Namespace) -> None:
             sim.add_burst(args.burst, end - 60_000, org)
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}"
 
 
 def _install_signals(stop: threading.Event) -> None:
@@ -257,8 +297,16 @@ def _install_signals(stop: threading.Event) -> None:
 def run(args: argparse.Namespace, stop: threading.Event) -> int:
     """Start the simulators, print their URLs, serve until `stop` is set."""
     sims: list[Any] = []
+    ready: list[str] = []  # name=url of each simulator started
     jc_url = _url(args.host, args.jumpcloud_port)
     cx_url = _url(args.host, args.coralogix_port)
+    other = args.intake != "coralogix"
+    if other:  # where the intake's simulator would be (with --only jumpcloud)
+        port = getattr(args, f"{args.intake}_port")
+        siem_url = _url(args.host, port, "tls" if args.intake == "syslog" else "http")
+        siem_settings: dict[str, Any] | None = intakes.settings(args)
+    else:
+        siem_url, siem_settings = cx_url, None
     try:
         if args.only in (None, "jumpcloud"):
             jc = JumpCloudSimulator(
@@ -278,9 +326,15 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
             _seed_jumpcloud(jc, args)
             sims.append(jc.start())
             jc_url = jc.url
+            ready.append(f"{jc.name}={jc.url}")
             if args.rate > 0:
                 jc.start_live(args.rate, args.late_fraction, args.late_delay_s)
-        if args.only in (None, "coralogix"):
+        if other and args.only in (None, args.intake):
+            serving = intakes.serve(args, not args.sink_count_only, args.sink_out)
+            sims.append(serving)
+            siem_url, siem_settings = serving.url, serving.settings
+            ready += [f"{name}={url}" for name, url in serving.urls.items()]
+        elif not other and args.only in (None, "coralogix"):
             cx = CoralogixSink(
                 args.host,
                 args.coralogix_port,
@@ -291,13 +345,18 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
                 keep_records=not args.sink_count_only,
             )
             sims.append(cx.start())
-            cx_url = cx.url
+            siem_url = cx.url
+            ready.append(f"{cx.name}={cx.url}")
         if args.write_config:
-            _write_config(args, jc_url, cx_url)
-        parts = [f"{s.name}={s.url}" for s in sims]
-        print("di2siem sandbox ready: " + " ".join(parts), flush=True)
+            state_dir = str(args.write_config.resolve().parent / "di2siem-state")
+            _write_config(args, _config(args, jc_url, siem_url, siem_settings, state_dir))
+        print("di2siem sandbox ready: " + " ".join(ready), flush=True)
+        if other:
+            print("collector config for them (save it, then di2siem run --config FILE):")
+            print(json.dumps(_config(args, jc_url, siem_url, siem_settings, None), indent=2))
+            sys.stdout.flush()
         stop.wait()
-    except OSError as exc:
+    except (OSError, subprocess.CalledProcessError) as exc:
         print(f"di2siem sandbox: cannot start: {exc}", file=sys.stderr)
         return 1
     finally:

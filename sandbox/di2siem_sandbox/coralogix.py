@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any, Union
 
-from .plumbing.base import BaseSimulator
+from .plumbing.base import BaseSimulator, append_jsonl
 from .plumbing.wire import Request, Response
 
 DEFAULT_API_KEY = "sandbox-coralogix-key"
@@ -274,10 +274,7 @@ class CoralogixSink(BaseSimulator):
 
     def _append_out(self, wrapped: list[Record]) -> None:
         assert self.out_path is not None
-        lines = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in wrapped)
-        with self.out_path.open("a", encoding="utf-8") as out:
-            out.write(lines)
-            out.flush()
+        append_jsonl(self.out_path, wrapped)
 
     @property
     def stats(self) -> dict[str, Any]:

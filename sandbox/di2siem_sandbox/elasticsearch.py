@@ -265,13 +265,18 @@ class ElasticsearchSim(BaseSimulator):
         if len(lines) % 2:
             reason = f"Malformed action/metadata line [{len(lines)}], expected a document"
             return Response.json(400, es_error(400, "illegal_argument_exception", reason))
-        items = []
+        items, created = [], []
         try:
             for at in range(0, len(lines), 2):
-                items.append(self._one(json.loads(lines[at]), json.loads(lines[at + 1]), target))
+                action, document = json.loads(lines[at]), json.loads(lines[at + 1])
+                items.append(self._one(action, document, target))
+                if next(iter(items[-1].values()))["status"] == 201:
+                    created.append(document)
         except (ValueError, AttributeError, StopIteration) as exc:
             reason = f"Malformed action/metadata line: {exc}"
             return Response.json(400, es_error(400, "illegal_argument_exception", reason))
+        with self._lock:
+            self.record_out(created)
         with self._lock:
             drop = self.drop_answers != 0
             if self.drop_answers > 0:
@@ -301,8 +306,8 @@ class ElasticsearchSim(BaseSimulator):
                         f"[{doc_id}]: version conflict, document already exists (current "
                         "version [1])",
                     )
-                else:
-                    self.documents[(stream, doc_id)] = document
+                else:  # without keep_records only the _id stays, for the 409s
+                    self.documents[(stream, doc_id)] = document if self.keep_records else None
         name = {201: "created", 409: "conflicts", 429: "rejected"}.get(status, "refused")
         self.stats_counter.incr(f"items_{name}")
         result["status"] = status

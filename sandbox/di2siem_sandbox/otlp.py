@@ -198,7 +198,9 @@ class OtlpReceiver(BaseSimulator):
         kept = [r for r in records if not needle or needle not in (body_text(r) or "")]
         refused = len(records) - len(kept)
         with self._lock:
-            self.received.extend(kept)
+            if self.keep_records:
+                self.received.extend(kept)
+            self.record_out(kept)
             self.rejected += refused
         self.stats_counter.incr("accepted_records", len(kept))
         if not refused:

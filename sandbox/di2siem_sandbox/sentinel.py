@@ -299,7 +299,9 @@ class SentinelSimulator(BaseSimulator):
             return _azure(self.empty_array_status, "InvalidPayload", "The payload is empty.")
         kept = [_truncated(row) for row in rows if _time_generated(row)]
         with self._lock:
-            self.rows.extend(kept)
+            if self.keep_records:
+                self.rows.extend(kept)
+            self.record_out(kept)
             self.dropped_rows += len(rows) - len(kept)
         self.stats_counter.incr("accepted_rows", len(kept))
         if self.stalls > 0:

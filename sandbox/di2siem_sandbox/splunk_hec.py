@@ -223,7 +223,9 @@ class SplunkHecSimulator(BaseSimulator):
             if lost:
                 self.lose_acks -= 1
             else:
-                self.received.extend(envelopes)
+                if self.keep_records:
+                    self.received.extend(envelopes)
+                self.record_out(envelopes)
                 self.stats_counter.incr("indexed_events", len(envelopes))
             if channel is None:
                 return None

@@ -25,6 +25,9 @@ import struct
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+
+from .plumbing.base import append_jsonl
 
 PRINTUSASCII = re.compile(rb"[\x21-\x7e]+")
 TIMESTAMP = re.compile(
@@ -164,6 +167,8 @@ class SyslogReceiver:
         require_client_cert: bool = False,
         rcvbuf: int | None = None,
         max_frame: int = MAX_FRAME,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         if framing not in ("octet_counting", "lf"):
             raise ValueError(framing)
@@ -190,16 +195,29 @@ class SyslogReceiver:
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self._open: list[socket.socket] = []
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.keep_records = True  # False: count the messages (accepted), keep none
+        self.accepted = 0
+        self.out_path: Path | None = None  # each message appended as a JSON line {"raw": ...}
+        self.host = host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if rcvbuf:  # before listen: accepted sockets inherit it (and its window)
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind((host, port))
         self.port = self.listener.getsockname()[1]
 
     @property
     def url(self) -> str:
-        return f"{'tls' if self.context else 'tcp'}://127.0.0.1:{self.port}"
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"{'tls' if self.context else 'tcp'}://{host}:{self.port}"
+
+    def reset(self) -> None:
+        """Forget what was received (the counters too); connections stay up."""
+        with self.lock:
+            self.received.clear()
+            self.errors.clear()
+            self.accepted = self.connections = self.handshakes = self.bytes_read = 0
 
     def messages(self) -> list[str]:
         """Every MSG received, in order."""
@@ -316,7 +334,11 @@ class SyslogReceiver:
                 return False
             message = parse_message(frame)
             with self.lock:
-                self.received.append(message)
+                self.accepted += 1
+                if self.keep_records:
+                    self.received.append(message)
+                if self.out_path is not None:
+                    append_jsonl(self.out_path, [{"raw": message.raw.decode("utf-8", "replace")}])
                 if self.drop_after is not None:
                     self.drop_after -= 1
                     if self.drop_after <= 0:

@@ -87,6 +87,16 @@ def test_every_event_is_created_under_its_id_with_its_time(es: Es, capsys) -> No
     assert rc == 0 and es.es.ids() == ids and es.es.stats["items_conflicts"] == 30
 
 
+def test_a_bulk_answer_bigger_than_an_error_body_is_read_whole(es: Es, capsys) -> None:
+    """1000 items answer ~150 KB (a real cluster: ~250 bytes an item), over the 64 KiB an
+    error body is cut to: the whole answer is read, item by item (found by bench.py)."""
+    es.jc.add_events(recent_events(1000))
+    es.write(batch_size=1000)
+    rc, err = es.run(capsys)
+    assert rc == 0, err
+    assert counts(err)["shipped"] == 1000 and len(es.es.ids()) == 1000
+
+
 def test_basic_authentication_and_a_data_stream_of_ones_own(es: Es, capsys) -> None:
     es.es.data_streams.add("logs-jumpcloud-acme")
     es.jc.add_events(recent_events(5))

@@ -50,25 +50,25 @@ HOSTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp_path = tmp_path_factory.mktemp("role_intakes")
+def render(tmp_path: Path, hosts: dict[str, dict]) -> Path:
+    """The role's config.json and credentials.json for each host (its vars and a JumpCloud
+    key): <out>/<host>-config.json, <out>/<host>-credentials.json."""
     out = tmp_path / "out"
     out.mkdir()
     text = RENDER.format(
         role=ROLE, out=out, templates=json.dumps(["config.json", "credentials.json"])
     )
-    hosts = {
-        host: {
-            **JC,
-            **host_vars,
-            "__di2siem_credentials_ref": str(out / f"{host}-credentials.json"),
-        }
-        for host, host_vars in HOSTS.items()
+    credentials = {
+        h: {"__di2siem_credentials_ref": str(out / f"{h}-credentials.json")} for h in hosts
     }
-    result = playbook(tmp_path, text, hosts)
+    result = playbook(tmp_path, text, {h: {**JC, **v, **credentials[h]} for h, v in hosts.items()})
     assert result.returncode == 0, result.stdout + result.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render(tmp_path_factory.mktemp("role_intakes"), HOSTS)
 
 
 @pytest.mark.parametrize("fmt", sorted(HOSTS))
@@ -103,3 +103,54 @@ def test_every_format_renders_a_config_the_collector_reads(rendered: Path, fmt: 
             True,
         )
         assert options.max_unacknowledged_batches == 2 and options.source is None
+
+
+DEMO_VARS = Path(__file__).parents[2] / "molecule" / "shared" / "vars" / "intakes"
+
+
+@pytest.fixture(scope="module")
+def demo_rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
+    """The role's config for each `make demo INTAKE=...` vars file (the role's part of it)."""
+    import yaml
+
+    demo = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in DEMO_VARS.glob("*.yml")}
+    role_vars = {  # di2siem_sandbox_*: prepare.yml's, for the simulator
+        name: {k: v for k, v in demo_vars.items() if not k.startswith("di2siem_sandbox_")}
+        for name, demo_vars in demo.items()
+    }
+    out = render(tmp_path_factory.mktemp("demo_intakes"), role_vars)
+    return out, demo
+
+
+def test_the_demo_of_each_intake_points_the_role_at_its_sandbox_simulator(
+    demo_rendered: tuple[Path, dict[str, dict]],
+) -> None:
+    """molecule/shared/vars/intakes/<name>.yml against di2siem-sandbox --intake <name> with
+    those arguments: same port, same credentials, a config the collector reads."""
+    from di2siem_sandbox import intakes
+
+    out, demo = demo_rendered
+    assert sorted(demo) == sorted(intakes.NAMES)
+    for name, demo_vars in demo.items():
+        args = demo_vars.get("di2siem_sandbox_args", [])
+        assert demo_vars["di2siem_sandbox_intake"] == name
+        port = intakes.PORTS[name]
+        stats_port = intakes.SYSLOG_CONTROL_PORT if name == "syslog" else port
+        assert demo_vars["di2siem_sandbox_stats_port"] == stats_port
+        settings: dict = {"ack": "--splunk-hec-ack" in args}
+        if "--tls-dir" in args:
+            settings["ca_bundle"] = args[args.index("--tls-dir") + 1] + "/ca.pem"
+        scheme = "tls" if name == "syslog" else "http"
+        expected = intakes.siem_section(name, f"{scheme}://127.0.0.1:{port}", settings)
+        settings_file = json.loads((out / f"{name}-config.json").read_text(encoding="utf-8"))
+        secrets = json.loads((out / f"{name}-credentials.json").read_text(encoding="utf-8"))
+        merged = {**settings_file["siem"], **secrets.get("siem", {})}
+        assert {key: merged.get(key) for key in expected} == expected, name
+        local = out / f"{name}-config.json"
+        if "ca_bundle" in settings_file["siem"]:  # made on the target at start: one here
+            (out / "ca.pem").write_text(json.dumps("not read at load"), encoding="utf-8")
+            settings_file["siem"]["ca_bundle"] = str(out / "ca.pem")
+            local = out / f"{name}-local-config.json"
+            local.write_text(json.dumps(settings_file), encoding="utf-8")
+            local.chmod(0o600)
+        assert config.load(str(local)).siem.format == name

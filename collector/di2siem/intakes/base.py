@@ -17,7 +17,7 @@ from typing import ClassVar, Protocol
 from ..batching import Framing
 from ..config import SiemConfig
 from ..shaping import Envelope
-from ..transport.body import body_excerpt
+from ..transport.body import MAX_ANSWER_BYTES, body_excerpt
 from ..transport.retry import parse_retry_after
 
 
@@ -133,6 +133,11 @@ class Intake:
 
     def limits(self) -> Limits:
         return Limits(self.cfg.batch_size, self.cfg.max_batch_bytes)
+
+    def answer_limit(self) -> int:
+        """At most this many bytes of a 2xx answer are read (the rest is cut): an intake that
+        answers item by item needs room for every item of a batch."""
+        return MAX_ANSWER_BYTES
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": self.cfg.content_type}

@@ -124,6 +124,7 @@ class BatchDelivery:
             side=SIDE,
             url_key="siem.url",
             deadline=self.policy.exchange_deadline,
+            limit=self.intake.answer_limit(),
         )
 
     def _post_once(self, body: bytes) -> Verdict:

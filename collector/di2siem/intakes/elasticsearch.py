@@ -18,11 +18,13 @@ from ..batching import Framing
 from ..config import SiemConfig
 from ..shaping import encode, encode_json
 from ..timeutil import format_ms, now_ms
-from ..transport.body import body_excerpt
+from ..transport.body import MAX_ANSWER_BYTES, body_excerpt
 from .base import SPLIT, Intake, Outcome, Verdict, refused
 
 TAKEN = frozenset((200, 201, 409))  # 409: a document with this _id is there already
 RETRIED_ITEM = 429
+# A _bulk answer has one item per action (a real cluster's: ~250 bytes, more with an error)
+ANSWER_BYTES_PER_ITEM = 1024
 TIMESTAMP = '"@timestamp"'
 DIGEST_PREFIX = "blake2b:"  # as engine/classify.py names id-less events
 
@@ -87,6 +89,9 @@ class Elasticsearch(Intake):
         super().__init__(cfg)
         self.data_stream = cfg.options.data_stream
         self.base = cfg.url.rstrip("/")
+
+    def answer_limit(self) -> int:
+        return MAX_ANSWER_BYTES + ANSWER_BYTES_PER_ITEM * self.cfg.batch_size
 
     def post_url(self) -> str:
         return f"{self.base}/{self.data_stream}/_bulk"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from .faults import Fault, FaultQueue
@@ -31,6 +33,9 @@ class BaseSimulator:
         self.stats_counter = Stats()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=10000)
         self._tls: ssl.SSLContext | None = None
+        # keep_records=False (the benchmark): validate and count, keep nothing in memory
+        self.keep_records = True
+        self.out_path: Path | None = None  # --sink-out: accepted records appended as JSON lines
 
     def serve_tls(self, certfile: str, keyfile: str) -> BaseSimulator:
         """Answer over HTTPS (call before start), as the real services do: some official
@@ -39,6 +44,11 @@ class BaseSimulator:
         context.load_cert_chain(certfile, keyfile)
         self._tls = context
         return self
+
+    def record_out(self, records: list[Any]) -> None:
+        """Append accepted records to ``out_path`` (one JSON line each), when it is set."""
+        if self.out_path is not None and records:
+            append_jsonl(self.out_path, records)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> BaseSimulator:
@@ -183,3 +193,10 @@ class BaseSimulator:
         self.faults.clear()
         self.stats_counter.reset()
         self.request_log.clear()
+
+
+def append_jsonl(path: Path, records: list[Any]) -> None:
+    lines = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(lines)
+        out.flush()
