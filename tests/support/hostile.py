@@ -102,6 +102,7 @@ class HostilePeer:
     def __init__(self, behave: Behaviour, tls: tuple[str, str] | None = None) -> None:
         self.behave = behave
         self.received: list[Received] = []
+        self.first_contact: float | None = None  # time.monotonic() of the first request
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         peer = self
@@ -124,6 +125,8 @@ class HostilePeer:
                 )
                 with peer._lock:
                     peer.received.append(got)
+                    if peer.first_contact is None:
+                        peer.first_contact = time.monotonic()
                 with contextlib.suppress(OSError):
                     peer.behave(Exchange(self, peer, got))
                 self.close_connection = True
@@ -177,6 +180,7 @@ class RawPeer:
         self.behave = behave
         self.stopping = threading.Event()
         self.connections = 0
+        self.first_contact: float | None = None  # time.monotonic() of the first connection
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.2)
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -192,6 +196,8 @@ class RawPeer:
             except OSError:
                 continue
             self.connections += 1
+            if self.first_contact is None:
+                self.first_contact = time.monotonic()
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:

@@ -86,7 +86,7 @@ def test_textfile_parses_and_counts_what_the_schedule_shipped(host, prom_path):
 
 def test_textfile_passes_promtool_check_metrics(host, prom_path):
     fetched = subprocess.run(
-        [str(REPO / "tests" / "fetch_promtool.sh"), str(REPO / ".cache" / "tools")],
+        [str(REPO / "tests" / "support" / "fetch_promtool.sh"), str(REPO / ".cache" / "tools")],
         capture_output=True,
         text=True,
         check=False,
