@@ -22,6 +22,9 @@ acknowledgment" and the HEC reply-code table).
   request), ``lose_acks`` (the next N requests' data is lost: its ack never turns true and its
   events are never indexed). A token without ack: ``/ack`` is 400 code 14.
 - ``GET /services/collector/health``: 200 code 17, or 503 code 18 while ``unhealthy``.
+- Control (not HEC's): ``POST /_sim/keys {"token": "<new>"}`` makes that the only token
+  accepted from now on, with the same acknowledgement setting (a token rotation: the old one
+  is answered 403 code 4); ``POST /_sim/reset`` restores the starting token.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class SplunkHecSimulator(BaseSimulator):
     ) -> None:
         super().__init__(host, port)
         self.tokens: dict[str, dict[str, bool]] = {token: {"ack": ack, "disabled": False}}
+        self._starting_tokens = {name: dict(settings) for name, settings in self.tokens.items()}
         self.max_content_length = self.api_body_limit = max_content_length
         self.indexes = indexes
         self.index_before_invalid = True
@@ -115,6 +119,27 @@ class SplunkHecSimulator(BaseSimulator):
             self.received.clear()
             self.channels.clear()
             self.ack_queries = 0
+            self.tokens = {name: dict(settings) for name, settings in self._starting_tokens.items()}
+
+    def extra_control(self, request: Request) -> Response:
+        if (request.method, request.path) == ("POST", "/_sim/keys"):
+            return self._control_keys(request)
+        return super().extra_control(request)
+
+    def _control_keys(self, request: Request) -> Response:
+        """{"token": ...}: the only token accepted from now on. The answer never shows it."""
+        try:
+            data = request.json()
+        except ValueError as exc:
+            return Response.message(400, str(exc))
+        if not isinstance(data, dict) or set(data) != {"token"}:
+            return Response.message(400, 'expected {"token": "<the token accepted from now on>"}')
+        if not isinstance(data["token"], str) or not data["token"].strip():
+            return Response.message(400, "token must be a non-empty string")
+        with self._lock:
+            ack = any(settings["ack"] for settings in self.tokens.values())
+            self.tokens = {data["token"].strip(): {"ack": ack, "disabled": False}}
+        return Response.json(200, {"rotated": ["token"]})
 
     # -- the API ----------------------------------------------------------------------------------
     def handle_api(self, request: Request) -> Response:

@@ -314,6 +314,33 @@ def test_sink_key_rotation_refuses_the_old_key_until_restored(cx: CoralogixSink)
     assert [r["endpoint"] for r in cx.received] == ["datastream"]
 
 
+def test_hec_token_rotation_refuses_the_old_token_until_reset() -> None:
+    """The HEC simulator's POST /_sim/keys (the Molecule timer scenario's key rotation): the
+    old token gets HEC's 403 code 4, the new one works with the same acknowledgement setting,
+    the answer never shows a token; reset restores the starting token."""
+    from di2siem_sandbox.splunk_hec import SplunkHecSimulator
+
+    old, new = "6f1c2a9e-5b7d-4e3f-9a81-2c4d6e8f0a1b", "rotated-by-a-test"
+    channel = {"X-Splunk-Request-Channel": "0b6f3e1a-8c2d-4f5e-9a7b-1c3d5e7f9a2b"}
+
+    def post(sim: SplunkHecSimulator, token: str) -> requests.Response:
+        headers = {"Authorization": f"Splunk {token}", **channel}
+        url = sim.url + "/services/collector/event"
+        return requests.post(url, data='{"event": "a"}', headers=headers, timeout=5)
+
+    with SplunkHecSimulator(token=old, ack=True) as sim:
+        rotated = requests.post(sim.url + "/_sim/keys", json={"token": new}, timeout=5)
+        assert rotated.json() == {"rotated": ["token"]} and new not in rotated.text
+        refused = post(sim, old)
+        assert (refused.status_code, refused.json()["code"]) == (403, 4)
+        assert "ackId" in post(sim, new).json()
+        for bad in ({}, {"token": ""}, {"token": new, "other": 1}, [new]):
+            assert requests.post(sim.url + "/_sim/keys", json=bad, timeout=5).status_code == 400
+        assert requests.post(sim.url + "/_sim/reset", timeout=5).ok
+        assert post(sim, new).status_code == 403
+        assert post(sim, old).json()["code"] == 0
+
+
 def test_datastream_json_lines_array_and_out_file(cx: CoralogixSink) -> None:
     assert cx.out_path is not None
     url, headers = cx.url + "/logs/datastream", {"private_key": CX_KEY}

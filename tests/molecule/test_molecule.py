@@ -46,7 +46,14 @@ ACTION = re.compile(
 )
 # The simulators' and the proxy's credentials the scenarios configure (molecule/shared/vars,
 # molecule.yml).
-SECRETS = ("sandbox-jumpcloud-key", "sandbox-coralogix-key", "sandbox-proxy-password")
+SECRETS = (
+    "sandbox-jumpcloud-key",
+    "sandbox-coralogix-key",
+    "sandbox-proxy-password",
+    "5a4d3c2b-1f0e-4d9c-8b7a-6f5e4d3c2b1a",  # Splunk HEC token (timer)
+    "c2FuZGJveC1rZXktaWQ6c2FuZGJveC1lbGFzdGljc2VhcmNoLWtleQ==",  # Elasticsearch API key (trixie)
+    "sandbox-sentinel-secret",  # Sentinel client secret (fleet)
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

@@ -8,17 +8,31 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import testinfra.utils.ansible_runner
+
+# molecule/shared/sink_report.py: how each SIEM simulator's out file holds an event
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sink_report import event_of
 
 SINK_OUT = "/var/lib/di2siem-sandbox/sink.jsonl"
 CONFIG = "/etc/di2siem/config.json"
 CREDENTIALS = "/etc/di2siem/credentials.json"
 ENV_FILE = "/etc/di2siem/environment"
 VENV_BIN = "/opt/di2siem/venv/bin/di2siem"
-SECRETS = ("sandbox-jumpcloud-key", "sandbox-coralogix-key", "sandbox-proxy-password")
+# the sandbox's credentials: JumpCloud, Coralogix, the proxy, Splunk HEC, Elasticsearch, Sentinel
+SECRETS = (
+    "sandbox-jumpcloud-key",
+    "sandbox-coralogix-key",
+    "sandbox-proxy-password",
+    "5a4d3c2b-1f0e-4d9c-8b7a-6f5e4d3c2b1a",
+    "c2FuZGJveC1rZXktaWQ6c2FuZGJveC1lbGFzdGljc2VhcmNoLWtleQ==",
+    "sandbox-sentinel-secret",
+)
 EVENTS_TIMEOUT_S = float(os.environ.get("DI2SIEM_EVENTS_TIMEOUT", "150"))
 
 
@@ -57,16 +71,6 @@ def sink_records(host):
     if not f.exists:
         return []
     return [json.loads(line) for line in f.content_string.splitlines() if line.strip()]
-
-
-def event_of(line):
-    """The JumpCloud event in one sink-out line {"endpoint": ..., "record": ...}: the record
-    itself for /logs/datastream, its `text` (JSON) for /logs/v1/singles and bulk."""
-    record = line["record"]
-    if line.get("endpoint") == "datastream":
-        return record
-    text = record.get("text")
-    return json.loads(text) if isinstance(text, str) else text
 
 
 def wait_for_all_events(host, timeout_s=EVENTS_TIMEOUT_S):

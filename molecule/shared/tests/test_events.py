@@ -3,6 +3,7 @@ whole backlog to the sink, in the configured shape, each event once."""
 
 import json
 import re
+from datetime import datetime
 
 from conftest import event_of, run_log, wait_for_all_events
 
@@ -20,22 +21,50 @@ def test_backlog_arrives_through_the_scheduled_job(host):
 
 def test_event_shape(host, siem_format, hostvars):
     _, records = wait_for_all_events(host)
-    if siem_format == "coralogix":
-        for line in records:
-            assert line["endpoint"] == "singles"
-            r = line["record"]
-            assert r["applicationName"] == hostvars["di2siem_application_name"]
-            assert r["subsystemName"] == hostvars["di2siem_subsystem_name"]
-            assert "text" in r
-            event = event_of(line)
-            assert event["id"] and "event_type" in event
-    else:
-        fields = hostvars.get("di2siem_custom_log_fields", {})
-        for line in records:
-            assert line["endpoint"] == "datastream"
-            r = line["record"]
-            assert "jc_timestamp" in r, json.dumps(r)[:300]
-            assert "timestamp" not in r
-            for key, value in fields.items():
-                assert r[key] == value
-            assert r["id"] and "event_type" in r
+    for line in records:
+        SHAPES[siem_format](line, hostvars)
+        event = event_of(line)
+        assert event["id"] and "event_type" in event, json.dumps(line)[:300]
+
+
+def coralogix_shape(line, hostvars):
+    assert line["endpoint"] == "singles"
+    r = line["record"]
+    assert r["applicationName"] == hostvars["di2siem_application_name"]
+    assert r["subsystemName"] == hostvars["di2siem_subsystem_name"]
+    assert "text" in r
+
+
+def datastream_shape(line, hostvars):
+    assert line["endpoint"] == "datastream"
+    r = line["record"]
+    assert "jc_timestamp" in r, json.dumps(r)[:300]
+    assert "timestamp" not in r
+    for key, value in hostvars.get("di2siem_custom_log_fields", {}).items():
+        assert r[key] == value
+
+
+def splunk_hec_shape(line, hostvars):
+    """HEC's envelope: time = the event time in epoch seconds (milliseconds), the sourcetype."""
+    wanted = hostvars.get("di2siem_siem_sourcetype", "jumpcloud:directory_insights")
+    assert line["sourcetype"] == wanted
+    assert isinstance(line["time"], float | int)
+    assert abs(line["time"] - epoch_of(line["event"]["jc_timestamp"])) < 0.001
+
+
+def elasticsearch_shape(line, hostvars):
+    """A data stream document: @timestamp = the event time, the event's own fields beside."""
+    assert line["@timestamp"] == line["jc_timestamp"]
+
+
+def epoch_of(stamp):
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+SHAPES = {
+    "coralogix": coralogix_shape,
+    "json_lines": datastream_shape,
+    "json_array": datastream_shape,
+    "splunk_hec": splunk_hec_shape,
+    "elasticsearch": elasticsearch_shape,
+}
