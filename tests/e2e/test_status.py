@@ -84,9 +84,10 @@ def test_totals_agree_with_the_sink_across_runs(tmp_path, msp, sink, capsys) -> 
     # the table a person reads: one row per org and the verdict
     rc, out, _ = env.run(capsys, command="status")
     assert rc == 0
-    assert out.splitlines()[0].split()[:3] == ["ORG", "HEALTHY", "LAST"]
+    assert out.splitlines()[0].split()[:4] == ["ORG", "HEALTHY", "STATE", "LAST"]
     assert any(
-        line.startswith(ORG_A) and " yes " in line and "145" in line for line in out.splitlines()
+        line.startswith(ORG_A) and line.split()[1:3] == ["yes", "ok"] and "145" in line
+        for line in out.splitlines()
     )
     assert out.splitlines()[-1].endswith("status: healthy (max lag 600s)")
 
@@ -254,3 +255,77 @@ def test_online_asks_no_count_for_an_org_whose_state_is_unreadable(
     assert "state file is unreadable" in entries[ORG_B]["backlog_error"]
     counted = [r["org"] for r in msp.requests if r["path"].endswith("/events/count")]
     assert counted == [ORG_A]
+
+
+DAY = 86_400_000
+
+
+def test_budget_cut_backlog_reads_catching_up_and_is_not_healthy(env: Env, capsys) -> None:
+    """A run cut by the budget with days of backlog succeeded, and yet the org is far behind:
+    "catching up", exit 1, with --online its backlog and the runs still needed."""
+    end = now_ms() - 58 * DAY
+    env.jc.add_events(generate_events(300, end - 60 * MIN, end, seed=7))
+    cfg = legacy_config(env.jc.url, env.cx.url, batch_size=10)
+    cfg["jumpcloud"]["initial_days_back"] = -60
+    env.write(cfg, run_time_budget_seconds=1)
+    env.cx.inject_fault(None, count=-1, delay_s=0.15)  # slow sink: the budget cuts the run
+    rc, _, err = env.run(capsys)
+    assert rc == 0 and "status=budget" in err
+    shipped = counts(err)["shipped"]
+    rc, report = status(env, capsys)
+    entry = by_org(report)["_default"]
+    assert rc == 1 and report["healthy"] is False
+    assert entry["health"] == "catching_up" and entry["catching_up"] is True
+    assert entry["problem"].startswith("catching up: cursor 58d behind JumpCloud")
+    assert entry["last_status"] == "budget" and entry["last_shipped"] == shipped
+    rc, report = status(env, capsys, "--online")
+    entry = by_org(report)["_default"]
+    assert rc == 1 and entry["backlog"] == 300 - shipped
+    assert entry["runs_to_catch_up"] == -(-(300 - shipped) // shipped)
+    rc, out, _ = env.run(capsys, "--online", command="status")
+    assert rc == 1 and "catching up" in out.splitlines()[1]
+    assert f"backlog {300 - shipped} events: about {entry['runs_to_catch_up']} more runs" in out
+    # a generous --max-lag: the same backlog is healthy, still read as catching up
+    rc, report = status(env, capsys, "--max-lag", str(90 * 86400))
+    assert rc == 0 and by_org(report)["_default"]["catching_up"] is True
+    env.cx.clear_faults()
+    assert env.run(capsys)[0] == 0  # caught up: the last events are 58 days old, and fine
+    rc, report = status(env, capsys)
+    entry = by_org(report)["_default"]
+    assert rc == 0 and entry["health"] == "healthy" and entry["catching_up"] is False
+    assert entry["lag_seconds"] > 57 * 86400
+
+
+def test_first_run_in_progress_reads_running_not_never(env: Env, capsys) -> None:
+    """Mid-run, status reads the run's progress: running, what it shipped so far; after a
+    kill -9, interrupted (with what it had shipped)."""
+    env.jc.add_events(recent_events(60, minutes=600))
+    env.write(legacy_config(env.jc.url, env.cx.url, batch_size=10))
+    env.cx.inject_fault(None, count=-1, delay_s=0.3)  # slow sink: the run takes ~2 s
+    run = subprocess.Popen(
+        [di2siem_executable(), "run", "--config", str(env.path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while len(env.cx.received) < 20:
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.02)
+        rc, report = status(env, capsys)
+        entry = by_org(report)["_default"]
+        assert run.poll() is None, "the run must still be in progress"
+        assert rc == 1 and entry["health"] == "running" and entry["running"] is True
+        assert entry["shipped_total"] >= 10 and entry["catching_up"] is True
+        assert entry["problem"].startswith("first run in progress: ")
+        assert "shipped so far" in entry["problem"]
+        run.kill()
+        run.wait()
+        rc, report = status(env, capsys)
+        entry = by_org(report)["_default"]
+        assert rc == 1 and entry["health"] == "interrupted" and entry["running"] is False
+        assert f"it had shipped {entry['shipped_total']}" in entry["problem"]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()

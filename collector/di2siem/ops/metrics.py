@@ -40,6 +40,7 @@ GAUGES = (
     ("di2siem_last_run_success", "1 when the org's last run succeeded, else 0."),
     ("di2siem_cursor_timestamp_seconds", "Time of the newest event the SIEM accepted (0: none)."),
     ("di2siem_run_duration_seconds", "How long the org's last run took."),
+    ("di2siem_catching_up", "1 when the org's last run left a backlog (cut by its time budget)."),
 )
 
 
@@ -70,6 +71,7 @@ def org_gauges(cursor_ms: int | None, ops: dict[str, Any]) -> dict[str, float]:
     if last_run is not None:
         values["di2siem_last_run_timestamp_seconds"] = last_run
         values["di2siem_last_run_success"] = 0 if ops.get("last_status") == "failed" else 1
+        values["di2siem_catching_up"] = 1 if ops.get("last_status") == "budget" else 0
     if isinstance(duration, (int, float)) and not isinstance(duration, bool):
         values["di2siem_run_duration_seconds"] = float(duration)
     return values

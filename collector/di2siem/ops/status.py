@@ -2,7 +2,13 @@
 
 Read only: it never takes the run lock and never writes, so it is safe while a run is in
 progress. Every state write is an atomic ``os.replace``, so a plain read sees one whole file.
-Healthy means every org's last run succeeded and its last success is newer than ``max_lag``.
+
+An org is healthy when its last run succeeded within ``max_lag`` and it is caught up: its
+last run reached the end of its stream, or its cursor is within ``max_lag`` of JumpCloud's
+clock. An org cut by the budget with its cursor further behind is "catching up" and not
+healthy, even right after a successful run; a quiet org with nothing new is healthy. A run in
+progress (its writes carry ``running_since``, the lock names its live pid) is read as such:
+its cursor and what it shipped so far, never "no run recorded yet".
 """
 
 from __future__ import annotations
@@ -62,33 +68,57 @@ def unreadable_status(org: str, error: str, redact) -> dict[str, Any]:
     return entry
 
 
-def org_status(org: str, data: Any, now: int, max_lag_s: float, redact) -> dict[str, Any]:
+def org_status(
+    org: str, data: Any, now: int, max_lag_s: float, redact, run_started: int | None = None
+) -> dict[str, Any]:
+    """One org's entry; ``run_started``: when the live run holding the lock began (see
+    run_holder), None when no run holds it."""
     data = data if isinstance(data, dict) else {}
     ops = data.get("ops") if isinstance(data.get("ops"), dict) else {}
     totals = totals_of(ops)
     cursor = parse_ms_or_none(data.get("cursor"))
     last_run = parse_ms_or_none(ops.get("last_run"))
     last_success = parse_ms_or_none(ops.get("last_success"))
+    since = parse_ms_or_none(ops.get("running_since"))
+    # the writes of this run, not those a killed run left behind
+    running = since is not None and run_started is not None and since >= run_started
     error = ops.get("last_error")
     error = redact(str(error)) if error else None
-    problem = None
-    if last_run is None:
-        problem = "no run recorded yet"
-    elif ops.get("last_status") == "failed":
-        problem = "the last run failed"
-    elif last_success is None:
-        problem = "no successful run yet"
-    elif now - last_success > max_lag_s * 1000:
-        age = round((now - last_success) / 1000)
-        problem = f"no successful run for {age}s (more than --max-lag {max_lag_s:g}s)"
+    offset = ops.get("jumpcloud_offset_ms")
+    jumpcloud_now = now + (offset if type(offset) is int else 0)
+    lag_s = round((jumpcloud_now - cursor) / 1000) if cursor is not None else None
+    behind = lag_s is not None and lag_s > max_lag_s
+    caught_up = last_run is not None and ops.get("caught_up", ops.get("last_status") == "ok")
+    health, problem = _judge(ops, last_run, last_success, now, max_lag_s, running)
+    # a backlog left by the budget (or a first run still going): fine while within max_lag
+    catching_up = not caught_up and health in ("healthy", "running")
+    if health == "healthy" and catching_up and behind:
+        health = "catching_up"
+        problem = (
+            f"catching up: cursor {_ago(lag_s)} behind JumpCloud "
+            f"(more than --max-lag {max_lag_s:g}s)"
+        )
+    if health == "interrupted" and not running:
+        problem += f"; it had shipped {totals['shipped']} (the next run resumes)"
+    if health == "running" and cursor is not None:
+        where = "more than" if behind else "within"
+        problem += (
+            f": {totals['shipped']} shipped so far, cursor {_ago(lag_s)} behind JumpCloud "
+            f"({where} --max-lag {max_lag_s:g}s)"
+        )
     return {
         "org": org,
-        "healthy": problem is None,
+        "healthy": health == "healthy",
+        "health": health,
         "problem": problem,
+        "catching_up": catching_up,
+        "running": running,
         "cursor": format_ms(cursor) if cursor is not None else None,
-        "lag_seconds": round((now - cursor) / 1000) if cursor is not None else None,
+        "lag_seconds": lag_s,
         "last_run": format_ms(last_run) if last_run is not None else None,
         "last_success": format_ms(last_success) if last_success is not None else None,
+        "last_status": ops.get("last_status"),
+        "last_shipped": ops.get("last_shipped"),
         "last_error": error,
         "shipped_total": totals["shipped"],
         "fetched_total": totals["fetched"],
@@ -96,6 +126,56 @@ def org_status(org: str, data: Any, now: int, max_lag_s: float, redact) -> dict[
         "skipped_total": totals["skipped_too_large"] + totals["skipped_unparsable"],
         "dead_lettered_total": totals["skipped_unparsable"],
     }
+
+
+def _judge(
+    ops: dict[str, Any],
+    last_run: int | None,
+    last_success: int | None,
+    now: int,
+    max_lag_s: float,
+    running_now: bool,
+) -> tuple[str, str | None]:
+    """(health, problem) from the org's last finished run; a first run still going is
+    "running", one that stopped before finishing "interrupted"."""
+    if last_run is None:
+        if running_now:
+            return "running", "first run in progress"
+        if parse_ms_or_none(ops.get("running_since")) is not None:
+            return "interrupted", "no run finished yet: the first run stopped before its end"
+        return "never_run", "no run recorded yet"
+    if ops.get("last_status") == "failed":
+        return "failed", "the last run failed"
+    if last_success is None:
+        return "failed", "no successful run yet"
+    if now - last_success > max_lag_s * 1000:
+        age = round((now - last_success) / 1000)
+        return "stale", f"no successful run for {age}s (more than --max-lag {max_lag_s:g}s)"
+    return "healthy", None
+
+
+def run_holder(state_dir: str) -> int | None:
+    """When the live run holding the state directory's lock started (epoch ms; 0 when its
+    lock file has no start time), None when no live run holds it. Read from the lock file,
+    never by taking the lock: the pid it names is alive."""
+    from ..state.lock import InstanceLock
+
+    holder = InstanceLock(state_dir).holder()
+    if holder is None:
+        return None
+    try:
+        os.kill(holder[0], 0)
+    except PermissionError:
+        pass  # alive, another user's
+    except OSError:
+        return None
+    try:  # a pid the kernel gave to another program since a run died
+        with open(f"/proc/{holder[0]}/cmdline", "rb") as handle:
+            if b"di2siem" not in handle.read():
+                return None
+    except OSError:
+        pass
+    return holder[1] or 0
 
 
 def _backlog_start(data: Any, cfg: Config, now: int) -> int:
@@ -149,6 +229,7 @@ def add_backlog(
         outcome = outcomes[entry["org"]]
         if isinstance(outcome, int):
             entry["backlog"] = outcome
+            entry["runs_to_catch_up"] = _runs_needed(outcome, entry)
             continue
         entry["backlog"] = None
         cause = unreached_cause(outcome, Side.JUMPCLOUD)
@@ -168,6 +249,15 @@ def add_backlog(
     report["unreachable_orgs"] = unreachable
 
 
+def _runs_needed(backlog: int, entry: dict[str, Any]) -> int | None:
+    """How many more runs a catching-up org needs at its last run's pace (None: not catching
+    up, or no pace known yet)."""
+    pace = entry.get("last_shipped")
+    if not entry["catching_up"] or type(pace) is not int or pace <= 0:
+        return None
+    return max(1, -(-backlog // pace))
+
+
 def _redacted(value: Any, redact) -> Any:
     """value with every string in it redacted (keys included), numbers and the rest as is."""
     if isinstance(value, str):
@@ -182,10 +272,11 @@ def _redacted(value: Any, redact) -> Any:
 def build_report(cfg: Config, max_lag_s: float, redact) -> tuple[dict[str, Any], dict]:
     orgs, unreadable = read_state_each(cfg.state_dir, cfg.org_keys)
     now = now_ms()
+    run_started = run_holder(cfg.state_dir)
     entries = [
         unreadable_status(org, unreadable[org], redact)
         if org in unreadable
-        else org_status(org, orgs.get(org), now, max_lag_s, redact)
+        else org_status(org, orgs.get(org), now, max_lag_s, redact, run_started)
         for org in cfg.org_keys
     ]
     report = {
@@ -214,10 +305,32 @@ def _ago(seconds: int | None) -> str:
     return f"{seconds // 86400}d"
 
 
+STATE_WORDS = {
+    "healthy": "ok",
+    "catching_up": "catching up",
+    "running": "running",
+    "interrupted": "interrupted",
+    "never_run": "never run",
+    "failed": "failed",
+    "stale": "stale",
+    "unreadable": "unreadable",
+}
+
+
+def _state_word(entry: dict[str, Any]) -> str:
+    word = STATE_WORDS.get(entry.get("health") or "", "?")
+    if entry["healthy"] and entry.get("catching_up"):
+        return "ok, catching up"
+    if entry.get("running") and entry.get("health") != "running":
+        return f"{word}, running"
+    return word
+
+
 def render_table(report: dict[str, Any]) -> str:
     now = now_ms()
     online = any("backlog" in e for e in report["orgs"])
-    header = ["ORG", "HEALTHY", "LAST SUCCESS", "LAG", "SHIPPED", "FETCHED", "DUPS", "SKIPPED"]
+    header = ["ORG", "HEALTHY", "STATE", "LAST SUCCESS", "LAG", "SHIPPED", "FETCHED", "DUPS"]
+    header.append("SKIPPED")
     if online:
         header.append("BACKLOG")
     rows = [header]
@@ -227,6 +340,7 @@ def render_table(report: dict[str, Any]) -> str:
         row = [
             e["org"],
             "yes" if e["healthy"] else "NO",
+            _state_word(e),
             f"{success} ({_ago(success_ago)} ago)" if success else "never",
             _ago(e["lag_seconds"]),
             str(e["shipped_total"]),
@@ -246,6 +360,11 @@ def render_table(report: dict[str, Any]) -> str:
             lines.append(f"{e['org']}: last error: {e['last_error']}")
         if e.get("backlog_error"):
             lines.append(f"{e['org']}: backlog unknown: {e['backlog_error']}")
+        elif e.get("runs_to_catch_up"):
+            lines.append(
+                f"{e['org']}: backlog {e['backlog']} events: about {e['runs_to_catch_up']} more "
+                f"runs at the last run's {e['last_shipped']} events"
+            )
     if report.get("unreachable_orgs"):
         names = report["unreachable_orgs"]
         lines.append(

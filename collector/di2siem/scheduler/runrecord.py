@@ -8,7 +8,10 @@ it opaquely)::
                 "retries_siem": n, "failures": n},
      "last_run": ISO, "last_success": ISO | null, "last_status": "ok" | "budget" | "failed",
      "last_error": one redacted line naming the side (errors.side_of) | null,
-     "last_duration_s": s}
+     "last_duration_s": s, "last_shipped": n (that run's),
+     "caught_up": the last run reached the end of the org's stream (not cut by the budget),
+     "jumpcloud_offset_ms": JumpCloud's clock minus the host's at that run (its Date header),
+     "running_since": ISO, only in the writes of a run in progress}
 
 Totals only grow. While an org runs, every state write (one per accepted batch) carries the
 totals so far, so ``shipped`` always agrees with the cursor, even after a kill. A state
@@ -100,8 +103,13 @@ class RunRecorder:
         state: OrgState = o.state
         base = totals_of(state.ops)
         retries0 = retries()
+        running_since = format_ms(now_ms())
         o.ops_totals = lambda: self._live(o, base, retries, retries0)
-        state.ops_live = lambda: {**state.ops, "totals": o.ops_totals()}
+        state.ops_live = lambda: {
+            **state.ops,
+            "totals": o.ops_totals(),
+            "running_since": running_since,
+        }
 
     def finish(self, o: OrgRun) -> None:
         """Record the org's outcome and save it (a failed save is logged: the state keeps
@@ -113,6 +121,12 @@ class RunRecorder:
         ops["last_run"] = format_ms(now)
         ops["last_status"] = o.status
         ops["last_duration_s"] = round(time.monotonic() - o.started, 3)
+        ops["last_shipped"] = o.shipped
+        ops["caught_up"] = o.status == "ok"
+        ops.pop("running_since", None)
+        clock = getattr(o.source, "server_clock", None)
+        if clock is not None:
+            ops["jumpcloud_offset_ms"] = clock[0] - clock[1]
         if o.status == "failed":
             totals["failures"] += 1
             error = o.error if o.error is not None else RuntimeError("di2siem: failed")
