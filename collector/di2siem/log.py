@@ -13,6 +13,7 @@ import html
 import json
 import math
 import sys
+import threading
 import time
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
@@ -56,6 +57,8 @@ class Logger:
         self.secrets: tuple[str, ...] = ()  # every form of every secret, longest first
         self._raw: set[str] = set()  # the secrets as registered
         self.json = False
+        self._live = ""  # the live progress line a terminal shows under the log
+        self._write_lock = threading.Lock()
 
     def set_format(self, log_format: str) -> None:
         self.json = log_format == "json"
@@ -100,11 +103,32 @@ class Logger:
             parts.extend(f"{k}={_fmt_value(self._redact_value(v))}" for k, v in fields.items())
             line = " ".join(parts)
         stream = self.stream or sys.stderr
+        with self._write_lock:
+            try:
+                # a live line is cleared, the log line written, then the live line drawn again
+                clear = "\r\x1b[K" if self._live else ""
+                stream.write(f"{clear}{line}\n{self._live}")
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def live(self, text: str) -> bool:
+        """Show text as the terminal's live line (redrawn in place; "" removes it). Only on a
+        terminal and in key=value format: False, and nothing written, elsewhere."""
+        stream = self.stream or sys.stderr
         try:
-            stream.write(line + "\n")
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+            if self.json or not stream.isatty():
+                return False
+        except (OSError, ValueError, AttributeError):
+            return False
+        with self._write_lock:
+            self._live = self.redact(text)
+            try:
+                stream.write("\r\x1b[K" + self._live)
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        return True
 
     def _redact_value(self, value: Any) -> Any:
         """A field value with every secret redacted; numbers and booleans stay as they are

@@ -567,10 +567,41 @@ def test_time_budget_stops_between_batches_and_resumes(env: Env, capsys) -> None
     assert "run time budget reached" in err
     first = counts(err)["shipped"]
     assert 0 < first < 200
+    # the summary says how far through its window the run got, and the runs still needed
+    summary = next(line for line in err.splitlines() if "run summary" in line)
+    fields = dict(f.split("=", 1) for f in summary.split() if "=" in f)
+    assert 0 < float(fields["percent"]) < 100 and int(fields["runs_left"]) >= 1
     env.cx.clear_faults()
     rc, _, err = env.run(capsys)
     assert rc == 0
     assert_exactly_once(env, events)
+
+
+def test_progress_lines_while_a_long_run_goes_and_one_at_its_end(
+    env: Env, capsys, monkeypatch
+) -> None:
+    """A turn longer than the progress interval logs `progress` lines (org, shipped so far,
+    covered_until, percent, events_per_s), the last one final; a short one logs none."""
+    monkeypatch.setenv("DI2SIEM_PROGRESS_SECONDS", "0.4")
+    events = recent(150, minutes=600)
+    env.jc.add_events(events)
+    env.write(legacy_config(env.jc.url, env.cx.url, batch_size=10))
+    env.cx.inject_fault(None, count=-1, delay_s=0.1)  # 15 batches: about 1.5 s
+    rc, _, err = env.run(capsys)
+    assert rc == 0, err
+    lines = [line for line in err.splitlines() if " progress " in line]
+    assert len(lines) >= 3, err
+    rows = [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in lines]
+    assert all(r["org"] == "_default" and "covered_until" in r for r in rows)
+    shipped = [int(r["shipped"]) for r in rows]
+    percents = [float(r["percent"]) for r in rows]
+    assert shipped == sorted(shipped) and percents == sorted(percents)
+    assert rows[-1]["final"] == "yes" and shipped[-1] == 150 and percents[-1] > 99
+    assert all(float(r["events_per_s"]) > 0 for r in rows[1:])
+    env.jc.add_events(recent(3, seed=9, minutes=1, end_ago_ms=10))
+    env.cx.clear_faults()
+    rc, _, err = env.run(capsys)
+    assert rc == 0 and " progress " not in err
 
 
 def test_retry_wait_past_the_time_budget_fails_fast_state_untouched(env: Env, capsys) -> None:

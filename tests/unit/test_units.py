@@ -417,6 +417,32 @@ def test_logger_redacts_and_formats_key_values() -> None:
     assert ' info di2siem run summary org=_default note="has [redacted] inside" n=3 t=0.500' in line
 
 
+def test_logger_live_line_only_on_a_terminal_redrawn_under_log_lines() -> None:
+    """The progress bar's live line: on a terminal (a pty here) it is drawn in place, cleared
+    before a log line and drawn again after it, secrets redacted; elsewhere nothing."""
+    import io
+    import pty
+
+    plain = io.StringIO()
+    assert Logger("info", plain).live("42 shipped") is False and plain.getvalue() == ""
+    main_fd, side_fd = pty.openpty()
+    with os.fdopen(side_fd, "w") as terminal, os.fdopen(main_fd, "rb", buffering=0) as screen:
+        log = Logger("info", terminal)
+        log.set_secrets(["s3cr3t"])
+        assert log.live("acme: 42 shipped s3cr3t") is True
+        log.info("retrying")
+        assert log.live("") is True
+        shown = b""
+        while not shown.endswith(b"\r\x1b[K"):
+            shown += screen.read(4096)
+    text = shown.decode()
+    assert text.startswith("\r\x1b[Kacme: 42 shipped [redacted]\r\x1b[K")
+    assert " info di2siem retrying\r\nacme: 42 shipped [redacted]" in text
+    json_log = Logger("info", terminal)
+    json_log.set_format("json")
+    assert json_log.live("x") is False
+
+
 def test_retry_policy_gives_up_rather_than_wait_past_the_deadline() -> None:
     now = [100.0]
     slept: list[float] = []

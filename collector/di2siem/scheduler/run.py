@@ -30,6 +30,7 @@ from ..throttle import RateLimiter
 from ..timeutil import now_ms, parse_ms_or_none
 from .lanes import Lane, Lanes, orgs_of
 from .plan import Turn, plan_turns
+from .progress import Progress
 from .runrecord import RunRecorder
 from .turn import TurnServer
 
@@ -60,7 +61,8 @@ class Scheduler:
         self.context = StreamContext(
             cfg, log, self.store, DeadLetters(cfg.state_dir), clock, self.deadline, speed
         )
-        self.turns = TurnServer(cfg, log, self.store, self.recorder)
+        self.progress = Progress(log, cfg.jumpcloud.initial_days_back)
+        self.turns = TurnServer(cfg, log, self.store, self.recorder, self.progress)
         self.lanes = Lanes(self._new_lane, self.limiter, clock, self.deadline)
         self.lock_held = False  # another run held the lock: this one did nothing
 
@@ -160,7 +162,8 @@ class Scheduler:
     def _run_orgs(self, turns: list[Turn]) -> int:
         """Serve the turns in order with up to parallel_orgs lanes; the worst exit code."""
         started = time.monotonic()
-        rc, todo = self.lanes.serve(turns, self.cfg.parallel_orgs, self.turns.serve)
+        with self.progress:
+            rc, todo = self.lanes.serve(turns, self.cfg.parallel_orgs, self.turns.serve)
         served = self.turns
         left = sum(len(orgs_of(turn)) for turn in todo) + served.unserved
         if left and not self.lanes.stopped:

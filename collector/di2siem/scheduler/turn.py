@@ -30,6 +30,7 @@ from ..state.store import StateStore
 from ..timeutil import format_ms, now_ms
 from .lanes import Lane, orgs_of
 from .plan import Turn
+from .progress import Progress
 from .runrecord import RunRecorder
 
 SKEW_WARN_MS = 30_000
@@ -38,11 +39,19 @@ SKEW_WARN_MS = 30_000
 class TurnServer:
     """Serves turns (``serve``) and keeps what the run's last line counts across lanes."""
 
-    def __init__(self, cfg: Config, log: Logger, store: StateStore, recorder: RunRecorder) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        log: Logger,
+        store: StateStore,
+        recorder: RunRecorder,
+        progress: Progress,
+    ) -> None:
         self.cfg = cfg
         self.log = log
         self.store = store
         self.recorder = recorder
+        self.progress = progress
         self.unserved = 0  # orgs whose turn the rate cap cut before their first request
         self.shared_turns: list[int] = []  # the size of each shared query served
         self._turned: set[str] = set()  # orgs whose turn began this run
@@ -72,6 +81,7 @@ class TurnServer:
                 floor=format_ms(state.floor_ms),
             )
         self.recorder.begin(orun, lane.retry_counts)
+        self.progress.begin(orun)
         return orun
 
     def serve(self, turn: Turn, lane: Lane) -> tuple[int, bool, list[str]]:
@@ -102,6 +112,8 @@ class TurnServer:
                 # the rate cap left it no request before the budget ended: not its turn, so
                 # it keeps its place (least recently served) for the next run
                 _turn_not_counted(runs)
+                for o in runs:
+                    self.progress.end(o)
                 with self._lock:
                     self.unserved += len(runs)
                 return rc, False, []
@@ -148,7 +160,7 @@ class TurnServer:
         self._check_skew(lane.jc)
         for o in runs:
             o.retries, o.resent = retries, resent
-            self._summary(o)
+            self._summary(o, self.progress.end(o))
             self.recorder.finish(o)
             self.store.release(o.org)
         return rc, stop, alone
@@ -159,6 +171,7 @@ class TurnServer:
         is served alone next, in this run, so that only the refused org fails."""
         _turn_not_counted(runs)
         for o in runs:
+            self.progress.end(o)
             self.store.release(o.org)
         with self._lock:
             self.shared_turns.append(len(runs))
@@ -221,7 +234,9 @@ class TurnServer:
                 skew_s=round(abs(skew) / 1000),
             )
 
-    def _summary(self, o: OrgRun) -> None:
+    def _summary(self, o: OrgRun, progress: dict) -> None:
+        """The org's run summary line; ``progress``: what Progress.end adds (a budget-cut
+        turn: how far through its window, and the runs still needed)."""
         cursor = format_ms(o.state.cursor_ms) if o.state.cursor_ms is not None else "none"
         fields = {
             "org": o.org,
@@ -245,6 +260,7 @@ class TurnServer:
         if peak is not None:
             fields["peak_rss_mb"] = peak
         fields["status"] = o.status
+        fields.update(progress)
         if o.status == "failed":
             self.log.error("run summary", **fields)
         else:
