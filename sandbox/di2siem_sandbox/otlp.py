@@ -9,6 +9,9 @@ next requests answer 429/502/503/504 with Retry-After and keep nothing. Optional
 ``headers`` that every request must carry (401 without them).
 ``reject_containing``: log records whose body holds that text are refused for good, answered
 with a 200 whose ``partialSuccess`` names their count (the protocol's partial success).
+Fields of unknown names are ignored as the spec requires ("OTLP/JSON receivers MUST ignore
+message fields with unknown names"), counted in the stats (``unknown_fields``);
+``strict_fields`` refuses them (400) instead.
 """
 
 from __future__ import annotations
@@ -79,12 +82,20 @@ def _check_attributes(where: str, attributes: Any) -> None:
         _check_value(f"{at}.value", pair.get("value"))
 
 
-def _check_record(where: str, record: Any) -> None:
+def _unknown(where: str, names: set[str], seen: list[str] | None) -> None:
+    """Fields of no known name: noted in ``seen`` (the spec: ignored, as if absent), or,
+    with no ``seen`` (``strict_fields``), refused."""
+    if not names:
+        return
+    if seen is None:
+        raise Invalid(f"{where}: unknown field(s) {sorted(names)}")
+    seen.extend(f"{where}.{name}" for name in sorted(names))
+
+
+def _check_record(where: str, record: Any, unknown: list[str] | None) -> None:
     if not isinstance(record, dict):
         raise Invalid(f"{where}: must be an object")
-    unknown = set(record) - RECORD_KEYS
-    if unknown:
-        raise Invalid(f"{where}: unknown field(s) {sorted(unknown)}")
+    _unknown(where, set(record) - RECORD_KEYS, unknown)
     for key in ("timeUnixNano", "observedTimeUnixNano"):
         if key in record:
             _check_uint64(f"{where}.{key}", record[key])
@@ -98,11 +109,13 @@ def _check_record(where: str, record: Any) -> None:
     _check_attributes(f"{where}.attributes", record.get("attributes", []))
 
 
-def records_of(body: Any) -> list[dict[str, Any]]:
+def records_of(body: Any, unknown: list[str] | None = None) -> list[dict[str, Any]]:
     """The log records of an ExportLogsServiceRequest, each with its resource's attributes
-    under ``resource``; raises Invalid naming the first problem."""
-    if not isinstance(body, dict) or set(body) - {"resourceLogs"}:
+    under ``resource``; raises Invalid naming the first problem. Fields of unknown names are
+    listed in ``unknown`` and otherwise ignored, or refused when ``unknown`` is None."""
+    if not isinstance(body, dict):
         raise Invalid('body must be an ExportLogsServiceRequest: {"resourceLogs": [...]}')
+    _unknown("(request)", set(body) - {"resourceLogs"}, unknown)
     out = []
     for r, resource_logs in enumerate(body.get("resourceLogs", [])):
         where = f"resourceLogs[{r}]"
@@ -116,8 +129,9 @@ def records_of(body: Any) -> list[dict[str, Any]]:
             if not isinstance(scope_logs, dict):
                 raise Invalid(f"{at}: must be an object")
             for i, record in enumerate(scope_logs.get("logRecords", [])):
-                _check_record(f"{at}.logRecords[{i}]", record)
-                out.append({**record, "resource": attributes})
+                _check_record(f"{at}.logRecords[{i}]", record, unknown)
+                known = {k: v for k, v in record.items() if k in RECORD_KEYS}
+                out.append({**known, "resource": attributes})
     return out
 
 
@@ -143,6 +157,11 @@ class OtlpReceiver(BaseSimulator):
         self.required_headers = dict(headers or {})
         self.max_body_bytes = self.api_body_limit = max_body_bytes
         self.reject_containing = reject_containing
+        # The spec: receivers MUST ignore fields of unknown names. They are ignored and
+        # counted (stats unknown_fields, last_unknown_fields), so a test can still catch a
+        # misspelt field of ours; strict_fields answers 400 instead.
+        self.strict_fields = False
+        self.last_unknown_fields: list[str] = []
         self._lock = threading.Lock()
         self.received: list[dict[str, Any]] = []  # accepted log records, in order
         self.rejected = 0
@@ -187,10 +206,14 @@ class OtlpReceiver(BaseSimulator):
         content_type = (request.header("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != "application/json":
             return Response.message(415, f"Unsupported Media Type: {content_type!r}")
+        unknown: list[str] | None = None if self.strict_fields else []
         try:
-            records = records_of(request.json())
+            records = records_of(request.json(), unknown)
         except ValueError as exc:
             return Response.json(400, {"code": 3, "message": str(exc)})
+        if unknown:
+            self.last_unknown_fields = unknown[:20]
+            self.stats_counter.incr("unknown_fields", len(unknown))
         return self._accept(records)
 
     def _accept(self, records: list[dict[str, Any]]) -> Response:

@@ -60,6 +60,8 @@ def test_every_event_is_one_log_record_with_its_time_severity_and_attributes(
     rc, err = otlp.run(capsys)
     assert rc == 0, err
     assert counts(err)["shipped"] == 100
+    # a receiver ignores fields of unknown names (the spec): none of ours may be one
+    assert otlp.rx.stats.get("unknown_fields", 0) == 0, otlp.rx.last_unknown_fields
     records = otlp.rx.received
     assert [json.loads(r["body"]["stringValue"])["id"] for r in records] == [
         e["id"] for e in events

@@ -707,6 +707,19 @@ def test_otlp_json_mapping_is_strict(otlp, bad: dict[str, Any]) -> None:
     assert answer.status_code == 400 and otlp.received == []
 
 
+def test_otlp_unknown_fields_are_ignored(otlp) -> None:
+    """OTLP/JSON receivers MUST ignore message fields with unknown names and MUST unmarshal
+    the message as if the unknown field was not present."""
+    body = export({**RECORD, "futureField": {"x": 1}})
+    body["later"] = True
+    answer = otlp_post(otlp, body)
+    assert answer.status_code == 200 and len(otlp.received) == 1
+    assert "futureField" not in otlp.received[0]  # unmarshalled as if it were not there
+    assert otlp.stats["unknown_fields"] == 2
+    otlp.strict_fields = True  # our own switch: refuse them instead
+    assert otlp_post(otlp, body).status_code == 400 and len(otlp.received) == 1
+
+
 def test_otlp_gzip_allowed(otlp) -> None:
     """gzip allowed."""
     body = gzip.compress(json.dumps(export(RECORD)).encode())
