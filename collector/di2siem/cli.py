@@ -93,6 +93,8 @@ def cmd_run(path: str, env_file: str | None = None) -> int:
         log.warning(warning)
     for note in cfg.warnings:
         log.warning(note)
+    for line in cfg.unknown_keys:  # warned, not refused: a newer role's key must not stop runs
+        log.warning(f"{line}; it is ignored")
     from .ops.afterrun import after_run
     from .scheduler.run import Scheduler
 
@@ -177,6 +179,11 @@ def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
     cfg, log, rc, notes = _load(path, env_file)
     if cfg is None:
         return rc
+    if cfg.unknown_keys:  # run only warns; check is where a typo must stop the deploy
+        for line in cfg.unknown_keys:
+            fix = f"rename or remove it in {cfg.path}"
+            sys.stderr.write(log.redact(f"di2siem: config error: {line}; {fix}") + "\n")
+        return EXIT_CONFIG
     orgs = ",".join(cfg.jumpcloud.org_ids) or "(single org)"
     if cfg.jumpcloud.provider_id:
         orgs += f" provider={cfg.jumpcloud.provider_id}"
