@@ -204,18 +204,21 @@ def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
         return EXIT_OK
     failed = False
 
-    # state_dir: writable, or creatable (not created here)
-    probe_dir = cfg.state_dir
-    while not os.path.exists(probe_dir) and os.path.dirname(probe_dir) != probe_dir:
-        probe_dir = os.path.dirname(probe_dir)
-    from .state.layout import unsafe_state_dir
+    # state_dir: writable, or creatable in its existing parent (not created here)
+    from .state.layout import missing_parent, unsafe_state_dir
 
-    unsafe = unsafe_state_dir(cfg.state_dir) if probe_dir == cfg.state_dir else None
-    if unsafe is not None:
+    exists = os.path.exists(cfg.state_dir)
+    probe_dir = cfg.state_dir if exists else os.path.dirname(cfg.state_dir)
+    unsafe = unsafe_state_dir(cfg.state_dir) if exists else None
+    missing = None if exists else missing_parent(cfg.state_dir)
+    if missing is not None:
+        _verdict("state_dir", False, f"{missing[0]} (state_dir: {missing[1]})", log)
+        failed = True
+    elif unsafe is not None:
         _verdict("state_dir", False, f"{unsafe[0]} (state_dir: {unsafe[1]})", log)
         failed = True
     elif os.path.isdir(probe_dir) and os.access(probe_dir, os.W_OK | os.X_OK):
-        what = "writable" if probe_dir == cfg.state_dir else f"can be created under {probe_dir}"
+        what = "writable" if exists else f"can be created in {probe_dir}"
         _verdict("state_dir", True, f"{cfg.state_dir} {what}", log)
     else:
         _verdict(
