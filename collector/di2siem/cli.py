@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import __version__
+from .cli_parser import parse
 from .errors import ConfigError, HandoffError, Side
 
 if TYPE_CHECKING:
@@ -23,109 +23,6 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="di2siem",
-        description="Ship JumpCloud Directory Insights events to Coralogix or any HTTP JSON "
-        "log intake, losing nothing.",
-    )
-    parser.add_argument("--version", action="version", version=f"di2siem {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,check,status,state,sandbox}")
-    run = sub.add_parser("run", help="one poll-and-ship cycle (cron runs this every minute)")
-    run.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
-    _env_file_option(run)
-    check = sub.add_parser(
-        "check", help="validate the configuration; online, also prove credentials and endpoints"
-    )
-    check.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
-    _env_file_option(check)
-    check.add_argument(
-        "--offline",
-        action="store_true",
-        help="validate the file only: no network, no state directory (installer validate)",
-    )
-    status = sub.add_parser(
-        "status", help="is every org shipping? (read only: safe while a run is in progress)"
-    )
-    status.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
-    _env_file_option(status)
-    status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    status.add_argument(
-        "--online", action="store_true", help="also ask JumpCloud for each org's backlog"
-    )
-    status.add_argument(
-        "--max-lag",
-        type=_seconds,
-        default=600.0,
-        metavar="SECONDS",
-        help="unhealthy when an org's last success is older than this (default 600)",
-    )
-    _state_parser(sub)
-    sub.add_parser("sandbox", help="run the JumpCloud and Coralogix simulators on loopback")
-    return parser
-
-
-def _env_file_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--env-file",
-        metavar="PATH",
-        help="NAME=value lines set in the environment first (HTTPS_PROXY, NO_PROXY, ...); "
-        "the syntax of systemd's EnvironmentFile=",
-    )
-
-
-def _state_parser(sub) -> None:
-    state = sub.add_parser(
-        "state", help="move an org's cursor and recent ids between hosts (export / import)"
-    )
-    actions = state.add_subparsers(dest="action", metavar="{export,import}")
-    wait = {
-        "type": _wait_seconds,
-        "default": 90.0,
-        "metavar": "SECONDS",
-        "help": "how long to wait for a running run to release the lock (default 90)",
-    }
-    export = actions.add_parser("export", help="write one org's state as a versioned JSON file")
-    export.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
-    export.add_argument("--org", required=True, metavar="ID", help="org id (_default: no org_ids)")
-    export.add_argument("--output", metavar="FILE", help="write here (mode 0600) instead of stdout")
-    export.add_argument("--wait", **wait)
-    imp_help = (
-        "install an exported org state on this host (refused: a cursor or floor more than "
-        "5 minutes past this host's clock, a file over recent_ids_max x 128 B + 1 MiB)"
-    )
-    imp = actions.add_parser("import", help=imp_help, description=imp_help)
-    imp.add_argument("--config", required=True, metavar="PATH", help="JSON configuration file")
-    imp.add_argument("file", metavar="FILE", help="a file written by di2siem state export")
-    imp.add_argument("--org", metavar="ID", help="refuse the file unless it holds this org")
-    imp.add_argument(
-        "--force",
-        action="store_true",
-        help="also when this host's state of the org is newer (goes back to the file's point)",
-    )
-    imp.add_argument("--wait", **wait)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text!r})")
-    return value
-
-
-def _wait_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (got {text!r})")
-    return value
 
 
 def _config_error(exc, path: str) -> int:
@@ -148,18 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return EXIT_CONFIG
         return int(di2siem_sandbox.main(args_list[1:]) or 0)
-    parser = _parser()
-    try:
-        args = parser.parse_args(args_list)
-    except SystemExit as exc:  # argparse: usage error (2) or --help/--version (0)
-        code = exc.code
-        return code if isinstance(code, int) else EXIT_CONFIG
-    if args.command is None:
-        parser.print_usage(sys.stderr)
-        sys.stderr.write(
-            "di2siem: error: a command is required (run, check, status, state, sandbox)\n"
-        )
-        return EXIT_CONFIG
+    args = parse(args_list)
+    if isinstance(args, int):  # a usage error (2) or --help/--version (0)
+        return args
     if args.command == "run":
         return cmd_run(args.config, args.env_file)
     if args.command == "status":
@@ -205,6 +93,8 @@ def cmd_run(path: str, env_file: str | None = None) -> int:
         log.warning(warning)
     for note in cfg.warnings:
         log.warning(note)
+    for line in cfg.unknown_keys:  # warned, not refused: a newer role's key must not stop runs
+        log.warning(f"{line}; it is ignored")
     from .ops.afterrun import after_run
     from .scheduler.run import Scheduler
 
@@ -289,6 +179,11 @@ def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
     cfg, log, rc, notes = _load(path, env_file)
     if cfg is None:
         return rc
+    if cfg.unknown_keys:  # run only warns; check is where a typo must stop the deploy
+        for line in cfg.unknown_keys:
+            fix = f"rename or remove it in {cfg.path}"
+            sys.stderr.write(log.redact(f"di2siem: config error: {line}; {fix}") + "\n")
+        return EXIT_CONFIG
     orgs = ",".join(cfg.jumpcloud.org_ids) or "(single org)"
     if cfg.jumpcloud.provider_id:
         orgs += f" provider={cfg.jumpcloud.provider_id}"
@@ -309,18 +204,21 @@ def cmd_check(path: str, offline: bool, env_file: str | None = None) -> int:
         return EXIT_OK
     failed = False
 
-    # state_dir: writable, or creatable (not created here)
-    probe_dir = cfg.state_dir
-    while not os.path.exists(probe_dir) and os.path.dirname(probe_dir) != probe_dir:
-        probe_dir = os.path.dirname(probe_dir)
-    from .state.layout import unsafe_state_dir
+    # state_dir: writable, or creatable in its existing parent (not created here)
+    from .state.layout import missing_parent, unsafe_state_dir
 
-    unsafe = unsafe_state_dir(cfg.state_dir) if probe_dir == cfg.state_dir else None
-    if unsafe is not None:
+    exists = os.path.exists(cfg.state_dir)
+    probe_dir = cfg.state_dir if exists else os.path.dirname(cfg.state_dir)
+    unsafe = unsafe_state_dir(cfg.state_dir) if exists else None
+    missing = None if exists else missing_parent(cfg.state_dir)
+    if missing is not None:
+        _verdict("state_dir", False, f"{missing[0]} (state_dir: {missing[1]})", log)
+        failed = True
+    elif unsafe is not None:
         _verdict("state_dir", False, f"{unsafe[0]} (state_dir: {unsafe[1]})", log)
         failed = True
     elif os.path.isdir(probe_dir) and os.access(probe_dir, os.W_OK | os.X_OK):
-        what = "writable" if probe_dir == cfg.state_dir else f"can be created under {probe_dir}"
+        what = "writable" if exists else f"can be created in {probe_dir}"
         _verdict("state_dir", True, f"{cfg.state_dir} {what}", log)
     else:
         _verdict(

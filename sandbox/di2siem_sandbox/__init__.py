@@ -23,17 +23,19 @@ Control API (no auth, loopback only), on both simulators unless noted:
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import json
 import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import intakes
 from .coralogix import DATASTREAM_PATH, SINGLES_PATH, CoralogixSink
@@ -59,21 +61,58 @@ __all__ = [
 LOG = logging.getLogger("di2siem_sandbox")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default in its help, unless there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An unknown option is named with the closest known one (``--backlg``: ``--backlog``)."""
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+            for word in message[len(prefix) :].split():
+                name = word.split("=", 1)[0]
+                if name.startswith("--"):
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hint = f" (did you mean {close[0]}?)" if close else ""
+                    message = f"unknown option {name}{hint}"
+                    break
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="di2siem sandbox",
         description="Run the JumpCloud DI simulator and the Coralogix sink on loopback.",
+        epilog="It runs until stopped: stop it with Ctrl-C (or SIGTERM).",
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only)")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     p.add_argument("--jumpcloud-port", type=int, default=8400, help="0 picks a free port")
     p.add_argument("--coralogix-port", type=int, default=8401, help="0 picks a free port")
-    p.add_argument("--jumpcloud-key", default=DEFAULT_JUMPCLOUD_KEY)
-    p.add_argument("--coralogix-key", default=DEFAULT_CORALOGIX_KEY)
+    p.add_argument(
+        "--jumpcloud-key", default=DEFAULT_JUMPCLOUD_KEY, help="the admin API key it accepts"
+    )
+    p.add_argument(
+        "--coralogix-key", default=DEFAULT_CORALOGIX_KEY, help="the Send-Your-Data key it accepts"
+    )
     p.add_argument("--client-id", help="also accept this service account at /oauth2/token")
     p.add_argument("--client-secret", help="the service account's secret (with --client-id)")
     p.add_argument("--token-ttl-s", type=float, default=3600.0, help="service account tokens")
-    p.add_argument("--org-id", action="append", default=[], help="MSP organisation (repeatable)")
+    p.add_argument(
+        "--org-id",
+        action="append",
+        default=[],
+        help=f"MSP organisation, 24 hex digits (repeatable; none: one org, {DEFAULT_ORG_ID})",
+    )
     p.add_argument(
         "--provider-id", help="MSP provider: serve its portal events under x-provider-id"
     )
@@ -101,8 +140,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sink: validate and count accepted records but keep none (/_sim/received empty)",
     )
-    p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-body-bytes", type=int, default=2 * 1024 * 1024, help="sink: larger bodies get 413"
+    )
+    p.add_argument("--seed", type=int, default=0, help="of the generated events")
     p.add_argument(
         "--latency-ms",
         type=float,
@@ -148,6 +189,9 @@ def _validate(args: argparse.Namespace) -> str | None:
             "so anyone who can reach it could read or inject events; bind to loopback, or "
             "pass --allow-remote on an isolated network"
         )
+    for org in args.org_id:
+        if not re.fullmatch(r"[0-9a-f]{24}", org):
+            return f"--org-id {org}: not a JumpCloud organization id (24 hex digits 0-9 a-f)"
     unknown = set(args.no_insights) - set(args.org_id or [DEFAULT_ORG_ID])
     if unknown:
         return f"--no-insights {sorted(unknown)[0]}: not an org served here (add --org-id)"

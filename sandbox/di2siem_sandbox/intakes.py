@@ -54,18 +54,30 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     for name, port in PORTS.items():
         flag = name.replace("_", "-")
         group.add_argument(f"--{flag}-port", type=int, default=port, help="0 picks a free port")
-    group.add_argument("--splunk-hec-token", default=SPLUNK_HEC_TOKEN)
+    group.add_argument("--splunk-hec-token", default=SPLUNK_HEC_TOKEN, help="the HEC token")
     group.add_argument(
         "--splunk-hec-ack",
         action="store_true",
         help="the token has indexer acknowledgement (and the config ack: true)",
     )
-    group.add_argument("--elasticsearch-api-key", default=ELASTICSEARCH_API_KEY)
-    group.add_argument("--sentinel-client-secret", default=SENTINEL_CLIENT_SECRET)
-    group.add_argument("--otlp-token", default=OTLP_TOKEN, help="sent as Authorization: Bearer")
-    group.add_argument("--syslog-control-port", type=int, default=SYSLOG_CONTROL_PORT)
     group.add_argument(
-        "--syslog-framing", choices=("octet_counting", "lf"), default="octet_counting"
+        "--elasticsearch-api-key", default=ELASTICSEARCH_API_KEY, help="the API key (ApiKey)"
+    )
+    group.add_argument(
+        "--sentinel-client-secret", default=SENTINEL_CLIENT_SECRET, help="the app's secret"
+    )
+    group.add_argument("--otlp-token", default=OTLP_TOKEN, help="sent as Authorization: Bearer")
+    group.add_argument(
+        "--syslog-control-port",
+        type=int,
+        default=SYSLOG_CONTROL_PORT,
+        help="syslog: the HTTP control API (/_sim/...); 0 picks a free port",
+    )
+    group.add_argument(
+        "--syslog-framing",
+        choices=("octet_counting", "lf"),
+        default="octet_counting",
+        help="syslog: how messages are delimited on the TLS stream",
     )
     group.add_argument(
         "--tls-dir",

@@ -240,6 +240,102 @@ def test_invalid_json_and_missing_file(tmp_path: Path, capsys) -> None:
     assert "--config: file not found" in capsys.readouterr().err
 
 
+def test_a_top_level_array_is_refused_naming_the_file(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "c.json"
+    path.write_text("[]")
+    assert main(["check", "--offline", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"di2siem: config error: (top level): {path} holds a JSON array, not an object; make "
+        'the whole file one object: {"jumpcloud": {...}, "siem": {...}}\n'
+    )
+
+
+ORG = "5f1b0c2e8d3a4b0012340001"
+
+
+@pytest.mark.parametrize(
+    ("org_ids", "message"),
+    [
+        ("abc", 'jumpcloud.org_ids: must be a list of organisation ids, not a string (got "abc")'
+         '; write it as a list: "org_ids": ["5f1b0c2e8d3a4b0012340001", ...]'),
+        ([ORG, ORG[:-1]], f'jumpcloud.org_ids[1]: not a JumpCloud organization id "{ORG[:-1]}":'
+         " must be 24 hex digits 0-9 a-f, e.g. 5f1b0c2e8d3a4b0012340001; copy the organization"
+         " id from the JumpCloud console (Settings)"),
+        ([ORG.upper()], f'jumpcloud.org_ids[0]: not a JumpCloud organization id "{ORG.upper()}"'),
+        (["acme-prod"], 'jumpcloud.org_ids[0]: not a JumpCloud organization id "acme-prod"'),
+    ],
+)  # fmt: skip
+def test_org_ids_must_be_a_list_of_jumpcloud_org_ids(
+    env: Env, capsys, org_ids: Any, message: str
+) -> None:
+    env.write()
+    env.edit(_set("jumpcloud.org_ids", org_ids))
+    for extra, command in ((("--offline",), "check"), ((), "run")):
+        rc, out, err = env.run(capsys, *extra, command=command)
+        assert rc == 2 and out == "" and err.count("\n") == 1, err
+        assert err.startswith(f"di2siem: config error: {message}"), err
+    assert not env.state_dir.exists() and env.jc.stats["requests"] == 0
+    env.edit(_set("jumpcloud.org_ids", [ORG]))
+    assert env.run(capsys, "--offline", command="check")[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "--conifg", "c.json"], "di2siem run: error: unknown option --conifg (did you "
+         "mean --config?)"),
+        (["check", "--config", "c.json", "--ofline"], "di2siem check: error: unknown option "
+         "--ofline (did you mean --offline?)"),
+        (["status", "--conifg=c.json"], "di2siem status: error: unknown option --conifg (did "
+         "you mean --config?)"),
+        (["state", "export", "--config", "c.json", "--orgg", ORG], "di2siem state export: error:"
+         " unknown option --orgg (did you mean --org?)"),
+        (["state", "import", "--conifg", "c.json", "f.json"], "di2siem state import: error: "
+         "unknown option --conifg (did you mean --config?)"),
+        (["--conifg", "run"], "di2siem: error: unknown option --conifg (its options: --help, "
+         "--version)"),
+    ],
+)  # fmt: skip
+def test_an_unknown_option_is_named_with_the_closest_one(
+    capsys, argv: list[str], expected: str
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ") and err.splitlines()[-1] == expected, err
+    assert "required" not in err
+
+
+def test_abbreviated_options_still_work(env: Env, capsys) -> None:
+    env.write()
+    capsys.readouterr()
+    assert main(["check", "--conf", str(env.path), "--off"]) == 0
+    assert "di2siem check config: ok" in capsys.readouterr().out
+
+
+def test_state_dir_in_a_missing_directory_is_refused_and_nothing_created(env: Env, capsys) -> None:
+    missing = env.tmp / "missing"
+    env.write(state_dir=str(missing / "state"))
+    rc, out, err = env.run(capsys)
+    assert rc == 2 and out == ""
+    assert (
+        f"di2siem: config error: state_dir: {missing}, the parent of {missing / 'state'}, does "
+        "not exist (nothing was created); fix state_dir, or create the parent directory first\n"
+    ) in err
+    rc, out, _ = env.run(capsys, command="check")
+    assert (
+        rc == 1
+        and (
+            f"di2siem check state_dir: FAILED - {missing}, the parent of {missing / 'state'}, does "
+            "not exist (state_dir: fix state_dir, or create the parent directory first)"
+        )
+        in out
+    )
+    assert not missing.exists() and env.cx.received == []
+    env.write()  # its parent exists: state_dir itself is made, 0700
+    assert env.run(capsys)[0] == 0
+    assert oct(env.state_dir.stat().st_mode & 0o777) == "0o700"
+
+
 def test_secret_values_are_never_echoed_in_config_errors(env: Env, capsys) -> None:
     env.write()
     env.edit(_set("siem.headers.private_key", CX_KEY + "\n"))

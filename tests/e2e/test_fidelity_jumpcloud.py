@@ -26,6 +26,7 @@ from di2siem_sandbox import JumpCloudSimulator
 from di2siem_sandbox.events import QUERY_SERVICES
 
 PROVIDER = "5f0c1b2a3d4e5f6a7b8c9d0e"
+SA_ORG = "5f1b0c2e8d3a4b0012340001"
 
 US_TOKEN = "https://admin-oauth.id.jumpcloud.com/oauth2/token"
 EU_TOKEN = "https://admin-oauth.id.eu.jumpcloud.com/oauth2/token"
@@ -37,7 +38,7 @@ def sa_raw(**jc: Any) -> dict[str, Any]:
         "jumpcloud": {
             "client_id": "cid",
             "client_secret": "sa-secret-for-tests",
-            "org_ids": ["o1"],
+            "org_ids": [SA_ORG],
             **jc,
         },
         "siem": {"url": "https://siem.example/in"},
@@ -243,8 +244,11 @@ def test_provider_id_must_look_like_an_id() -> None:
     raw = sa_raw(provider_id="not an id!")
     with pytest.raises(ConfigError, match=r"jumpcloud\.provider_id: not a provider id"):
         parse(raw, "/c.json")
-    assert parse(sa_raw(provider_id=""), "/c.json").org_keys == ("o1",)
-    assert parse(sa_raw(provider_id=PROVIDER), "/c.json").org_keys == ("o1", "provider:" + PROVIDER)
+    assert parse(sa_raw(provider_id=""), "/c.json").org_keys == (SA_ORG,)
+    assert parse(sa_raw(provider_id=PROVIDER), "/c.json").org_keys == (
+        SA_ORG,
+        "provider:" + PROVIDER,
+    )
 
 
 def test_sandbox_cli_serves_provider_activity_and_402(tmp_path, capsys) -> None:

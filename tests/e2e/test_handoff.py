@@ -62,6 +62,7 @@ def test_an_org_moves_between_hosts_exactly_once(
         capsys, "export", "--config", str(old.path), "--org", ORG_A, "--output", str(handoff)
     )
     assert rc == 0 and out == "" and f"org {ORG_A}: exported cursor" in err
+    assert "floor" not in err and "None" not in err  # no floor: none shown
     doc = json.loads(handoff.read_text())
     assert (doc["format"], doc["version"], doc["org"]) == (FORMAT, 1, ORG_A)
     assert doc["di2siem_version"] == __version__ and doc["cursor"] == first[-1]["timestamp"]
@@ -74,6 +75,7 @@ def test_an_org_moves_between_hosts_exactly_once(
     new.state_dir.mkdir(mode=0o700)
     rc, _, err = state_cli(capsys, "import", "--config", str(new.path), str(handoff))
     assert rc == 0 and f"org {ORG_A}: imported cursor {first[-1]['timestamp']}" in err
+    assert "(was cursor none)" in err and "None" not in err
     assert new.run(capsys)[0] == 0
     copies = Counter(sink_ids(sink))
     assert set(copies) == {e["id"] for e in first + later} and set(copies.values()) == {1}

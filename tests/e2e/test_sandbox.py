@@ -477,3 +477,15 @@ def test_control_burst_deep_events_and_malformed_page(jc: JumpCloudSimulator) ->
     assert max(event_depth(e) for e in page) > 10
     jc.inject_fault(200, body={"not": "an array"}, path="/events")
     assert post_jc(jc, query()).json() == {"not": "an array"}
+
+
+def test_sandbox_help_shows_defaults_and_how_to_stop(capsys) -> None:
+    from di2siem.cli import main as di2siem_main
+
+    assert di2siem_main(["sandbox", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "(default: 8400)" in out and "(default: 2000)" in out
+    assert "stop it with Ctrl-C (or SIGTERM)" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert di2siem_main(["sandbox", "--backlg", "3"]) == 2
+    assert "unknown option --backlg (did you mean --backlog?)" in capsys.readouterr().err

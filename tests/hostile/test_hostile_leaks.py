@@ -175,7 +175,7 @@ def test_header_names_http_cannot_carry_are_refused(env: Env, capsys, name: str)
 # -- unknown configuration keys --------------------------------------------------------------
 
 
-def test_typos_are_warned_about_with_the_closest_key(env: Env, capsys) -> None:
+def test_typos_are_refused_by_check_and_warned_about_by_run(env: Env, capsys) -> None:
     env.write()
     env.edit(
         lambda cfg: (
@@ -185,29 +185,32 @@ def test_typos_are_warned_about_with_the_closest_key(env: Env, capsys) -> None:
         )
     )
     expected = [
-        "siem.batchsize is not a known key (did you mean siem.batch_size?); it is ignored",
+        "siem.batchsize is not a known key (did you mean siem.batch_size?)",
         "jumpcloud.page_sise is not a known key (did you mean jumpcloud.page_size?)",
         "run_time_budget is not a known key (did you mean run_time_budget_seconds?)",
         "jumpclud is not a known key (did you mean jumpcloud?)",
     ]
-    rc, out, _ = env.run(capsys, "--offline", command="check")
-    assert rc == 0
-    for line in expected:
-        assert f"di2siem check config: warning - {line}" in out
+    for offline in (("--offline",), ()):
+        rc, out, err = env.run(capsys, *offline, command="check")
+        assert rc == 2 and out == "", out
+        assert sorted(err.splitlines()) == sorted(
+            f"di2siem: config error: {line}; rename or remove it in {env.path}" for line in expected
+        ), err
+    assert env.jc.stats["requests"] == 0 and not env.state_dir.exists()
     env.jc.add_events(recent_events(3))
-    rc, _, err = env.run(capsys)
+    rc, _, err = env.run(capsys)  # a scheduled run goes on: a newer role's key must not stop it
     assert rc == 0 and summary(err)["shipped"] == "3"
     for line in expected:
-        assert re.search(r" warning di2siem " + re.escape(line), err), line
+        assert re.search(r" warning di2siem " + re.escape(line + "; it is ignored"), err), line
 
 
 def test_legacy_configuration_has_no_unknown_keys(tmp_path: Path) -> None:
     from test_config import LEGACY_FILE
 
     cfg = parse(LEGACY_FILE, str(tmp_path / "configurations.json"))
-    assert [w for w in cfg.warnings if "known key" in w] == []
+    assert cfg.unknown_keys == ()
     cfg = parse(legacy_config("http://127.0.0.1:1", "http://127.0.0.1:2"), str(tmp_path / "c"))
-    assert cfg.warnings == ()
+    assert cfg.warnings == () and cfg.unknown_keys == ()
 
 
 def _documented_keys() -> dict[str, list[str]]:

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from conftest import CX_KEY, JC_KEY, ORG_A, ORG_B, SA_CLIENT_ID, SA_SECRET, Env, legacy_config
-from di2siem.cli import _parser, main
+from di2siem.cli import main
+from di2siem.cli_parser import build_parser
 from di2siem.source.client import JumpCloudClient
 from di2siem.timeutil import now_ms
 from di2siem_sandbox.events import generate_events
@@ -96,7 +97,7 @@ def commands(env: Env, env_file: Path, export: Path) -> list[tuple[str, list[str
 def subcommands() -> set[str]:
     """Every command the CLI has (state's actions as ``state <action>``)."""
     found = set()
-    for action in _parser()._actions:
+    for action in build_parser()._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]

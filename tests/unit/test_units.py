@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -13,7 +14,7 @@ import pytest
 
 from di2siem.batching import JSON_ARRAY, JSON_LINES, Batcher, Item
 from di2siem.config import parse
-from di2siem.errors import GaveUpError, RetryableError, Side, StateError
+from di2siem.errors import GaveUpError, RetryableError, Side, StateError, StateWriteError
 from di2siem.intakes import intake_for
 from di2siem.log import Logger
 from di2siem.shaping import Shaper, encode, too_deep
@@ -336,6 +337,24 @@ def test_state_store_atomic_round_trip(tmp_path: Path) -> None:
     assert loaded.cursor_ms == 1671375423801 and loaded.floor_ms == 1671375000000
     assert "x" in loaded.recent and len(loaded.recent) == 2
     assert oct((tmp_path / "orgs" / "_default.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_state_write_error_names_the_org_file(tmp_path: Path, monkeypatch) -> None:
+    store = StateStore(str(tmp_path))
+    store.load()
+
+    def refused(path: str, *_: object, **__: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr("di2siem.state.store.replace_file", refused)
+    with pytest.raises(StateWriteError) as caught:
+        store.save("_default")
+    said = str(caught.value)
+    assert said.startswith(
+        f"cannot write the state in state_dir {tmp_path}: {tmp_path}/orgs/_default.json: "
+        "permission denied; accepted batches cannot be recorded"
+    ), said
+    assert "state.json" not in said
 
 
 def test_state_org_files_are_separate_and_named_safely(tmp_path: Path) -> None:

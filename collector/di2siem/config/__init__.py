@@ -28,6 +28,8 @@ from .jumpcloud import JUMPCLOUD_SERVICES, SERVICE_NAME, JumpCloudConfig, unknow
 from .loading import load, parse, permission_warnings
 from .orgs import (
     DEFAULT_ORG,
+    JUMPCLOUD_ORG_ID_FORM,
+    JUMPCLOUD_ORG_ID_PATTERN,
     ORG_ID_FORM,
     ORG_ID_PATTERN,
     PROVIDER_ID_PATTERN,
@@ -44,6 +46,8 @@ __all__ = [
     "CORALOGIX_UI_HOSTS",
     "DEFAULT_ORG",
     "FORMATS",
+    "JUMPCLOUD_ORG_ID_FORM",
+    "JUMPCLOUD_ORG_ID_PATTERN",
     "JUMPCLOUD_REGIONS",
     "JUMPCLOUD_SERVICES",
     "JUMPCLOUD_TOKEN_URL",

@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError, shown
 from .auth import read_auth
 from .checks import check_ca_bundle, check_header_value, check_url
-from .orgs import DEFAULT_ORG, ORG_ID_FORM, ORG_ID_PATTERN, PROVIDER_ID_PATTERN, PROVIDER_PREFIX
+from .orgs import (
+    DEFAULT_ORG,
+    JUMPCLOUD_ORG_ID_FORM,
+    JUMPCLOUD_ORG_ID_PATTERN,
+    PROVIDER_ID_PATTERN,
+    PROVIDER_PREFIX,
+)
 from .regions import JUMPCLOUD_REGIONS, JUMPCLOUD_TOKEN_URLS, jumpcloud_base_url
 from .schema import Field, Kind, Secret, Section
 
@@ -139,10 +145,12 @@ JUMPCLOUD = Section(
             Kind.TEXT_LIST,
             (),
             help=(
-                "MSP: organisation ids, each 1 to 64 characters of `A-Z a-z 0-9 _ -` "
-                "(JumpCloud's are 24 hex digits; anything else, e.g. a NUL, a `/`, `..` or 300 "
-                "characters, is a config error naming `jumpcloud.org_ids[i]`: an id names its "
-                "state file). Each org is polled with `x-org-id` and has its own cursor. Empty: "
+                "MSP: a list of JumpCloud organization ids, each 24 hex digits `0-9 a-f` (e.g. "
+                "`5f1b0c2e8d3a4b0012340001`, from the console's Settings); anything else, a "
+                'string instead of a list (`"abc"`) included, is a config error naming '
+                "`jumpcloud.org_ids` (or `jumpcloud.org_ids[i]` and the value), also from "
+                "`check --offline`. Each org is polled with `x-org-id` and has its own cursor. "
+                "Empty: "
                 "the key's own organisation (state key `_default`). The least recently served "
                 "org goes first, so when one org's backfill uses up `run_time_budget_seconds`, "
                 "the orgs take turns instead of starving."
@@ -350,21 +358,27 @@ def parse_jumpcloud(raw: dict) -> JumpCloudConfig:
 def _org_ids(sec: dict, service_account: bool) -> tuple[str, ...]:
     """MSP org ids (each sent as x-org-id); a service account needs at least one."""
     p = JUMPCLOUD.prefix
+    if isinstance(sec.get("org_ids"), str):  # a one-item list would hide a pasted "a,b"
+        raise ConfigError(
+            p + "org_ids",
+            f"must be a list of organisation ids, not a string (got {shown(sec['org_ids'])})",
+            'write it as a list: "org_ids": ["5f1b0c2e8d3a4b0012340001", ...]',
+        )
     org_ids = JUMPCLOUD.read(sec, "org_ids")
-    for index, org in enumerate(org_ids):
-        check_header_value(org, f"{p}org_ids[{index}]")  # sent as x-org-id
-        if not ORG_ID_PATTERN.fullmatch(org) and not org.startswith(PROVIDER_PREFIX):
-            raise ConfigError(
-                f"{p}org_ids[{index}]",
-                f"not an org id {shown(org)}: must be {ORG_ID_FORM}",
-                "copy the organisation id from the JumpCloud console",
-            )
     if DEFAULT_ORG in org_ids or any(o.startswith(PROVIDER_PREFIX) for o in org_ids):
         raise ConfigError(
             p + "org_ids",
             f"{DEFAULT_ORG} and {PROVIDER_PREFIX}... are reserved",
             f"list real org ids (the MSP portal: {p}provider_id)",
         )
+    for index, org in enumerate(org_ids):
+        check_header_value(org, f"{p}org_ids[{index}]")  # sent as x-org-id
+        if not JUMPCLOUD_ORG_ID_PATTERN.fullmatch(org):
+            raise ConfigError(
+                f"{p}org_ids[{index}]",
+                f"not a JumpCloud organization id {shown(org)}: must be {JUMPCLOUD_ORG_ID_FORM}",
+                "copy the organization id from the JumpCloud console (Settings)",
+            )
     if service_account and not org_ids:
         raise ConfigError(
             p + "org_ids",

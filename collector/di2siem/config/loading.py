@@ -12,7 +12,7 @@ from . import credentials
 from .auth import basic_credentials
 from .files import decode_json, permission_warning, read_file
 from .jumpcloud import JUMPCLOUD, JumpCloudConfig, parse_jumpcloud, service_warnings
-from .keys import unknown_key_warnings
+from .keys import unknown_keys
 from .legacy import legacy_end_time_ms
 from .schema import Secret, Section
 from .siem import SIEM, SiemConfig, parse_siem
@@ -30,7 +30,11 @@ def parse(raw: Any, path: str) -> Config:
     """Validate a decoded JSON document (with its credentials file merged over it); raise
     ConfigError on the first problem."""
     if not isinstance(raw, dict):
-        raise ConfigError("(top level)", "must be a JSON object", "fix the file")
+        raise ConfigError(
+            "(top level)",
+            f"{path} holds a JSON {_json_kind(raw)}, not an object",
+            'make the whole file one object: {"jumpcloud": {...}, "siem": {...}}',
+        )
     merged = credentials.merge(raw, os.path.dirname(os.path.abspath(path)))
     try:
         return _parse(merged.raw, path, merged)
@@ -42,6 +46,16 @@ def parse(raw: Any, path: str) -> Config:
             fix = f"{exc.fix or 'set it'} in credentials_file {merged.path}"
             raise ConfigError(exc.key_path, exc.problem, fix) from None
         raise
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
 
 
 def _parse(raw: dict, path: str, merged: credentials.Merged) -> Config:
@@ -72,7 +86,8 @@ def _parse(raw: dict, path: str, merged: credentials.Merged) -> Config:
         log_format=log_format,
         parallel_orgs=TOP.read(raw, "parallel_orgs"),
         secrets=registered_secrets(jc, siem, heartbeat),
-        warnings=tuple(service_warnings(jc) + unknown_key_warnings(raw, TOP) + list(merged.notes)),
+        warnings=tuple(service_warnings(jc) + list(merged.notes)),
+        unknown_keys=tuple(unknown_keys(raw, TOP)),
         credentials_file=merged.path,
         secret_files=_secret_files(os.path.abspath(path), merged),
     )

@@ -25,7 +25,9 @@ TOP = Section(
             help=(
                 "Where the state (`orgs/<org>.json`, see [state.md](state.md)) and the lock "
                 "`di2siem.lock` live (a relative path is relative to the config file's "
-                "directory). Created `0700` on the first `run`; never by `check`. It must be "
+                "directory). Created `0700` on the first `run` when its parent exists (a "
+                "missing parent is a config error naming it: exit 2, nothing created); never by "
+                "`check`. It must be "
                 "owned by the user running di2siem and not writable by group or others: `run` "
                 "refuses anything else (exit 2, `chmod 700 <dir>`). The installer uses "
                 "`/var/lib/di2siem`."
@@ -220,6 +222,9 @@ class Config:
     secret_files: tuple[str, ...]  # config and/or credentials file: permission warnings
     # things worth telling the user that do not stop a run (check prints them, run logs them)
     warnings: tuple[str, ...]
+    # one line per undeclared key: check refuses them, run only warns (a newer role's new key
+    # must not stop a scheduled job)
+    unknown_keys: tuple[str, ...] = ()
 
     @property
     def org_keys(self) -> tuple[str, ...]:

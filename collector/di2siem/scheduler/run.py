@@ -23,7 +23,7 @@ from ..log import Logger
 from ..perf import tuned_process
 from ..source.tokens import TokenHolder
 from ..state.deadletter import DeadLetters
-from ..state.layout import unsafe_state_dir
+from ..state.layout import missing_parent, unsafe_state_dir
 from ..state.lock import InstanceLock
 from ..state.store import StateStore
 from ..throttle import RateLimiter
@@ -73,14 +73,8 @@ class Scheduler:
         self.log.warning("retrying", call=what, reason=reason, attempt=attempt, wait_s=wait)
 
     def _prepare_state_dir(self) -> None:
-        try:
-            os.makedirs(self.cfg.state_dir, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                "state_dir",
-                f"cannot create {self.cfg.state_dir} ({exc.strerror})",
-                "set state_dir to a directory the service user can write",
-            ) from None
+        if not os.path.isdir(self.cfg.state_dir):
+            self._create_state_dir()
         if not os.access(self.cfg.state_dir, os.W_OK | os.X_OK):
             raise ConfigError(
                 "state_dir",
@@ -90,6 +84,22 @@ class Scheduler:
         unsafe = unsafe_state_dir(self.cfg.state_dir)
         if unsafe is not None:
             raise ConfigError("state_dir", *unsafe)
+
+    def _create_state_dir(self) -> None:
+        """state_dir itself (0700), never its parents."""
+        missing = missing_parent(self.cfg.state_dir)
+        if missing is not None:
+            raise ConfigError("state_dir", f"{missing[0]} (nothing was created)", missing[1])
+        try:
+            os.mkdir(self.cfg.state_dir, mode=0o700)
+        except OSError as exc:
+            if os.path.isdir(self.cfg.state_dir):  # another run made it meanwhile
+                return
+            raise ConfigError(
+                "state_dir",
+                f"cannot create {self.cfg.state_dir} ({exc.strerror})",
+                "set state_dir to a directory the service user can write",
+            ) from None
 
     # -- entry point -------------------------------------------------------------------------
     def run(self) -> int:

@@ -69,6 +69,13 @@ def _iso(ms: int | None) -> str | None:
     return None if ms is None else format_ms(ms)
 
 
+def _position(state: OrgState) -> str:
+    """How a summary line says where an org is: ``cursor <time>``, then ``floor <time>``
+    only when it has one (``cursor none``: nothing shipped yet)."""
+    said = f"cursor {_iso(state.cursor_ms) or 'none'}"
+    return said + (f" floor {_iso(state.floor_ms)}" if state.floor_ms is not None else "")
+
+
 def export_document(org: str, state: OrgState) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -102,10 +109,7 @@ def export_org(cfg: Config, org: str, output: str | None, wait_s: float) -> str:
     finally:
         lock.release()
     where = output or "stdout"
-    return (
-        f"org {org}: exported cursor {_iso(state.cursor_ms)} floor {_iso(state.floor_ms)} "
-        f"recent_ids {len(state.recent)} to {where}"
-    )
+    return f"org {org}: exported {_position(state)} recent_ids {len(state.recent)} to {where}"
 
 
 def _write_file(path: str, text: str) -> None:
@@ -230,13 +234,13 @@ def import_org(cfg: Config, path: str, expected_org: str | None, force: bool, wa
             local = store.org(org)
         except StateError as exc:
             raise HandoffError(f"state unusable: {exc}", EXIT_FAILURE) from None
-        was = _iso(local.cursor_ms)
+        was = _position(local)
         note = ""
         if _point(local) > _point(incoming):
             if not force:
                 raise HandoffError(
-                    f"org {org}: this host's state is newer (cursor {was}, floor "
-                    f"{_iso(local.floor_ms)}) than {path} (cursor {_iso(incoming.cursor_ms)}); "
+                    f"org {org}: this host's state is newer ({was}) than {path} "
+                    f"({_position(incoming)}); "
                     "nothing changed. --force goes back to the file's point (events shipped "
                     "here after it are sent again unless still remembered: duplicates, no loss)"
                 )
@@ -260,7 +264,7 @@ def import_org(cfg: Config, path: str, expected_org: str | None, force: bool, wa
     listed = org in cfg.org_keys
     served = "" if listed else f"; served once {cfg.path} lists it"
     return (
-        f"org {org}: imported cursor {_iso(incoming.cursor_ms)} floor "
-        f"{_iso(incoming.floor_ms)} recent_ids {len(incoming.recent)} (was cursor {was})"
+        f"org {org}: imported {_position(incoming)} recent_ids {len(incoming.recent)} "
+        f"(was {was})"
         f"{note}{served}"
     )

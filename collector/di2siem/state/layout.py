@@ -33,6 +33,19 @@ def max_org_file_bytes(recent_ids_max: int) -> int:
     return recent_ids_max * ORG_FILE_BYTES_PER_ID + ORG_FILE_SLACK_BYTES
 
 
+def missing_parent(path: str) -> tuple[str, str] | None:
+    """(problem, fix) when the directory that would hold state_dir does not exist: di2siem
+    creates state_dir itself (0700), never the directories above it (a typo in the path would
+    otherwise grow a tree of 0755 directories with the state somewhere nobody looks)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(parent):
+        return None
+    return (
+        f"{parent}, the parent of {path}, does not exist",
+        "fix state_dir, or create the parent directory first",
+    )
+
+
 def unsafe_state_dir(path: str) -> tuple[str, str] | None:
     """(problem, fix) when others could plant or swap files where the cursor lives: the
     directory is not owned by this user, or group/others may write to it; else None."""

@@ -90,7 +90,7 @@ class StateStore:
         try:
             os.makedirs(self.orgs_dir, mode=0o700, exist_ok=True)
         except OSError as exc:
-            raise self._write_error(exc) from None
+            raise self._write_error(exc, self.orgs_dir) from None
         self._remove_stale_temps()
         self._migrate()
 
@@ -100,9 +100,12 @@ class StateStore:
             return
         limit = self.recent_ids_max
         states = {name: parse_org(name, v, self.legacy_path, limit) for name, v in legacy.items()}
+        target = self.orgs_dir
         try:
             for name, state in states.items():
+                target = self.path_of(name)
                 self._write(name, state.json(name).encode(), sync=False)
+            target = self.legacy_path
             os.sync()  # one flush for all (an fsync per file costs minutes for 1,000s of orgs)
             os.replace(self.legacy_path, os.path.join(self.state_dir, MIGRATED_FILE))
             fd = os.open(self.state_dir, os.O_RDONLY)
@@ -111,7 +114,7 @@ class StateStore:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise self._write_error(exc) from None
+            raise self._write_error(exc, target) from None
         self.migrated = len(states)
 
     def _load_org(self, name: str) -> OrgState | None:
@@ -153,11 +156,15 @@ class StateStore:
         """data in a new temp file in orgs/; its path. Removed again on failure."""
         return write_temp(self.orgs_dir, ".", data, 0o600, sync)
 
-    def _write_error(self, exc: OSError) -> StateWriteError:
-        cause = _HINTS.get(exc.errno or 0, exc.strerror or str(exc))
+    def _write_error(self, exc: OSError, target: str) -> StateWriteError:
+        """The error naming the file (or directory) that could not be written: an org's file,
+        orgs/, or an older version's state.json being migrated."""
+        said = exc.strerror or str(exc)
+        cause = _HINTS.get(exc.errno or 0, said)
+        detail = "" if cause.lower() == said.lower() else f" ({said})"
         return StateWriteError(
-            f"cannot write the state in state_dir {self.state_dir}: {cause} "
-            f"({exc.strerror or exc}); accepted batches cannot be recorded, so the run stops "
+            f"cannot write the state in state_dir {self.state_dir}: {target}: {cause}{detail}"
+            "; accepted batches cannot be recorded, so the run stops "
             "here and every run fails until this is fixed (the last unrecorded batch is sent "
             "again then)"
         )
@@ -175,7 +182,8 @@ class StateStore:
         try:
             unlink_quietly(self._write_temp(b" " * size, sync=False))
         except OSError as exc:
-            raise self._write_error(exc) from None
+            target = self.path_of(names[0]) if len(names) == 1 else self.orgs_dir + os.sep
+            raise self._write_error(exc, target) from None
 
     def _write(self, name: str, data: bytes, sync: bool = True) -> None:
         """Replace the org's file with data (durably unless not ``sync``). Raises OSError."""
@@ -193,7 +201,7 @@ class StateStore:
         try:
             self._write(name, data)
         except OSError as exc:
-            raise self._write_error(exc) from None
+            raise self._write_error(exc, self.path_of(name)) from None
 
     def release(self, name: str) -> None:
         """Forget the org's recent ids once it is served (its file keeps them): memory stays
