@@ -52,12 +52,22 @@ class RetryableError(SidedError):
         self.side = side
 
 
+class NoConnection(RetryableError):
+    """No connection could be made (refused, a name that does not resolve, no route): nothing
+    was sent, so RetryPolicy tries again only briefly (see retry.NO_CONNECTION_WAITS_S)."""
+
+
 class GaveUpError(SidedError):
     """Retries exhausted; ``side`` is that of the attempt that failed last."""
 
     def __init__(self, message: str, *, side: str) -> None:
         super().__init__(message)
         self.side = side
+
+
+class Unreachable(GaveUpError):
+    """Retries given up on a peer no connection could be made to (NoConnection each time):
+    it answered at once that nobody listens, or has no address, so no deadline was involved."""
 
 
 class PastDeadline(GaveUpError):

@@ -20,7 +20,7 @@ from urllib.parse import quote, quote_plus
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 REDACTED = "[redacted]"
-ELLIPSIS = "..."  # what a cut excerpt ends with (transport.body: body_excerpt, error_text)
+ELLIPSIS = "..."  # what a cut excerpt ends with (body_excerpt, causes.clean in transport)
 PARTIAL_MIN = 4  # a cut secret is redacted down to this many leading characters
 
 

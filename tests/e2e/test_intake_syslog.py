@@ -150,16 +150,33 @@ def test_plain_tcp_to_another_host_is_refused_by_the_configuration(syslog: Syslo
     assert "siem.url: plain tcp:// is only allowed for loopback hosts" in out
 
 
+def test_a_closed_receiver_port_fails_within_seconds_naming_the_refusal(
+    syslog: Syslog, capsys
+) -> None:
+    syslog.jc.add_events(recent_events(5))
+    with receiver(None) as rx:
+        url, port = rx.url, rx.port
+    syslog.write(rx, url=url)  # nobody listens there any more
+    cfg = json.loads(syslog.path.read_text())  # the schedule a refusal no longer waits through
+    cfg.update(max_retries=5, retry_base_delay_seconds=1, retry_max_delay_seconds=60)
+    syslog.path.write_text(json.dumps(cfg))
+    started = time.monotonic()
+    rc, out = syslog.run(capsys)
+    assert rc == 1 and time.monotonic() - started < 3, out
+    assert f"SIEM 127.0.0.1:{port}: connection refused (gave up after 3 attempts" in out
+
+
 def test_the_receiver_is_verified_against_ca_bundle(syslog: Syslog, capsys) -> None:
     syslog.jc.add_events(recent_events(5))
     with receiver(syslog.tls) as rx:
         syslog.write(rx, ca_bundle=syslog.tls.other_ca)
         rc, out = syslog.run(capsys)
         assert rc == 1
-        assert "TLS verification failed (unable to get local issuer certificate)" in out, out
+        verify = f"SIEM 127.0.0.1:{rx.port}: TLS certificate verify failed: unable to get local"
+        assert verify + " issuer certificate: check siem.url" in out, out
         assert "set siem.ca_bundle" in out
         rc, out = syslog.run(capsys, command="check")
-        assert rc == 1 and "TLS verification failed" in out
+        assert rc == 1 and verify in out
         assert rx.received == [] and rx.bytes_read == 0
 
 

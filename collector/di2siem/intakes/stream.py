@@ -16,7 +16,8 @@ from __future__ import annotations
 import ssl
 import time
 
-from ..errors import BudgetExceeded, FatalError, RetryableError, Side
+from ..errors import BudgetExceeded, FatalError, NoConnection, RetryableError, Side
+from ..transport.causes import describe, not_connected
 from ..transport.exchange import BUDGET_GRACE_S
 from ..transport.tcp import ConnectionDown, StalledWrite, TcpConnection, tls_context
 from .base import DELIVERED, Outcome
@@ -53,6 +54,7 @@ class StreamTransport:
         self.ca_bundle, self.client_cert, self.client_key = ca_bundle, client_cert, client_key
         self.timeout = timeout
         self.where = f"{'tls' if tls else 'tcp'}://{host}:{port}"
+        self.endpoint = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
         self._context: ssl.SSLContext | None = None
         self.connection: TcpConnection | None = None
         self._wrote = False  # the current attempt began writing its body
@@ -172,24 +174,24 @@ class StreamTransport:
         return self._context
 
     def _open(self, ends: float, by_budget: bool) -> TcpConnection:
+        """The connection, or its failure in plain words (transport/causes.py): one that no
+        connection could be made for (refused, no such name, no route) is a NoConnection."""
         context = self.context() if self.tls else None
+        at = f"{SIDE} {self.endpoint}"
         try:
             return TcpConnection.open(self.host, self.port, context, ends)
         except ssl.SSLCertVerificationError as exc:
             raise FatalError(
-                f"{SIDE} TLS verification failed ({_why(exc)}): check siem.url or set "
-                "siem.ca_bundle to the CA that signed the receiver's certificate",
+                f"{at}: {describe(exc)}: check siem.url or set siem.ca_bundle to the CA that "
+                "signed the receiver's certificate",
                 side=SIDE,
             ) from None
         except ssl.SSLEOFError as exc:
-            raise RetryableError(
-                f"{SIDE} {self.where} closed the connection during the TLS handshake ({_why(exc)})",
-                side=SIDE,
-            ) from None
+            raise RetryableError(f"{at}: {describe(exc)}", side=SIDE) from None
         except ssl.SSLError as exc:
             raise FatalError(
-                f"{SIDE} {self.where} TLS handshake failed ({_why(exc)}): check siem.url (a "
-                "TLS port), siem.client_cert and the receiver's TLS settings",
+                f"{at}: {describe(exc)}: check siem.url (a TLS port), siem.client_cert and the "
+                "receiver's TLS settings",
                 side=SIDE,
             ) from None
         except TimeoutError:
@@ -199,12 +201,11 @@ class StreamTransport:
                     side=SIDE,
                 ) from None
             raise RetryableError(
-                f"{SIDE} {self.where} connection timed out after {self.timeout:g}s", side=SIDE
+                f"{at}: timed out after {self.timeout:g}s connecting", side=SIDE
             ) from None
         except OSError as exc:
-            raise RetryableError(
-                f"{SIDE} {self.where} connection failed: {_why(exc)}", side=SIDE
-            ) from None
+            failed = NoConnection if not_connected(exc) else RetryableError
+            raise failed(f"{at}: {describe(exc)}", side=SIDE) from None
 
     def _settle(self, connection: TcpConnection, seconds: float) -> None:
         try:

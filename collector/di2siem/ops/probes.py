@@ -18,7 +18,14 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Callable, TypeVar
 
-from ..errors import BudgetExceeded, GaveUpError, NotReached, PastDeadline, WaitPastBudget
+from ..errors import (
+    BudgetExceeded,
+    GaveUpError,
+    NotReached,
+    PastDeadline,
+    Unreachable,
+    WaitPastBudget,
+)
 from ..transport.exchange import BUDGET_GRACE_S
 
 DEADLINE_TIMEOUTS = 2  # requests may start during this many timeout_seconds
@@ -135,7 +142,11 @@ class SideBySide:
 def unreached_cause(outcome: Outcome, side: str) -> str | None:
     """Why a probe of ``side`` (JumpCloud, SIEM) got no answer within the deadline; None
     when it got one (a result, or a refusal such as a 401: a FatalError). Timeouts, cut
-    exchanges, retries given up and probes whose turn never came are not reached."""
+    exchanges, retries given up and probes whose turn never came are not reached; a peer no
+    connection could be made to (Unreachable: refused, no such name) failed at once, and its
+    cause says so."""
+    if isinstance(outcome, Unreachable):
+        return None
     if isinstance(outcome, NotReached):
         return str(outcome)
     if isinstance(outcome, PastDeadline):

@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Iterator
 
 from ..errors import RetryableError
+from .causes import describe
 
 # What one answer may hold once decoded. A JumpCloud page (at most 10,000 events) is far
 # below this; a compressed "bomb" is cut here instead of inflating into gigabytes.
@@ -60,7 +61,7 @@ def read_body(response, side: str, limit: int, whole: bool) -> bytes | bytearray
         raise
     except Exception as exc:  # urllib3 protocol errors, resets, timeouts
         raise RetryableError(
-            f"{side} answer could not be read ({error_text(exc)})", side=side
+            f"{side} answer could not be read: {describe(exc)}", side=side
         ) from None
     if decoder is not None and not decoder.complete and out:
         raise RetryableError(
@@ -111,11 +112,6 @@ def _too_large(side: str, limit: int) -> str:
 def printable(text: str, limit: int = 120) -> str:
     """Peer-chosen text made safe for one log line: no spaces, quotes or control chars."""
     text = "".join(c if c.isprintable() and c not in ' "' else "?" for c in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def error_text(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

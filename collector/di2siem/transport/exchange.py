@@ -9,8 +9,9 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import BudgetExceeded, FatalError, RetryableError, Side
-from .body import MAX_ANSWER_BYTES, error_text, printable, read_body
+from ..errors import BudgetExceeded, FatalError, NoConnection, RetryableError, Side
+from .body import MAX_ANSWER_BYTES, printable, read_body
+from .causes import clean, describe, endpoint, not_connected
 from .guard import ExchangeGuard
 from .session import _proxies_for
 
@@ -88,14 +89,9 @@ def send(
             except requests.exceptions.SSLError as exc:
                 if guard.fired:
                     raise
-                key = "jumpcloud.ca_bundle" if side == Side.JUMPCLOUD else "siem.ca_bundle"
-                raise FatalError(
-                    f"{side} TLS verification failed ({error_text(exc)}): check the URL or "
-                    f"set {key}",
-                    side=side,
-                ) from None
+                raise FatalError(_tls_failure(exc, side, url, url_key), side=side) from None
             except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
-                raise FatalError(f"{side} URL is invalid: {error_text(exc)}", side=side) from None
+                raise FatalError(f"{side} URL is invalid: {clean(str(exc))}", side=side) from None
             try:
                 status = response.status_code
                 if 300 <= status < 400:
@@ -114,7 +110,7 @@ def send(
             return Answer(status, response.headers, content)
     except (FatalError, RetryableError, requests.exceptions.RequestException) as exc:
         if not guard.fired:
-            raise _transport_error(exc, side, timeout) from None
+            raise _transport_error(exc, side, url, timeout) from None
     # the guard cut the exchange
     took = time.monotonic() - started
     if by_budget:
@@ -131,14 +127,33 @@ def send(
     ) from None
 
 
-def _transport_error(exc: Exception, side: str, timeout: float) -> Exception:
+def _transport_error(exc: Exception, side: str, url: str, timeout: float) -> Exception:
+    """A requests failure as its cause, host and port (see causes.py); one that made no
+    connection at all is a NoConnection, which the retry policy does not wait long for."""
     import requests
 
+    where = f"{side} {endpoint(url)}"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return RetryableError(f"{where}: timed out after {timeout:g}s connecting", side=side)
     if isinstance(exc, requests.exceptions.Timeout):
-        return RetryableError(f"{side} timed out after {timeout:g}s", side=side)
+        return RetryableError(
+            f"{where}: timed out after {timeout:g}s waiting for the answer", side=side
+        )
     if isinstance(exc, requests.exceptions.RequestException):
-        return RetryableError(f"{side} connection failed: {error_text(exc)}", side=side)
+        if not_connected(exc):
+            return NoConnection(f"{where}: {describe(exc)}", side=side)
+        return RetryableError(f"{where}: {describe(exc)}", side=side)
     return exc
+
+
+def _tls_failure(exc: Exception, side: str, url: str, url_key: str) -> str:
+    key = "jumpcloud.ca_bundle" if side == Side.JUMPCLOUD else "siem.ca_bundle"
+    cause = describe(exc)
+    if cause.startswith("TLS certificate verify failed"):
+        fix = f"check {url_key} or set {key} to the CA that signed the server's certificate"
+    else:
+        fix = f"check that {url_key} names a TLS (https) port"
+    return f"{side} {endpoint(url)}: {cause}: {fix}"
 
 
 def _redirect_message(side: str, status: int, response, url_key: str) -> str:

@@ -1,5 +1,6 @@
 """The retry policy: which failures are worth another attempt, Retry-After, and exponential
-backoff with full jitter that never waits past the run's time budget."""
+backoff with full jitter that never waits past the run's time budget; a failure to connect at
+all (NoConnection) gets a few quick attempts instead of the whole schedule."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ import random
 import time
 from typing import Any, Callable
 
-from ..errors import GaveUpError, PastDeadline, RetryableError
+from ..errors import GaveUpError, NoConnection, PastDeadline, RetryableError, Unreachable
 from ..timeutil import parse_http_date_ms
+
+# The waits before the attempts after a NoConnection (refused, a name that does not resolve,
+# no route): three attempts within about a second, then the run fails with the cause. The
+# full schedule is for a request that may have arrived or a peer that is slow; a refusal is
+# the peer's host answering at once that nobody listens, which waiting 20 s does not change
+# (the next scheduled run tries again), while it hides the plain cause from whoever watches.
+# The quick attempts cover a receiver restarting or one lost DNS answer.
+NO_CONNECTION_WAITS_S = (0.25, 0.75)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -73,15 +82,18 @@ class RetryPolicy:
     def run(self, attempt_fn: Callable[[], Any], what: str, on_retry=None) -> Any:
         """Call attempt_fn until it returns; retry RetryableError; FatalError passes through."""
         attempt = 0
+        unconnected = 0  # NoConnection failures in a row
         while True:
             try:
                 return attempt_fn()
             except RetryableError as exc:
-                if attempt >= self.max_retries:
-                    raise GaveUpError(
-                        f"{what}: {exc} (gave up after {attempt + 1} attempts)", side=exc.side
-                    ) from None
-                wait = self.delay(attempt, exc.retry_after)
+                unconnected = unconnected + 1 if isinstance(exc, NoConnection) else 0
+                if attempt >= self.max_retries or unconnected > len(NO_CONNECTION_WAITS_S):
+                    raise _gave_up(what, exc, attempt + 1) from None
+                if unconnected:
+                    wait = NO_CONNECTION_WAITS_S[unconnected - 1]
+                else:
+                    wait = self.delay(attempt, exc.retry_after)
                 if self.deadline is not None and self.clock() + wait > self.deadline:
                     raise PastDeadline(
                         f"{what}: {exc} (the next attempt, in {wait:.1f}s, would pass "
@@ -94,3 +106,13 @@ class RetryPolicy:
                 self.retries += 1
                 attempt += 1
                 self.sleep(wait)
+
+
+def _gave_up(what: str, exc: RetryableError, attempts: int) -> GaveUpError:
+    if isinstance(exc, NoConnection):
+        return Unreachable(
+            f"{what}: {exc} (gave up after {attempts} attempts; no connection could be made, "
+            "so nothing was sent)",
+            side=exc.side,
+        )
+    return GaveUpError(f"{what}: {exc} (gave up after {attempts} attempts)", side=exc.side)
