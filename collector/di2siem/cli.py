@@ -1,4 +1,4 @@
-"""Command line: ``di2siem run|check|status|state|sandbox``, ``di2siem --version``.
+"""Command line: ``di2siem run|check|status|backfill|state|sandbox``, ``di2siem --version``.
 
 Exit codes: 0 success (also nothing new, lock held, time budget reached); 1 failure after
 retries (state keeps what was shipped); 2 configuration or usage error.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .cli_parser import parse
-from .errors import ConfigError, HandoffError, Side
+from .errors import ConfigError, HandoffError, LockHeld, Side, StateError
 
 if TYPE_CHECKING:
     from .config import Config
@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args.config, args.env_file)
     if args.command == "status":
         return cmd_status(args.config, args.json, args.online, args.max_lag, args.env_file)
+    if args.command == "backfill":
+        return cmd_backfill(args)
     if args.command == "state":
         if args.action is None:
             sys.stderr.write("di2siem state: error: export or import is required\n")
@@ -115,6 +117,35 @@ def cmd_run(path: str, env_file: str | None = None) -> int:
         rc = EXIT_FAILURE
     after_run(cfg, log, scheduler, rc)  # metrics_file, heartbeat_url: never change rc
     return rc
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    cfg, log, rc, notes = _load(args.config, args.env_file)
+    if cfg is None:
+        return rc
+    from .ops.backfill import Backfill, UsageError, dry_run, plan, retention_warnings
+    from .timeutil import now_ms
+
+    try:
+        job = plan(cfg, args.since, args.until, args.org, args.service)
+    except UsageError as exc:
+        sys.stderr.write(f"di2siem backfill: {exc}\n")
+        return EXIT_CONFIG
+    for line in [*notes, *cfg.warnings, *(f"{k}; it is ignored" for k in cfg.unknown_keys)]:
+        log.warning(line)
+    for line in retention_warnings(job, now_ms()):
+        log.warning(line)
+    if args.dry_run:
+        return dry_run(cfg, log, job, per_service=bool(args.service))
+    try:
+        return Backfill(cfg, log, job).run()
+    except ConfigError as exc:
+        return _config_error(exc, args.config)
+    except (LockHeld, StateError) as exc:
+        log.error(f"backfill not started: {exc}")
+    except KeyboardInterrupt:
+        log.error("interrupted; the same command resumes the backfill")
+    return EXIT_FAILURE
 
 
 def cmd_status(

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from . import __version__
 
 EXIT_USAGE = 2
-COMMANDS = ("run", "check", "status", "state", "sandbox")
+COMMANDS = ("run", "check", "status", "backfill", "state", "sandbox")
+# options whose value may start with a dash (--since -7d): joined to it before parsing
+DASHED_VALUES = ("--since", "--until")
 _NEGATIVE_NUMBER = re.compile(r"-\d+(\.\d*)?$")
 
 
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="unhealthy when an org's last success is older than this (default 600)",
     )
+    _backfill_parser(sub)
     _state_parser(sub)
     sub.add_parser(
         "sandbox",
@@ -72,6 +75,33 @@ def _env_file_option(command: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="NAME=value lines set in the environment first (HTTPS_PROXY, NO_PROXY, ...); "
         "the syntax of systemd's EnvironmentFile=",
+    )
+
+
+def _backfill_parser(sub) -> None:
+    about = (
+        "ship every event of a past window [since, until) again, on a resumable job of its own "
+        "(never moves the live cursor); TIME is RFC 3339 (2026-11-01T00:00:00Z) or back from "
+        "now (-7d, -36h, -90m)"
+    )
+    backfill = sub.add_parser("backfill", help=about, description=about)
+    _config_option(backfill)
+    _env_file_option(backfill)
+    backfill.add_argument("--since", required=True, metavar="TIME", help="the window's start")
+    backfill.add_argument("--until", metavar="TIME", help="the window's end (default: now)")
+    backfill.add_argument(
+        "--org", action="append", metavar="ORG", help="only this org (repeat; default: all)"
+    )
+    backfill.add_argument(
+        "--service",
+        action="append",
+        metavar="NAME",
+        help="only this service (repeat; default: the config's services)",
+    )
+    backfill.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="ship and write nothing: count the window's events per org (and per service)",
     )
 
 
@@ -132,7 +162,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace | int:
     or answered (--help, --version: 0). An unknown option is refused first, naming it and
     the closest option of its command, so that a typo is not reported as a missing --config."""
     parser = build_parser()
-    refused = _unknown_option(parser, list(argv))
+    argv = _join_dashed_values(list(argv))
+    refused = _unknown_option(parser, argv)
     if refused is not None:
         command, problem = refused
         command.print_usage(sys.stderr)
@@ -147,6 +178,21 @@ def parse(argv: Sequence[str]) -> argparse.Namespace | int:
         sys.stderr.write(f"di2siem: error: a command is required ({', '.join(COMMANDS)})\n")
         return EXIT_USAGE
     return args
+
+
+def _join_dashed_values(words: list[str]) -> list[str]:
+    """``--since -7d`` as ``--since=-7d``: argparse would read -7d as an option."""
+    out: list[str] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word in DASHED_VALUES and index + 1 < len(words) and words[index + 1].startswith("-"):
+            out.append(f"{word}={words[index + 1]}")
+            index += 2
+            continue
+        out.append(word)
+        index += 1
+    return out
 
 
 def _unknown_option(

@@ -51,6 +51,7 @@ class Stream:
         self.sink = sink
         self.shaper = shaper
         self.checkpoint = Checkpoint(ctx)
+        self.until_ms: int | None = None  # a backfill's window end (exclusive); None: now
 
     def run(self, o: OrgRun) -> None:
         """One org's turn: its window read to the end (or the budget), shipped, recorded."""
@@ -59,7 +60,13 @@ class Stream:
         ctx.log.debug("polling", org=o.org, start_time=format_ms(start))
         batcher = self.batcher()
         classify = self.classifier(o, start, batcher)
-        fetched = self.jc.pages(format_ms(start), o.org, classify, dead_letters_of(o))
+        until = self.until_ms
+        if until is None:
+            fetched = self.jc.pages(format_ms(start), o.org, classify, dead_letters_of(o))
+        else:
+            end = format_ms(until)
+            pages = self.jc.pages(format_ms(start), o.org, classify, dead_letters_of(o), end)
+            fetched = _before(pages, until)
         self.flow(fetched, lambda items: self.checkpoint.accepted(o, items), batcher, solo=o)
         pin_first_window(o, start, first, ctx.store)
 
@@ -208,6 +215,13 @@ class Stream:
             org=o.org,
             file=path,
         )
+
+
+def _before(pages: Iterable, until_ms: int) -> Iterable:
+    """The pages without events stamped at or after ``until_ms``: a backfill's window is
+    [since, until), whether JumpCloud's end_time includes its bound or not."""
+    for text, page in pages:
+        yield text, [d for d in page if d[0] is not SHIP or d[1][2] is None or d[1][2] < until_ms]
 
 
 def alone_max(batcher: Batcher) -> int:

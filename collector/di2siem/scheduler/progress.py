@@ -89,14 +89,16 @@ class Progress:
         self._thread: threading.Thread | None = None
         self._live = True  # until the logger says this is no terminal
 
-    def begin(self, o: OrgRun) -> None:
+    def begin(self, o: OrgRun, end_ms: int | None = None) -> None:
+        """The org's turn begins; its window ends now, or at ``end_ms`` (a backfill's)."""
         now = now_ms()
         state = o.state
         start = state.cursor_ms if state.cursor_ms is not None else state.floor_ms
         if start is None:
             start = now + int(self.initial_days_back * DAY_MS)
+        end = now if end_ms is None else min(end_ms, now)
         with self._lock:
-            self._windows[id(o)] = Window(o, start, now, self.clock())
+            self._windows[id(o)] = Window(o, start, end, self.clock())
 
     def end(self, o: OrgRun) -> dict[str, Any]:
         """The org's turn ended: its last progress line when it had any; the fields its run

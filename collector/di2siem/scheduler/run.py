@@ -72,39 +72,10 @@ class Scheduler:
     def _on_retry(self, what: str, reason: str, attempt: int, wait: float) -> None:
         self.log.warning("retrying", call=what, reason=reason, attempt=attempt, wait_s=wait)
 
-    def _prepare_state_dir(self) -> None:
-        if not os.path.isdir(self.cfg.state_dir):
-            self._create_state_dir()
-        if not os.access(self.cfg.state_dir, os.W_OK | os.X_OK):
-            raise ConfigError(
-                "state_dir",
-                f"{self.cfg.state_dir} is not writable by this user",
-                "fix its owner/mode or set state_dir",
-            )
-        unsafe = unsafe_state_dir(self.cfg.state_dir)
-        if unsafe is not None:
-            raise ConfigError("state_dir", *unsafe)
-
-    def _create_state_dir(self) -> None:
-        """state_dir itself (0700), never its parents."""
-        missing = missing_parent(self.cfg.state_dir)
-        if missing is not None:
-            raise ConfigError("state_dir", f"{missing[0]} (nothing was created)", missing[1])
-        try:
-            os.mkdir(self.cfg.state_dir, mode=0o700)
-        except OSError as exc:
-            if os.path.isdir(self.cfg.state_dir):  # another run made it meanwhile
-                return
-            raise ConfigError(
-                "state_dir",
-                f"cannot create {self.cfg.state_dir} ({exc.strerror})",
-                "set state_dir to a directory the service user can write",
-            ) from None
-
     # -- entry point -------------------------------------------------------------------------
     def run(self) -> int:
         """Exit code: 0 done / nothing new / lock held / budget reached; 1 failure."""
-        self._prepare_state_dir()
+        prepare_state_dir(self.cfg.state_dir)
         with tuned_process():
             return self._locked_run()
 
@@ -145,6 +116,14 @@ class Scheduler:
         any run may take, which means it is stuck: say so, with a failing status."""
         holder = lock.holder()
         stale_s = 2 * self.cfg.run_time_budget_seconds
+        if holder is not None and lock.tag() == "backfill":
+            self.log.info(
+                "a backfill holds the lock; this run leaves the state to it, the next run "
+                "after it resumes from the cursor",
+                lock=lock.path,
+                holder_pid=holder[0],
+            )
+            return 0
         if holder is not None and holder[1] is not None:
             pid, started_ms = holder
             age_s = round(max(0, now_ms() - started_ms) / 1000, 1)
@@ -207,3 +186,35 @@ class Scheduler:
             self.cfg.jumpcloud.shared_query_max_orgs,
             now_ms(),
         )
+
+
+def prepare_state_dir(state_dir: str) -> None:
+    """state_dir made when missing (itself, 0700, never its parents), writable by this user
+    and safe (see unsafe_state_dir); ConfigError naming state_dir otherwise."""
+    if not os.path.isdir(state_dir):
+        _create_state_dir(state_dir)
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise ConfigError(
+            "state_dir",
+            f"{state_dir} is not writable by this user",
+            "fix its owner/mode or set state_dir",
+        )
+    unsafe = unsafe_state_dir(state_dir)
+    if unsafe is not None:
+        raise ConfigError("state_dir", *unsafe)
+
+
+def _create_state_dir(state_dir: str) -> None:
+    missing = missing_parent(state_dir)
+    if missing is not None:
+        raise ConfigError("state_dir", f"{missing[0]} (nothing was created)", missing[1])
+    try:
+        os.mkdir(state_dir, mode=0o700)
+    except OSError as exc:
+        if os.path.isdir(state_dir):  # another run made it meanwhile
+            return
+        raise ConfigError(
+            "state_dir",
+            f"cannot create {state_dir} ({exc.strerror})",
+            "set state_dir to a directory the service user can write",
+        ) from None

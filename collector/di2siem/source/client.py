@@ -238,17 +238,20 @@ class JumpCloudClient:
         org: Scope = DEFAULT_ORG,
         transform: Transform | None = None,
         on_defect: OnDefect | None = None,
+        end_time: str | None = None,
     ) -> Iterator[tuple[str, list[Any]]]:
-        """Yield pages, ascending, from start_time to the end: (page text, list of
-        ``transform(event, text, start, end, index)``), see split_page (and ``on_defect``).
-        ``org`` may be a tuple of org ids: one shared query, their events mixed in one
-        stream."""
+        """Yield pages, ascending, from start_time to the end (or ``end_time``, a backfill's):
+        (page text, list of ``transform(event, text, start, end, index)``), see split_page
+        (and ``on_defect``). ``org`` may be a tuple of org ids: one shared query, their
+        events mixed in one stream."""
         query: dict[str, Any] = {
             "service": list(self.cfg.services),
             "start_time": start_time,
             "limit": self.cfg.page_size,
             "sort": "ASC",
         }
+        if end_time is not None:
+            query["end_time"] = end_time
         headers = self._headers(org)
         what = (
             "JumpCloud events" if org == DEFAULT_ORG else f"JumpCloud events org={scope_name(org)}"
@@ -270,10 +273,21 @@ class JumpCloudClient:
                 return
             query["search_after"] = search_after
 
-    def count(self, start_time: str, org: str = DEFAULT_ORG) -> int:
-        """How many events from start_time on (POST /events/count, the same query body):
-        the backlog ``di2siem status --online`` shows."""
-        query = {"service": list(self.cfg.services), "start_time": start_time}
+    def count(
+        self,
+        start_time: str,
+        org: str = DEFAULT_ORG,
+        end_time: str | None = None,
+        services: tuple[str, ...] | None = None,
+    ) -> int:
+        """How many events from start_time on (until end_time; POST /events/count, the same
+        query body): the backlog ``di2siem status --online`` shows, a backfill's dry run."""
+        query: dict[str, Any] = {
+            "service": list(services or self.cfg.services),
+            "start_time": start_time,
+        }
+        if end_time is not None:
+            query["end_time"] = end_time
         body = json.dumps(query, separators=(",", ":")).encode()
 
         def attempt() -> int:

@@ -3,7 +3,8 @@
 The kernel drops the lock when the process dies (even on kill -9), so it is never stale.
 The file itself stays; it is never deleted (deleting a flock file races with a waiter).
 The holder writes its pid and start time (epoch ms) into it, so a run that finds the lock
-held can tell a stuck holder from a busy one.
+held can tell a stuck holder from a busy one; a backfill adds the word ``backfill`` (it may
+hold the lock far longer than a run's budget without being stuck).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class InstanceLock:
         self.path = os.path.join(state_dir, LOCK_FILE)
         self.fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, tag: str = "") -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -34,7 +35,8 @@ class InstanceLock:
             raise
         try:
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()} {int(time.time() * 1000)}\n".encode())
+            line = f"{os.getpid()} {int(time.time() * 1000)} {tag}".rstrip()
+            os.write(fd, (line + "\n").encode())
         except OSError:
             pass
         self.fd = fd
@@ -53,6 +55,18 @@ class InstanceLock:
         except (OSError, ValueError, IndexError):
             return None
         return pid, started
+
+    def tag(self) -> str:
+        """The holder's word after its pid and start time ("backfill"), "" when none."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                fields = os.read(fd, 100).split()
+            finally:
+                os.close(fd)
+        except OSError:
+            return ""
+        return fields[2].decode("ascii", "replace") if len(fields) > 2 else ""
 
     def release(self) -> None:
         if self.fd is not None:
