@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(args, int):  # a usage error (2) or --help/--version (0)
         return args
     if args.command == "run":
+        if args.dry_run:
+            return cmd_dry_run(args.config, args.limit, args.env_file)
         return cmd_run(args.config, args.env_file)
     if args.command == "status":
         return cmd_status(args.config, args.json, args.online, args.max_lag, args.env_file)
@@ -117,6 +119,20 @@ def cmd_run(path: str, env_file: str | None = None) -> int:
         rc = EXIT_FAILURE
     after_run(cfg, log, scheduler, rc)  # metrics_file, heartbeat_url: never change rc
     return rc
+
+
+def cmd_dry_run(path: str, limit: int, env_file: str | None = None) -> int:
+    cfg, log, rc, notes = _load(path, env_file)
+    if cfg is None:
+        return rc
+    for line in [*notes, *cfg.warnings, *(f"{k}; it is ignored" for k in cfg.unknown_keys)]:
+        log.warning(line)
+    from .ops.dryrun import dry_run
+
+    try:
+        return dry_run(cfg, log, limit)
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:

@@ -30,6 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="one poll-and-ship cycle (cron runs this every minute)")
     _config_option(run)
     _env_file_option(run)
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="ship and write nothing: print the first records the next run would ship, "
+        "exactly as the intake would receive them (the request bodies)",
+    )
+    run.add_argument(
+        "--limit",
+        type=_count,
+        default=10,
+        metavar="N",
+        help="with --dry-run: how many records to print (default 10)",
+    )
     check = sub.add_parser(
         "check", help="validate the configuration; online, also prove credentials and endpoints"
     )
@@ -135,6 +148,16 @@ def _state_parser(sub) -> None:
         help="also when this host's state of the org is newer (goes back to the file's point)",
     )
     imp.add_argument("--wait", **wait)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of records >= 1 (got {text!r})")
+    return value
 
 
 def _seconds(text: str) -> float:
