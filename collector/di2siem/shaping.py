@@ -26,10 +26,10 @@ _spaced_separator = re.compile(r' (?<="[:,] )').search
 class Envelope(Protocol):
     """An intake's wrapping of one shaped event (intakes/base.py)."""
 
-    def head(self, event: dict) -> Any:
-        """What the envelope takes from the API event as received, before shaping changes it.
-        An envelope with ``keyed = True`` is called ``head(event, key)`` instead, ``key`` being
-        the event's identity (engine/classify.py event_key) when the caller knows it."""
+    def head(self, event: dict, key: str | None = None) -> Any:
+        """What the envelope takes from the API event as received, before shaping changes it;
+        ``key`` is the event's identity (engine/classify.py event_key) when the caller knows
+        it (Elasticsearch's action line carries it)."""
 
     def wrap(self, text: str, ts_ms: int | None, head: Any) -> str:
         """The record for one event: ``text`` is the shaped event, ``ts_ms`` its time."""
@@ -111,7 +111,6 @@ class Shaper:
         self.nest_prefix = "{" + encode(cfg.siem.nest_under) + ":" if cfg.siem.nest_under else ""
         self.envelope = envelope
         self.envelope_head = envelope.head if envelope is not None else None
-        self.keyed = bool(getattr(envelope, "keyed", False))
 
     def size_floor(self, event: dict) -> int:
         """A lower bound of the bytes ``shape`` would make of this event, found without
@@ -176,9 +175,7 @@ class Shaper:
 
     def _head(self, event: dict, key: str | None) -> Any:
         head = self.envelope_head
-        if head is None:
-            return None
-        return head(event, key) if self.keyed else head(event)
+        return None if head is None else head(event, key)
 
     def _serialise(self, event: dict) -> str:
         if self.rename and self.src in event:
@@ -198,7 +195,7 @@ class Shaper:
         self, event: dict, raw: str | None, ts_ms: int | None, key: str | None = None
     ) -> bytes:
         """Shape and serialise one event (the dict may be modified). ts_ms: epoch ms; key:
-        the event's identity, for a keyed envelope."""
+        the event's identity, for the envelope's head."""
         if self.fast and raw:
             data = self.fast_bytes(event, raw, ts_ms, key)
             if data is not None:

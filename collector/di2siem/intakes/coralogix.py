@@ -55,7 +55,7 @@ class SinglesEnvelope:
         # the encoded members per combination of top-level values: these repeat a lot
         self.fields_cache: dict[tuple, str] = {}
 
-    def head(self, event: dict) -> tuple[str, str]:
+    def head(self, event: dict, key: str | None = None) -> tuple[str, str]:
         """From the API event as received: (the entry up to its timestamp value, the entry
         fields that follow it)."""
         if self.severity_auto:

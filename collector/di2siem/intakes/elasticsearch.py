@@ -43,8 +43,6 @@ def _identity(event: dict) -> str:
 
 
 class BulkCreateEnvelope:
-    keyed = True  # head(event, key): the action line carries the event's identity
-
     def head(self, event: dict, key: str | None = None) -> str:
         return '{"create":{"_id":' + encode(key or _identity(event)) + "}}\n"
 

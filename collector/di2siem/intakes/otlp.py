@@ -41,7 +41,7 @@ def _attribute(key: str, value: str) -> str:
 
 
 class LogRecordEnvelope:
-    def head(self, event: dict) -> str:
+    def head(self, event: dict, key: str | None = None) -> str:
         """The record's severity and attributes, from the event as received."""
         number, text = OTLP_SEVERITY[auto_severity(event, INFO)]
         attributes = ",".join(

@@ -46,7 +46,7 @@ class RowEnvelope:
         self._second = -1
         self._second_text = ""
 
-    def head(self, event: dict) -> str:
+    def head(self, event: dict, key: str | None = None) -> str:
         """The row's columns from the event as received (before shaping renames fields)."""
         row = ""
         for column, key in TEXT_COLUMNS:

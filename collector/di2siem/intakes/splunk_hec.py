@@ -52,7 +52,7 @@ class HecEnvelope:
         meta += [(k, v) for k, v in (("index", o.index), ("source", o.source), ("host", o.host))]
         self.tail = "".join(f',"{k}":{encode(v)}' for k, v in meta if v) + "}"
 
-    def head(self, event: dict) -> None:
+    def head(self, event: dict, key: str | None = None) -> None:
         return None
 
     def wrap(self, text: str, ts_ms: int | None, head: None) -> str:

@@ -50,7 +50,7 @@ class Rfc5424Envelope:
         self.fields = f"{hostname} {app_name} {NIL}"  # HOSTNAME APP-NAME PROCID
         self.octet_counted = octet_counted
 
-    def head(self, event: dict) -> tuple[int, str]:
+    def head(self, event: dict, key: str | None = None) -> tuple[int, str]:
         """PRI and MSGID, from the event as received."""
         pri = self.facility8 + SYSLOG_SEVERITY[auto_severity(event, INFO)]
         return pri, msgid(event.get("event_type"))
