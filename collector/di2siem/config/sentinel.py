@@ -79,6 +79,48 @@ def _base_url(value: str, path: str, allow_path: bool) -> str:
     return url.rstrip("/")
 
 
+# The keys of a fixed form: (what it is, for the fix when missing; None: optional, with its
+# default), its form, the problem and the fix when it has another form.
+_FORMS: dict[str, tuple[str | None, re.Pattern, str, str]] = {
+    "dcr_immutable_id": (
+        "the DCR's immutableId",
+        _DCR_ID,
+        "must be a data collection rule's immutableId, dcr- and 32 hex digits",
+        "copy immutableId from the DCR's JSON view (az monitor data-collection rule show)",
+    ),
+    "stream": (
+        None,
+        _STREAM,
+        "must be a stream of the DCR, Custom-<table> (letters, digits, _)",
+        f"use the DCR's streamDeclarations name, e.g. {DEFAULT_STREAM}",
+    ),
+    "tenant_id": (
+        "the Microsoft Entra tenant's id",
+        _TENANT,
+        "must be the tenant's GUID or domain name",
+        "copy the Directory (tenant) ID from the app registration",
+    ),
+    "client_id": (
+        "the app registration's Application ID",
+        _GUID,
+        "must be the app registration's Application (client) ID, a GUID",
+        "copy the Application (client) ID from the app registration",
+    ),
+    "scope": (
+        None,
+        _SCOPE,
+        "must be one OAuth scope, no spaces",
+        f"use {DEFAULT_SCOPE} (monitor.azure.us / monitor.azure.cn in other clouds)",
+    ),
+}
+
+
+def _formed(section: Section, values: dict, key: str) -> str:
+    what, pattern, problem, fix = _FORMS[key]
+    value = _required(section, values, key, what) if what else section.read(values, key).strip()
+    return _matching(value, pattern, section.prefix + key, problem, fix)
+
+
 def _parse(section: Section, values: dict) -> SentinelOptions:
     p = section.prefix
     endpoint = _base_url(
@@ -86,44 +128,14 @@ def _parse(section: Section, values: dict) -> SentinelOptions:
         p + "endpoint",
         allow_path=False,
     )
-    dcr = _matching(
-        _required(section, values, "dcr_immutable_id", "the DCR's immutableId"),
-        _DCR_ID,
-        p + "dcr_immutable_id",
-        "must be a data collection rule's immutableId, dcr- and 32 hex digits",
-        "copy immutableId from the DCR's JSON view (az monitor data-collection rule show)",
-    )
-    stream = _matching(
-        section.read(values, "stream").strip(),
-        _STREAM,
-        p + "stream",
-        "must be a stream of the DCR, Custom-<table> (letters, digits, _)",
-        f"use the DCR's streamDeclarations name, e.g. {DEFAULT_STREAM}",
-    )
-    tenant = _matching(
-        _required(section, values, "tenant_id", "the Microsoft Entra tenant's id"),
-        _TENANT,
-        p + "tenant_id",
-        "must be the tenant's GUID or domain name",
-        "copy the Directory (tenant) ID from the app registration",
-    )
-    client_id = _matching(
-        _required(section, values, "client_id", "the app registration's Application ID"),
-        _GUID,
-        p + "client_id",
-        "must be the app registration's Application (client) ID, a GUID",
-        "copy the Application (client) ID from the app registration",
+    dcr, stream, tenant, client_id = (
+        _formed(section, values, key)
+        for key in ("dcr_immutable_id", "stream", "tenant_id", "client_id")
     )
     secret = _required(section, values, "client_secret", "the app's client secret value")
     section.refuse_short_secret("client_secret", secret)
     authority = _base_url(section.read(values, "authority"), p + "authority", allow_path=True)
-    scope = _matching(
-        section.read(values, "scope").strip(),
-        _SCOPE,
-        p + "scope",
-        "must be one OAuth scope, no spaces",
-        f"use {DEFAULT_SCOPE} (monitor.azure.us / monitor.azure.cn in other clouds)",
-    )
+    scope = _formed(section, values, "scope")
     return SentinelOptions(endpoint, dcr, stream, tenant, client_id, secret, authority, scope)
 
 
