@@ -121,6 +121,9 @@ LIES = [
     ("elasticsearch", b"<html>ok</html>", "without the _bulk items"),
     ("otlp", {"partialSuccess": {"rejectedLogRecords": str(BATCH), "errorMessage": "dropped"}},
      f"rejected {BATCH} log record(s) of a batch: dropped"),
+    # a portal or another service at the endpoint: only 204 is the Logs Ingestion API's yes
+    ("sentinel", b"<html>Sign in</html>", "where the Logs Ingestion API answers 204"),
+    ("sentinel", {}, "not counted as delivered"),
 ]  # fmt: skip
 
 

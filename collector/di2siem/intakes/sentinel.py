@@ -124,8 +124,16 @@ class Sentinel(Intake):
         return 200 <= status < 300 or status == 400
 
     def classify(self, status: int, response) -> Outcome:
-        if 200 <= status < 300:
+        if status == 204:  # the only success of the Logs Ingestion API (as its own client)
             return DELIVERED
+        if 200 <= status < 300:
+            # a proxy, a portal or another service at siem.endpoint: nothing says the rows
+            # reached the table, so they are not counted as delivered
+            return refused(
+                f"SIEM answered {status}{self._detail(response)} where the Logs Ingestion API "
+                "answers 204 and nothing else: not counted as delivered; check siem.endpoint "
+                "(the DCR's logs ingestion endpoint or a DCE) and any proxy in between"
+            )
         if status == 413:
             return SPLIT
         if status == 401:
