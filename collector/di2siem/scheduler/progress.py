@@ -3,7 +3,7 @@ progress interval (``DI2SIEM_PROGRESS_SECONDS``, default 10 s), a ``progress`` l
 interval and one when its turn ends, in the run summary's key=value style::
 
     progress org=acme shipped=209000 covered_until=2026-10-05T11:02:03.000Z percent=31.5
-      events_per_s=14902.4
+      events_per_s=14902
 
 On a terminal, a live line under the log shows the same for every org in a turn, redrawn
 every second. ``percent`` is the share of the org's window (from where its turn began to the
@@ -57,8 +57,9 @@ class Window:
             "org": self.run.org,
             "shipped": self.run.shipped,
             "covered_until": format_ms(covered),
-            "percent": round(min(100.0, 100.0 * (covered - self.start_ms) / span), 1),
-            "events_per_s": round(self.run.shipped / elapsed, 1),
+            # text: the log prints a float with three decimals
+            "percent": f"{min(100.0, 100.0 * (covered - self.start_ms) / span):.1f}",
+            "events_per_s": round(self.run.shipped / elapsed),
         }
 
     def runs_left(self) -> int | None:
@@ -152,6 +153,6 @@ class Progress:
 
 def _live_text(fields: dict[str, Any]) -> str:
     return (
-        f"{fields['org']}: {fields['shipped']} shipped, {fields['percent']:.1f}% "
-        f"(until {fields['covered_until']}), {fields['events_per_s']:.0f} events/s"
+        f"{fields['org']}: {fields['shipped']} shipped, {fields['percent']}% "
+        f"(until {fields['covered_until']}), {fields['events_per_s']} events/s"
     )
