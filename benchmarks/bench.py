@@ -6,6 +6,10 @@ Reports:
 - the ceiling: events/s of a raw page download + ``json.loads`` with no processing;
 - the collector's peak RSS with a 20k and a 200k backlog (it must stay flat);
 - wall time of an empty poll (a second run that finds nothing new);
+- ``--empty-poll``: that alone, as cron runs it every minute: one org caught up to the
+  minute (its window recent enough that the run probes JumpCloud's clock first: two
+  requests), nothing new; wall min/median/max and peak RSS of ``--runs`` runs, and the
+  interpreter's import time (``-X importtime``) of one;
 - CPU time per event of each process while shipping (collector, JumpCloud simulator, sink)
   and of the ceiling's client: on a 2-core machine they compete for the same cores.
 
@@ -16,7 +20,7 @@ the same simulator; each ship run starts from empty state and an emptied sink).
 ``--intakes all`` measures every intake in turn and ends with one table of them all. The
 intake simulators count what they accept and keep none of it (``--sink-count-only``).
 Usage: ``python benchmarks/bench.py [--backlog 200000] [--small-backlog 20000] [--repeats 3]
-[--intake NAME | --intakes all]``.
+[--intake NAME | --intakes all]`` or ``python benchmarks/bench.py --empty-poll [--runs 15]``.
 """
 
 from __future__ import annotations
@@ -279,6 +283,48 @@ def measure(backlog: int, repeats: int, intake: str = "coralogix") -> dict[str, 
     return figures
 
 
+def import_ms(config: Path) -> float:
+    """One run under ``-X importtime``: the sum of its top-level imports, in ms."""
+    command = [sys.executable, "-X", "importtime", "-m", "di2siem", "run", "--config"]
+    done = subprocess.run([*command, str(config)], capture_output=True, text=True, check=True)
+    total = 0
+    for line in done.stderr.splitlines():
+        fields = line.split("|")  # "import time: self | cumulative | <indent>name"
+        top_level = len(fields) == 3 and not fields[2][1:2].isspace()
+        if line.startswith("import time:") and top_level and fields[1].strip().isdigit():
+            total += int(fields[1])
+    return total / 1000
+
+
+def empty_poll(runs: int) -> int:
+    """``--empty-poll``: the empty poll's wall, peak RSS and import time; 0 when it is under
+    0.2 s (median) and 40 MiB (the budget of issue 19), else 1."""
+    with (
+        tempfile.TemporaryDirectory(prefix="di2siem-bench-") as tmp,
+        # 20 events over the last 2.4 hours: the newest within the hour, so a caught-up run
+        # asks JumpCloud's clock first (engine/window.py PROBE_MARGIN_MS), as one every minute does
+        simulator("jumpcloud", free_port(), 20, ("--backlog-days", "0.1")) as (jc_url, _),
+        simulator("coralogix", free_port(), 0) as (sink_url, _),
+    ):
+        config = write_config(Path(tmp), jc_url, sink_url)
+        run_collector(config)  # catch up
+        if sink_count(sink_url) != 20:
+            raise RuntimeError("the catch-up run did not ship the backlog")
+        results = [run_collector(config) for _ in range(runs)]
+        if sink_count(sink_url) != 20:
+            raise RuntimeError("an empty poll shipped events")
+        imports = import_ms(config)
+    walls = sorted(wall for wall, _ in results)
+    peak_mib = max(peak for _, peak in results) / 1024
+    print(
+        f"empty poll x{runs}: wall min={walls[0]:.3f} median={median(walls):.3f} "
+        f"max={walls[-1]:.3f} s peak_rss={peak_mib:.1f} MiB imports={imports:.0f} ms"
+    )
+    met = median(walls) < 0.2 and peak_mib < 40
+    print(f"{'MET ' if met else 'MISS'} empty poll < 0.2 s (median) and < 40 MiB")
+    return 0 if met else 1
+
+
 def report(intake: str, args: argparse.Namespace) -> tuple[dict[str, float], bool]:
     """Measure one intake and print its figures against the targets: (the large backlog's
     figures, whether every target was met)."""
@@ -321,7 +367,12 @@ def main() -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--intake", choices=names, default="coralogix")
     which.add_argument("--intakes", choices=("all",), help="every intake in turn, then a table")
+    which.add_argument("--empty-poll", action="store_true", help="only the empty poll, --runs")
+    parser.add_argument("--runs", type=int, default=15, help="--empty-poll: runs measured")
     args = parser.parse_args()
+
+    if args.empty_poll:
+        return empty_poll(args.runs)
 
     if not args.intakes:
         if args.intake != "coralogix":

@@ -5,7 +5,6 @@ suggestion, not a missing ``--config``)."""
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import sys
 from collections.abc import Sequence
@@ -254,6 +253,8 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
 def _first_unknown(parser: argparse.ArgumentParser, words: list[str]) -> str | None:
     """The problem with the first option in words that the parser does not have (a prefix
     of one is fine: argparse takes abbreviations), or None."""
+    import difflib  # a usage error's hint only
+
     known = _options(parser)
     for word in words:
         if not word.startswith("-") or len(word) < 3 or _NEGATIVE_NUMBER.match(word):

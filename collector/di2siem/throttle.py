@@ -1,11 +1,18 @@
 """One request-rate cap for every JumpCloud query of a run, whichever org sends it
 (``jumpcloud.max_requests_per_second``), and one pause for all after a 429.
 
-JumpCloud publishes no rate limit; requests, not threads, are the scarce resource. Requests
-are spaced at least ``1 / rate`` seconds apart (no bursts), so in any window of ``t`` seconds
-at most ``rate * t + 1`` start. A 429 pauses every org until its Retry-After (else an
-exponential backoff that grows with consecutive 429s and resets on the next answer that is
-not one): orgs do not take turns hammering a server that asked everyone to slow down.
+JumpCloud publishes no rate limit; requests, not threads, are the scarce resource. The cap is
+a token bucket of ``BURST`` requests refilled at ``rate`` a second: a run's first ``BURST``
+requests start at once (an empty poll's clock probe and its one query, without waiting
+``1 / rate`` between them), every later one waits for a token, so in any window of ``t``
+seconds at most ``rate * t + BURST`` start and the sustained rate is ``rate``. The burst is a
+fixed 2, not a share of the rate: at the cap of 100 a rate-sized burst would be 200 requests
+in a run's first second. Runs hold the state lock one at a time (cron starts one a minute),
+so across runs the burst adds at most 2 requests a minute. A 429 pauses every org until its
+Retry-After (else an exponential backoff that grows with consecutive 429s and resets on the
+next answer that is not one) and empties the bucket: after the pause requests start ``1 /
+rate`` apart again, no burst. Orgs do not take turns hammering a server that asked everyone
+to slow down.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import time
 from typing import Callable
 
 from .errors import WaitPastBudget
+
+BURST = 2  # requests a run may start at once (see above); the sustained rate is the cap
 
 
 class RateLimiter:
@@ -29,13 +38,17 @@ class RateLimiter:
         base_backoff: float = 1.0,
         max_backoff: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        burst: int = BURST,
     ) -> None:
         self.interval = 1.0 / rate
+        # the bucket as one time (GCRA): a request may start once the clock reaches
+        # _tat - _slack; each start moves _tat one interval on (from now, if it lay behind)
+        self._slack = (max(1, burst) - 1) * self.interval
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
         self.clock = clock
         self._cond = threading.Condition()
-        self._next = clock()  # the earliest start of the next request
+        self._tat = clock()  # the bucket's theoretical arrival time: full at the start
         self._paused_until = 0.0
         self._refusals = 0  # consecutive 429s
         self._seq = 0
@@ -60,11 +73,11 @@ class RateLimiter:
             try:
                 while True:
                     now = self.clock()
-                    start = max(self._next, self._paused_until)
+                    start = max(self._tat - self._slack, self._paused_until)
                     first = self._waiting[0] == ticket
                     if first and start <= now:
                         heapq.heappop(self._waiting)
-                        self._next = now + self.interval
+                        self._tat = max(self._tat, now) + self.interval
                         self.requests += 1
                         self._cond.notify_all()
                         return
@@ -92,6 +105,8 @@ class RateLimiter:
             else:
                 pause = min(self.max_backoff, self.base_backoff * 2 ** (self._refusals - 1))
             self._paused_until = max(self._paused_until, self.clock() + pause)
+            # the bucket empty at the pause's end: one request then, the next 1/rate later
+            self._tat = max(self._tat, self._paused_until + self._slack)
             self.pauses += 1
             self._cond.notify_all()
         return pause

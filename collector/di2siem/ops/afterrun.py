@@ -14,7 +14,6 @@ from ..config import Config
 from ..errors import StateError
 from ..log import Logger
 from ..timeutil import format_ms, now_ms, parse_ms_or_none
-from . import heartbeat, metrics
 
 if TYPE_CHECKING:
     from ..scheduler.run import Scheduler
@@ -50,6 +49,8 @@ def write_metrics(cfg: Config, log: Logger, scheduler: Scheduler | None, rc: int
         # stay as saved, the gauges say the run failed now
         now = format_ms(now_ms())
         views = [(o, c, {**ops, "last_run": now, "last_status": "failed"}) for o, c, ops in views]
+    from . import metrics  # only when metrics_file is set
+
     try:
         metrics.write_atomically(cfg.metrics_file, metrics.render(views))
     except OSError as exc:
@@ -72,4 +73,6 @@ def after_run(cfg: Config, log: Logger, scheduler: Scheduler | None, rc: int) ->
         deadline = None
         if scheduler is not None and scheduler.clock is time.monotonic:
             deadline = scheduler.deadline
+        from . import heartbeat  # only when heartbeat_url is set
+
         heartbeat.ping(cfg.heartbeat_url, rc == 0, log, cfg.siem.ca_bundle, deadline)
