@@ -83,6 +83,9 @@ def commands(env: Env, env_file: Path, export: Path) -> list[tuple[str, list[str
         ("check", ["check", *with_env]),
         ("run (SIEM refusing)", ["run", *with_env]),
         ("run", ["run", *with_env]),
+        ("run --dry-run", ["run", *with_env, "--dry-run"]),
+        ("backfill --dry-run", ["backfill", *with_env, "--since", "-1d", "--dry-run"]),
+        ("backfill", ["backfill", *with_env, "--since", "-1d"]),
         ("status", ["status", *with_env]),
         ("status --json", ["status", *with_env, "--json"]),
         ("status --online", ["status", *with_env, "--online"]),
@@ -146,6 +149,8 @@ def test_no_command_prints_a_secret_echoed_by_any_peer(
         "check",
         "run (SIEM refusing)",
         "run",
+        "backfill --dry-run",
+        "backfill",
         "status --online",
         "status --online --json",
     ):
@@ -160,6 +165,9 @@ def test_no_command_prints_a_secret_echoed_by_any_peer(
         "check": 1,
         "run (SIEM refusing)": 1,
         "run": 1,  # ORG_A ships, ORG_B is refused with the echo
+        "run --dry-run": 1,  # the peer's probe answer has no X-Search_after
+        "backfill --dry-run": 1,  # /events/count is refused with the echo
+        "backfill": 1,  # ORG_A ships, ORG_B is refused
         "status": 1,
         "status --json": 1,
         "status --online": 1,

@@ -60,6 +60,8 @@ def template_entries(name: str) -> list[tuple[Section, str, str, str]]:
     text = (ROLE / "templates" / name).read_text(encoding="utf-8")
     entries = []
     for target, body in STATEMENT.findall(text):
+        if target not in SECTIONS:  # e.g. legacy_state: the legacy `state` object, unchecked
+            continue
         for key, variable in ENTRY.findall(body):
             expression = body[body.index(f"'{key}':") :].split("\n", 1)[0]
             entries.append((SECTIONS[target], key, variable, expression))

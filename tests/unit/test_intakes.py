@@ -233,7 +233,7 @@ def test_the_elasticsearch_envelope_is_a_create_action_and_a_stamped_document() 
     ("status", "headers", "verdict"),
     [
         (204, {}, Verdict.DELIVERED),
-        (200, {}, Verdict.DELIVERED),
+        (200, {}, Verdict.REFUSED),  # only 204 is the API's success
         (413, {}, Verdict.SPLIT),
         (401, {}, Verdict.REAUTH),
         (429, {"Retry-After": "7"}, Verdict.RETRY),

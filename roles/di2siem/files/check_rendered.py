@@ -24,6 +24,12 @@ import tempfile
 MARKER = "@DI2SIEM_DIR@"
 
 
+def _text(rendered) -> str:
+    """A rendered template's text: some ansible-core versions (2.16) hand a JSON template's
+    result over already decoded."""
+    return rendered if isinstance(rendered, str) else json.dumps(rendered, indent=2)
+
+
 def main() -> int:
     source = sys.argv[1]
     request = json.load(sys.stdin)
@@ -31,8 +37,8 @@ def main() -> int:
     try:
         os.chmod(tmp, 0o700)
         files = {
-            "credentials.json": request["credentials"],
-            "config.json": request["config"].replace(MARKER, json.dumps(tmp)[1:-1]),
+            "credentials.json": _text(request["credentials"]),
+            "config.json": _text(request["config"]).replace(MARKER, json.dumps(tmp)[1:-1]),
         }
         if request.get("stand_in"):
             files["target-file"] = ""
