@@ -150,32 +150,24 @@ def _state_parser(sub) -> None:
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of records >= 1 (got {text!r})")
-    return value
+    return int(_number(text, int, lambda v: v >= 1, "a whole number of records >= 1"))
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text!r})")
-    return value
+    return _number(text, float, lambda v: 0 < v < float("inf"), "a positive number of seconds")
 
 
 def _wait_seconds(text: str) -> float:
+    return _number(text, float, lambda v: 0 <= v < float("inf"), "a number of seconds >= 0")
+
+
+def _number(text: str, kind: type, fits, what: str) -> float:
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (got {text!r})")
+        value = None
+    if value is None or not fits(value):
+        raise argparse.ArgumentTypeError(f"must be {what} (got {text!r})")
     return value
 
 

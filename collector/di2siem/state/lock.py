@@ -41,31 +41,31 @@ class InstanceLock:
             pass
         self.fd = fd
 
-    def holder(self) -> tuple[int, int | None] | None:
-        """(pid, start epoch ms or None) of the run holding the lock, None when unreadable
-        (an older version wrote only the pid; a holder may be writing it right now)."""
+    def _fields(self) -> list[bytes]:
+        """The lock file's words (pid, start ms, tag); [] when it cannot be read."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
             try:
-                fields = os.read(fd, 100).split()
+                return os.read(fd, 100).split()
             finally:
                 os.close(fd)
+        except OSError:
+            return []
+
+    def holder(self) -> tuple[int, int | None] | None:
+        """(pid, start epoch ms or None) of the run holding the lock, None when unreadable
+        (an older version wrote only the pid; a holder may be writing it right now)."""
+        fields = self._fields()
+        try:
             pid = int(fields[0])
             started = int(fields[1]) if len(fields) > 1 else None
-        except (OSError, ValueError, IndexError):
+        except (ValueError, IndexError):
             return None
         return pid, started
 
     def tag(self) -> str:
         """The holder's word after its pid and start time ("backfill"), "" when none."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            try:
-                fields = os.read(fd, 100).split()
-            finally:
-                os.close(fd)
-        except OSError:
-            return ""
+        fields = self._fields()
         return fields[2].decode("ascii", "replace") if len(fields) > 2 else ""
 
     def release(self) -> None:
