@@ -165,6 +165,9 @@ def test_402_names_the_org_and_the_plan_and_the_other_orgs_still_ship(
         env.jc.add_events(events_b, org=ORG_B)
         cfg = legacy_config(env.jc.url, env.cx.url)
         cfg["jumpcloud"]["org_ids"] = [ORG_A, ORG_B]
+        # each org its own query: the 402 that names its org (a shared query's 402 cannot:
+        # test_shared_query.py)
+        cfg["jumpcloud"]["shared_query_max_orgs"] = 1
         env.write(cfg)
         started = time.monotonic()
         rc, _, err = env.run(capsys)

@@ -53,6 +53,8 @@ def _config(env: Env, sim: JumpCloudSimulator, sink, **top) -> dict:
     cfg["jumpcloud"]["org_ids"] = list(sim.org_ids)
     cfg["jumpcloud"]["max_requests_per_second"] = top.pop("rate", 100)
     cfg["jumpcloud"]["page_size"] = top.pop("page_size", 10000)
+    # the lanes themselves: every org its own stream (shared queries: test_shared_query.py)
+    cfg["jumpcloud"]["shared_query_max_orgs"] = top.pop("shared", 1)
     env.write(cfg, **top)
     return cfg
 

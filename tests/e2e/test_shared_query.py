@@ -178,17 +178,21 @@ def msp200() -> Iterator[JumpCloudSimulator]:
         yield sim
 
 
-def test_caught_up_orgs_share_queries_of_at_most_50(
+def test_new_and_caught_up_orgs_share_queries_of_at_most_50(
     tmp_path: Path, msp200: JumpCloudSimulator, sink, capsys
 ) -> None:
     orgs = list(msp200.org_ids)
     env = Env(tmp_path, msp200, sink)
     configure(env, msp200, sink, orgs)
     first = seed(msp200, orgs, 2, salt=1)
-    rc, _, err = env.run(capsys)  # new orgs: each its own stream
+    rc, _, err = env.run(capsys)  # new orgs: their first windows, 50 to a query
     assert rc == 0, err
-    assert all(len(q) == 1 for q in queries(msp200))
+    asked = queries(msp200)
+    shared = [q for q in asked if len(q) > 1]
+    assert len(shared) == 4 and all(len(q) == 50 for q in shared), [len(q) for q in asked]
+    assert len(asked) <= 4 + 2, asked  # beside them at most one clock probe per lane
     exactly_once(sink, first)
+    assert all(s["cursor"] for s in env.state()["orgs"].values())
     msp200.arrivals.clear()
     second = seed(msp200, orgs, 3, salt=2)
     rc, _, err = env.run(capsys)  # caught up: shared queries
@@ -459,7 +463,7 @@ def test_plan_turns_groups_only_caught_up_orgs_with_close_window_starts() -> Non
     metas["provider:p1"] = meta(60_000)
     order = ["new", "c3", "far", "cut", "c0", "old", "far2", "c1", "failed", "c2", "c4"]
     order += ["alone", "provider:p1"]
-    turns = plan_turns(order, metas, overlap, 3, now)
+    turns = plan_turns(order, metas, overlap, 3, now, initial_days_back=-1)
     # by window start: (far2, far), then c4, c3, c2 | c1, c0 (at most 3); each group in the
     # place of its least recently served member
     assert turns == [
@@ -545,3 +549,93 @@ def test_one_refused_member_costs_only_itself_and_the_rest_ship_in_the_same_run(
         assert [sorted(q) for q in queries(sim) if len(q) > 1] == [sorted(healthy)]
         exactly_once(sink, first, second)
         cursors_at_newest(env, first, second)
+
+
+# -- new orgs grouped in their first run (issue 19) ---------------------------------------------
+
+
+def test_a_new_member_with_a_large_backlog_leaves_its_group_in_the_first_run(
+    tmp_path: Path, sink, capsys
+) -> None:
+    """A fresh MSP: 12 new orgs with a few events each share one query; one of them has
+    more than LEAVE_AFTER_PAGES pages of events: it leaves the group and continues alone, the
+    others are served together, every event exactly once, all in the first run."""
+    from di2siem.engine.shared import LEAVE_AFTER_PAGES
+
+    orgs = org_ids(12)
+    large = orgs[5]
+    with JumpCloudSimulator(api_key=JC_KEY, org_ids=orgs) as sim:
+        env = Env(tmp_path, sim, sink)
+        configure(env, sim, sink, orgs, page_size=20, batch_size=10)
+        few = seed(sim, [o for o in orgs if o != large], 3, salt=1, minutes=60)
+        backlog = seed(sim, [large], 300, salt=2, minutes=60)
+        rc, _, err = env.run(capsys)
+        assert rc == 0, err
+        assert "has a large backlog: it continues alone" in err
+        asked = queries(sim)
+        groups = [sorted(q) for q in asked if len(q) > 1]  # every page of each query
+        queried = [g for n, g in enumerate(groups) if n == 0 or g != groups[n - 1]]
+        rest = sorted(o for o in orgs if o != large)
+        # all new: one query at first; then the others together again, without the large one
+        assert queried == [sorted(orgs), rest], queried
+        assert len([q for q in asked if q == (large,)]) >= (300 - LEAVE_AFTER_PAGES * 20) // 20
+        exactly_once(sink, few, backlog)
+        cursors_at_newest(env, few, backlog)
+        lines = run_lines(err)
+        assert set(lines) == set(orgs) and {f["status"] for f in lines.values()} == {"ok"}
+        # the next run: the group shares again; the large one, caught up, alone until its
+        # window starts after where it left
+        sim.arrivals.clear()
+        rc, _, err = env.run(capsys)
+        assert rc == 0, err
+        assert {tuple(sorted(q)) for q in queries(sim) if len(q) > 1} == {tuple(rest)}
+        exactly_once(sink, few, backlog)
+
+
+def test_kill_9_during_a_grouped_first_run_loses_nothing(tmp_path: Path, sink) -> None:
+    orgs = org_ids(40)
+    batch = 10
+    with JumpCloudSimulator(api_key=JC_KEY, org_ids=orgs) as sim:
+        env = Env(tmp_path, sim, sink)
+        configure(env, sim, sink, orgs, page_size=100, batch_size=batch, rate=50)
+        first = seed(sim, orgs, 20, salt=3, minutes=30)
+        sink.inject_fault(None, count=-1, delay_s=0.03)
+        kills = kill_at_random(env.path, rounds=5, seed=19, low=0.3, high=0.8)
+        sink.clear_faults()
+        result = console_run(env.path)
+        assert result.returncode == 0, result.stderr
+        assert kills >= 3
+        assert queries(sim) and len(queries(sim)[0]) > 1  # the first run was a shared query
+        got = copies(sink)
+        assert set(got) == {e["id"] for evs in first.values() for e in evs}, "an event was lost"
+        doubled = sum(n - 1 for n in got.values())
+        assert doubled <= kills * batch * 2, f"{doubled} copies after {kills} kills"
+        cursors_at_newest(env, first)
+
+
+def test_a_new_member_refused_by_jumpcloud_fails_alone_and_is_not_regrouped(
+    tmp_path: Path, sink, capsys
+) -> None:
+    orgs = org_ids(5)
+    refused = orgs[1]
+    with JumpCloudSimulator(api_key=JC_KEY, org_ids=orgs) as sim:
+        env = Env(tmp_path, sim, sink)
+        configure(env, sim, sink, orgs)
+        first = seed(sim, orgs, 2, salt=4)
+        sim.set_insights(refused, False)
+        rc, _, err = env.run(capsys)
+        assert rc == 1 and "JumpCloud 402" in err
+        healthy = [org for org in orgs if org != refused]
+        lines = run_lines(err)
+        assert {o: f["status"] for o, f in lines.items()} == {
+            o: "failed" if o == refused else "ok" for o in orgs
+        }
+        exactly_once(sink, {org: first[org] for org in healthy})
+        # the next run: the healthy ones share, the refused new org goes alone (not grouped
+        # again, which would refuse its group every run)
+        sim.arrivals.clear()
+        rc, _, err = env.run(capsys)
+        assert rc == 1
+        asked = queries(sim)
+        assert [sorted(q) for q in asked if len(q) > 1] == [sorted(healthy)]
+        assert (refused,) in asked

@@ -253,19 +253,22 @@ JUMPCLOUD = Section(
             lo=1,
             hi=50,
             help=(
-                "MSP: how many caught-up orgs may share one JumpCloud query (1..50; `1` turns "
-                "sharing off). The API takes several `x-org-id` header lines in one request and "
-                "answers with those orgs' events mixed, each naming its `organization`; di2siem "
-                "routes every event to its own org's cursor and id memory, so 1,000 caught-up "
-                "orgs cost about 20 requests a run instead of 1,000. An org shares only when it "
-                "is caught up: it has a cursor (or floor), its last turn reached the end of its "
-                "stream (`last_status` `ok`), its window starts at most a day ago, and its window"
-                " start lies within an hour of the group's earliest one. New orgs, orgs with a "
-                "backlog (last turn cut by the budget), failed orgs, the default org and the MSP "
-                "portal (`provider_id`) always get their own stream. Every per-org guarantee "
-                'holds in a shared query (see "Shared queries" under Behaviour). 50 keeps a '
-                "request within the header limits of real HTTP front ends (about 100 header "
-                "lines)."
+                "MSP: how many orgs may share one JumpCloud query (1..50; `1` turns sharing "
+                "off). The API takes several `x-org-id` header lines in one request and answers "
+                "with those orgs' events mixed, each naming its `organization`; di2siem routes "
+                "every event to its own org's cursor and id memory, so 1,000 orgs cost about 20 "
+                "requests a run instead of 1,000. New orgs (no cursor or floor yet) share their "
+                "first window with each other, so a fresh MSP config is served in its first "
+                "run. Any other org shares when it is caught up: its last turn reached the end "
+                "of its stream (`last_status` `ok`), its window starts at most a day ago, and "
+                "its window start lies within an hour of the group's earliest one. A member "
+                "whose events in its group's query pass five pages (5 x `page_size`) leaves the "
+                "group and continues alone (the others are served together again), so a large "
+                "backlog never holds a group back. Orgs with a backlog (last turn cut by the "
+                "budget), failed orgs, the default org and the MSP portal (`provider_id`) get "
+                "their own stream. Every per-org guarantee holds in a shared query (see "
+                '"Shared queries" under Behaviour). 50 keeps a request within the header limits '
+                "of real HTTP front ends (about 100 header lines)."
             ),
         ),
         Field(

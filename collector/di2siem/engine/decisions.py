@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 # name, or an element that is no event at all (jumpcloud.UNPARSABLE)
 MISSING = "missing"
 FOREIGN = "foreign"
+LEFT = "left"  # a shared query's member with a large backlog: it leaves the query
 UNPARSABLE = "unparsable"
 
 
@@ -60,7 +61,7 @@ class Defect(NamedTuple):
 
 class Unroutable(NamedTuple):
     """The first event a shared query could not route: its key, its readable time, and why
-    (MISSING, FOREIGN or UNPARSABLE)."""
+    (MISSING, FOREIGN or UNPARSABLE; LEFT: its member leaves the query there)."""
 
     key: str
     ts_ms: int | None

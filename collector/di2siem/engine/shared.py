@@ -14,6 +14,11 @@ element that is no event at all, whose org cannot be read) is never guessed: the
 before it, what was accepted stays recorded, and the caller serves the members alone
 (``unroutable``). Everything after that event is re-read by those solo streams, since no
 member's cursor passed it (the stream is ascending).
+
+A member whose events in the query pass LEAVE_AFTER_PAGES pages' worth (``page_size``
+each) has a backlog that would hold the others back: the stream stops before its next event
+in the same way (``left`` names it), and the caller serves the other members together again
+and that one alone (scheduler/turn.py), each from what its state recorded.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from ..errors import PositionAhead
 from ..timeutil import format_ms
 from .classify import event_key, event_time
 from .context import OrgRun
-from .decisions import FOREIGN, MISSING, UNPARSABLE, UNROUTABLE, Decision, Unroutable
+from .decisions import FOREIGN, LEFT, MISSING, UNPARSABLE, UNROUTABLE, Decision, Unroutable
 from .stream import Stream
 from .window import pin_first_window
+
+LEAVE_AFTER_PAGES = 5
 
 
 class SharedQuery:
@@ -34,6 +41,7 @@ class SharedQuery:
         self.stream = stream
         self.runs = runs
         self.unroutable: Unroutable | None = None
+        self.left: str | None = None  # the member with a large backlog, when one left
 
     def run(self) -> None:
         stream = self.stream
@@ -53,6 +61,8 @@ class SharedQuery:
         members = {o.org: stream.classifier(o, windows[o.org][0], batcher) for o in self.runs}
         shaper = stream.shaper
         src = shaper.src
+        routed = dict.fromkeys(members, 0)
+        large = LEAVE_AFTER_PAGES * ctx.cfg.jumpcloud.page_size
 
         def route(event: dict, text: str, s: int, e: int, index: int) -> Decision:
             org = event.get("organization")
@@ -63,6 +73,13 @@ class SharedQuery:
                 reason = MISSING if org is None or org == "" else FOREIGN
                 key = event_key(event.get("id"), text[s:e])
                 return Decision(UNROUTABLE, Unroutable(key, event_time(event, src), reason), None)
+            count = routed[org] = routed[org] + 1
+            if count > large and self.left is None:
+                self.left = org
+                if index == 0:
+                    shaper.begin_page(event, text[s:e])
+                key = event_key(event.get("id"), text[s:e])
+                return Decision(UNROUTABLE, Unroutable(key, event_time(event, src), LEFT), None)
             return member(event, text, s, e, index)
 
         def defect(text: str, reason: str) -> Decision:

@@ -1,6 +1,11 @@
 """Which orgs share one JumpCloud query this run (jumpcloud.shared_query_max_orgs).
 
-An org may share only when it is caught up, as its state file tells before the run:
+A new org (no cursor and no floor yet: its first window is still to be read) shares with the
+other new orgs: their windows all start initial_days_back before now, and a fresh MSP's
+orgs, each with a few events, are then served a group per request instead of one each (a
+member whose backlog turns out large leaves its group: engine/shared.py).
+
+Any other org may share only when it is caught up, as its state file tells before the run:
 - it has a cursor or a floor (not new), and its last turn reached the end of its stream
   (``ops.last_status`` "ok": not cut by the run time budget, not failed);
 - its window start (max(cursor - overlap, floor + 1 ms)) is at most RECENT_MS behind now
@@ -24,7 +29,8 @@ from typing import Any, Union
 from ..config import DEFAULT_ORG, PROVIDER_PREFIX
 from ..timeutil import parse_ms_or_none
 
-RECENT_MS = 86_400_000  # a window start older than a day: the org is not caught up
+DAY_MS = 86_400_000
+RECENT_MS = DAY_MS  # a window start older than a day: the org is not caught up
 SPREAD_MS = 3_600_000  # members' window starts lie within an hour of each other
 Turn = Union[str, tuple]  # one org key, or a shared query's org ids
 
@@ -41,11 +47,19 @@ def window_start(meta: dict[str, Any], overlap_ms: int) -> int | None:
     return max(candidates) if candidates else None
 
 
-def shareable_start(org: str, meta: dict[str, Any] | None, overlap_ms: int, now: int) -> int | None:
-    """The org's window start when it may share a query (see the module doc), else None."""
-    if meta is None or org == DEFAULT_ORG or org.startswith(PROVIDER_PREFIX) or "," in org:
+def shareable_start(
+    org: str, meta: dict[str, Any] | None, overlap_ms: int, now: int, initial_start: int
+) -> int | None:
+    """The org's window start when it may share a query (see the module doc), else None;
+    ``initial_start``: where a new org's first window starts."""
+    if org == DEFAULT_ORG or org.startswith(PROVIDER_PREFIX) or "," in org:
         return None
-    ops = meta.get("ops")
+    ops = meta.get("ops") if meta is not None else None
+    if meta is None or window_start(meta, overlap_ms) is None:
+        # new: its first window; not one JumpCloud refused last time (its group would be
+        # refused again, and then served alone, every run)
+        failed = isinstance(ops, dict) and ops.get("last_status") == "failed"
+        return None if failed else initial_start
     if not isinstance(ops, dict) or ops.get("last_status") != "ok":
         return None
     start = window_start(meta, overlap_ms)
@@ -63,13 +77,15 @@ def plan_turns(
     overlap_ms: int,
     max_orgs: int,
     now: int,
+    initial_days_back: float = 0.0,
 ) -> list[Turn]:
     """The run's turns in serving order: org keys (solo) and tuples of org ids (shared)."""
     if max_orgs < 2:
         return list(order)
+    initial_start = now + int(initial_days_back * DAY_MS)
     starts = {}
     for org in order:
-        start = shareable_start(org, metas.get(org), overlap_ms, now)
+        start = shareable_start(org, metas.get(org), overlap_ms, now, initial_start)
         if start is not None:
             starts[org] = start
     groups: list[list[str]] = []

@@ -185,6 +185,7 @@ class Scheduler:
             self.context.overlap_ms,
             self.cfg.jumpcloud.shared_query_max_orgs,
             now_ms(),
+            self.cfg.jumpcloud.initial_days_back,
         )
 
 

@@ -11,7 +11,7 @@ from ..config import Config
 from ..engine.checkpoint import bound
 from ..engine.context import OrgRun
 from ..engine.decisions import UNPARSABLE
-from ..engine.shared import SharedQuery
+from ..engine.shared import LEAVE_AFTER_PAGES, SharedQuery
 from ..errors import (
     BudgetExceeded,
     BudgetReached,
@@ -198,6 +198,8 @@ class TurnServer:
         event = shared.unroutable
         if event is None:
             return []
+        if shared.left is not None:
+            return self._left(shared.left, runs)
         until = bound(runs[0])
         if event.ts_ms is not None:
             until = max(until, event.ts_ms)
@@ -217,6 +219,26 @@ class TurnServer:
             organization=event.reason,
         )
         return [o.org for o in runs]
+
+    def _left(self, left: str, runs: list[OrgRun]) -> list:
+        """A member's backlog passed LEAVE_AFTER_PAGES pages in a shared query: the others are
+        served together next (this run, from what their states recorded), then it alone,
+        which keeps to its own stream until it caught up with JumpCloud's clock
+        (``solo_until``)."""
+        rest = [o.org for o in runs if o.org != left and o.status != "failed"]
+        for o in runs:
+            if o.org == left:
+                o.state.solo_until_ms = bound(o)
+        _turn_not_counted(runs, keep_record=True)
+        self.log.info(
+            "an org of a shared query has a large backlog: it continues alone, so that it "
+            "does not hold the others back; they are served together next",
+            org=left,
+            events_over=LEAVE_AFTER_PAGES * self.cfg.jumpcloud.page_size,
+            others=len(rest),
+        )
+        together: list = [tuple(rest)] if len(rest) > 1 else rest
+        return [*together, left]
 
     def _check_skew(self, jc: JumpCloudClient) -> None:
         """Warn once per run when the host clock and JumpCloud's (its Date header) differ.
