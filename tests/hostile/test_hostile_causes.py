@@ -150,7 +150,9 @@ def test_a_siem_resetting_after_the_post_is_resent_as_before(env: Env, capsys) -
         point(env, "siem", f"http://127.0.0.1:{port}")
         rc, _, err = env.run(capsys)
     assert rc == 1 and raw.connections == 3, err  # the resend cap (MAX_RESENDS 2), as before
-    assert f'reason="SIEM 127.0.0.1:{port}: connection reset by peer"' in err
+    # the RST races the client's read: seen as a reset, or as a close with no answer
+    causes = ("connection reset by peer", "the peer closed the connection")
+    assert any(f'reason="SIEM 127.0.0.1:{port}: {cause}' in err for cause in causes), err
     assert "SIEM dropped the connection without answering 3 times" in err
     assert counts(err)["retries"] == 3
     plain(err)
