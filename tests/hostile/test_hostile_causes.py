@@ -58,7 +58,9 @@ def test_a_closed_port_fails_within_seconds_naming_the_refusal(env: Env, capsys,
     rc, _, err = env.run(capsys)
     took = time.monotonic() - started
     name = "JumpCloud" if side == "jumpcloud" else "SIEM"
-    assert rc == 1 and took < 3, (took, err)
+    # about 1.2 s (retries after 0.25 s and 0.75 s); the full schedule it no longer waits
+    # through is ~20 s: the bound leaves room for a loaded machine
+    assert rc == 1 and took < 8, (took, err)
     assert f"{name} 127.0.0.1:{port}: connection refused (gave up after 3 attempts" in err
     assert summary(err)["retries"] == "2"
     plain(err)
@@ -137,7 +139,11 @@ def test_jumpcloud_dropping_the_connection_keeps_the_whole_schedule(
         point(env, "jumpcloud", f"http://127.0.0.1:{port}")
         rc, _, err = env.run(capsys)
     assert rc == 1 and raw.connections == 4, err
-    assert f"JumpCloud 127.0.0.1:{port}: {cause} (gave up after 4 attempts)" in err
+    # a peer's RST races the client's read: a reset may be seen as a close without answer
+    # (the exact cause per exception: tests/unit/test_causes.py); the schedule is the subject
+    seen = (cause, "the peer closed the connection") if behave is reset else (cause,)
+    assert any(f"JumpCloud 127.0.0.1:{port}: {c}" in err for c in seen), err
+    assert "(gave up after 4 attempts)" in err
     plain(err)
 
 
