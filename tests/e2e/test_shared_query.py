@@ -157,6 +157,18 @@ def exactly_once(sink, *batches: dict[str, list[dict]]) -> None:
     assert set(got.values()) == {1}, "doubled events"
 
 
+def nothing_lost_copies_bounded(
+    sink, kills: int, batch: int, *batches: dict[str, list[dict]]
+) -> None:
+    """After kill -9s: every event arrived, and the copies are at most one batch in flight
+    per lane (parallel_orgs 2) and kill."""
+    got = copies(sink)
+    want = {e["id"] for events in batches for evs in events.values() for e in evs}
+    assert set(got) == want, "an event was lost"
+    doubled = sum(n - 1 for n in got.values())
+    assert doubled <= kills * batch * 2, f"{doubled} copies after {kills} kills"
+
+
 def queries(sim: JumpCloudSimulator) -> list[tuple[str, ...]]:
     """The x-org-id lines of each JumpCloud API request so far, in arrival order."""
     return [orgs for _, path, orgs in sorted(sim.arrivals) if path.startswith(EVENTS_PATH)]
@@ -369,12 +381,7 @@ def test_kill_9_loop_with_shared_queries_loses_nothing(tmp_path: Path, sink) -> 
         assert result.returncode == 0, result.stderr
         assert kills >= 5
         assert sum(len(q) > 1 for q in queries(sim)) >= kills  # the kills hit shared streams
-        got = copies(sink)
-        want = {e["id"] for events in (first, second) for evs in events.values() for e in evs}
-        assert set(got) == want, "an event was lost"
-        doubled = sum(n - 1 for n in got.values())
-        # one batch in flight per lane (parallel_orgs 2) and kill
-        assert doubled <= kills * batch * 2, f"{doubled} copies after {kills} kills"
+        nothing_lost_copies_bounded(sink, kills, batch, first, second)
         cursors_at_newest(env, first, second)
 
 
@@ -606,10 +613,7 @@ def test_kill_9_during_a_grouped_first_run_loses_nothing(tmp_path: Path, sink) -
         assert result.returncode == 0, result.stderr
         assert kills >= 3
         assert queries(sim) and len(queries(sim)[0]) > 1  # the first run was a shared query
-        got = copies(sink)
-        assert set(got) == {e["id"] for evs in first.values() for e in evs}, "an event was lost"
-        doubled = sum(n - 1 for n in got.values())
-        assert doubled <= kills * batch * 2, f"{doubled} copies after {kills} kills"
+        nothing_lost_copies_bounded(sink, kills, batch, first)
         cursors_at_newest(env, first)
 
 
