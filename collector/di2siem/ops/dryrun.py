@@ -48,7 +48,6 @@ class PrintingSink:
         self.log = log
         self.left = limit
         self.printed = 0
-        self.resent = 0
         streamed = type(intake).transport is not Intake.transport  # syslog: its own socket
         self.request = (
             f"SEND {intake.cfg.url}" if streamed else f"{intake.cfg.method} {intake.post_url()}"
@@ -74,9 +73,6 @@ class PrintingSink:
             raise Enough()
 
     def settle(self) -> None:
-        pass
-
-    def close(self) -> None:
         pass
 
 

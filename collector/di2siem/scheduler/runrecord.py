@@ -124,7 +124,7 @@ class RunRecorder:
         ops["last_shipped"] = o.shipped
         ops["caught_up"] = o.status == "ok"
         ops.pop("running_since", None)
-        clock = getattr(o.source, "server_clock", None)
+        clock = o.source.server_clock
         if clock is not None:
             ops["jumpcloud_offset_ms"] = clock[0] - clock[1]
         if o.status == "failed":
